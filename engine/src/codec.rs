@@ -1,0 +1,1 @@
+//! Generated code format (being written).

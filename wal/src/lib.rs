@@ -1,0 +1,1 @@
+//! redeem-wal: a segmented, memory-mapped write-ahead log (under construction).
