@@ -6,9 +6,9 @@
 //! `std::sync` directly.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
@@ -60,5 +60,104 @@ impl<T> Mutex<T> {
         {
             self.inner.lock()
         }
+    }
+}
+
+/// A reader-writer lock with parking_lot's infallible API in both builds.
+#[derive(Debug, Default)]
+pub(crate) struct RwLock<T> {
+    #[cfg(loom)]
+    inner: loom::sync::RwLock<T>,
+    #[cfg(not(loom))]
+    inner: parking_lot::RwLock<T>,
+}
+
+#[cfg(loom)]
+pub(crate) type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+#[cfg(not(loom))]
+pub(crate) type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
+#[cfg(loom)]
+pub(crate) type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+#[cfg(not(loom))]
+pub(crate) type RwLockWriteGuard<'a, T> = parking_lot::RwLockWriteGuard<'a, T>;
+
+impl<T> RwLock<T> {
+    pub(crate) fn new(value: T) -> RwLock<T> {
+        RwLock {
+            #[cfg(loom)]
+            inner: loom::sync::RwLock::new(value),
+            #[cfg(not(loom))]
+            inner: parking_lot::RwLock::new(value),
+        }
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+        #[cfg(loom)]
+        {
+            self.inner.read().expect("lock poisoned")
+        }
+        #[cfg(not(loom))]
+        {
+            self.inner.read()
+        }
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+        #[cfg(loom)]
+        {
+            self.inner.write().expect("lock poisoned")
+        }
+        #[cfg(not(loom))]
+        {
+            self.inner.write()
+        }
+    }
+}
+
+/// A hash map split into independently locked shards, so unrelated keys
+/// rarely contend. Built on this module's `Mutex` (not dashmap) so that loom
+/// sees and model-checks every lock the engine takes.
+pub(crate) struct ShardedMap<K, V> {
+    shards: Box<[crossbeam_utils::CachePadded<Mutex<std::collections::HashMap<K, V>>>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Shards of a [`ShardedMap`].
+const MAP_SHARDS: usize = 32;
+const _: () = assert!(MAP_SHARDS.is_power_of_two());
+
+impl<K: std::hash::Hash + Eq, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        ShardedMap {
+            shards: (0..MAP_SHARDS)
+                .map(|_| crossbeam_utils::CachePadded::new(Mutex::new(Default::default())))
+                .collect(),
+            hasher: Default::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
+    /// Locks the shard that holds `key`.
+    pub(crate) fn shard<Q>(&self, key: &Q) -> MutexGuard<'_, std::collections::HashMap<K, V>>
+    where
+        Q: std::hash::Hash + ?Sized,
+    {
+        use std::hash::BuildHasher;
+        let index = (self.hasher.hash_one(key) as usize) & (MAP_SHARDS - 1);
+        self.shards[index].lock()
+    }
+
+    /// Visits every shard in turn, each under its lock.
+    pub(crate) fn for_each_shard(&self, mut f: impl FnMut(&mut std::collections::HashMap<K, V>)) {
+        for shard in self.shards.iter() {
+            f(&mut shard.lock());
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for ShardedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedMap").finish_non_exhaustive()
     }
 }

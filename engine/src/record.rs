@@ -1,0 +1,841 @@
+//! The journal boundary: every change the engine makes is one [`Record`],
+//! handed to a [`Journal`] before it takes effect and re-applied, in log
+//! order, by `Engine::apply_replayed`.
+//!
+//! Records borrow their strings, so the hot path builds them without
+//! allocating; [`Record::encode`] and [`Record::decode`] give the byte form
+//! the server stores as a WAL payload, with [`Record::kind`] as its type byte.
+
+use crate::Timestamp;
+
+/// A log sequence number: the journal's position of a record, dense from 1.
+pub type Lsn = u64;
+
+/// A campaign's number: its creation order, stable across replays.
+pub type CampaignNo = u32;
+
+/// Where a code lives in its campaign: generated codes by index, imported
+/// codes by import order, told apart by the top bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(pub u64);
+
+impl Slot {
+    const IMPORTED: u64 = 1 << 63;
+
+    pub fn generated(index: u64) -> Slot {
+        assert!(index < Slot::IMPORTED);
+        Slot(index)
+    }
+
+    pub fn imported(index: u64) -> Slot {
+        assert!(index < Slot::IMPORTED);
+        Slot(index | Slot::IMPORTED)
+    }
+
+    pub fn is_imported(self) -> bool {
+        self.0 & Slot::IMPORTED != 0
+    }
+
+    pub fn index(self) -> u64 {
+        self.0 & !Slot::IMPORTED
+    }
+}
+
+/// A reservation's identifier, unique within an engine's life and its log.
+pub type ReservationId = u64;
+
+/// An idempotency key attached to a transition: the stored response is
+/// rendered from the record, so a crash keeps both or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdemTag<'a> {
+    /// The key, already scoped to its token by the caller.
+    pub key: &'a str,
+    /// A hash of method, path and body; a reuse with another request differs.
+    pub fingerprint: u128,
+}
+
+/// Campaign settings an update may change; `None` leaves one unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CampaignPatch {
+    pub starts_at: Option<Option<Timestamp>>,
+    pub expires_at: Option<Option<Timestamp>>,
+    pub paused: Option<bool>,
+    pub test_recipients: Option<Vec<String>>,
+    pub low_stock_threshold: Option<u64>,
+}
+
+/// Everything a campaign is created with, as it is logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignSpec {
+    pub id: String,
+    pub generate: u64,
+    pub prefix: String,
+    pub length: u8,
+    pub starts_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    /// Redemptions one user may make in the campaign; 0 means unlimited.
+    pub per_user_limit: u32,
+    /// Codes one recipient may hold; test recipients are exempt.
+    pub per_recipient_limit: u32,
+    pub code_valid_seconds_after_assignment: Option<u64>,
+    pub reservation_ttl_seconds: u64,
+    pub low_stock_threshold: u64,
+    pub test_recipients: Vec<String>,
+}
+
+impl Default for CampaignSpec {
+    fn default() -> Self {
+        CampaignSpec {
+            id: String::new(),
+            generate: 0,
+            prefix: String::new(),
+            length: 10,
+            starts_at: None,
+            expires_at: None,
+            per_user_limit: 1,
+            per_recipient_limit: 1,
+            code_valid_seconds_after_assignment: None,
+            reservation_ttl_seconds: 900,
+            low_stock_threshold: 0,
+            test_recipients: Vec::new(),
+        }
+    }
+}
+
+/// One change of engine state. `at` is when it took effect; replay uses it
+/// and never the clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    CampaignCreated {
+        at: Timestamp,
+        campaign: CampaignNo,
+        /// The campaign's secret code key.
+        key: [u8; 16],
+        spec: CampaignSpec,
+        idem: Option<IdemTag<'a>>,
+    },
+    CampaignUpdated {
+        at: Timestamp,
+        campaign: CampaignNo,
+        patch: CampaignPatch,
+        idem: Option<IdemTag<'a>>,
+    },
+    CodesGenerated {
+        at: Timestamp,
+        campaign: CampaignNo,
+        count: u64,
+    },
+    /// A batch of imported codes, normalized, in slot order from `first`.
+    CodesImported {
+        at: Timestamp,
+        campaign: CampaignNo,
+        first: u64,
+        codes: Vec<&'a str>,
+    },
+    Assigned {
+        at: Timestamp,
+        campaign: CampaignNo,
+        slot: Slot,
+        recipient: &'a str,
+        test: bool,
+        idem: Option<IdemTag<'a>>,
+    },
+    Reserved {
+        at: Timestamp,
+        campaign: CampaignNo,
+        slot: Slot,
+        reservation: ReservationId,
+        user: &'a str,
+        expires_at: Timestamp,
+        idem: Option<IdemTag<'a>>,
+    },
+    Released {
+        at: Timestamp,
+        campaign: CampaignNo,
+        slot: Slot,
+        reservation: ReservationId,
+        /// True when the sweeper released an expired hold.
+        expired: bool,
+        idem: Option<IdemTag<'a>>,
+    },
+    Redeemed {
+        at: Timestamp,
+        campaign: CampaignNo,
+        slot: Slot,
+        user: &'a str,
+        order: Option<&'a str>,
+        /// The hold this redemption consumed, if any.
+        reservation: Option<ReservationId>,
+        idem: Option<IdemTag<'a>>,
+    },
+    RolledBack {
+        at: Timestamp,
+        campaign: CampaignNo,
+        slot: Slot,
+        idem: Option<IdemTag<'a>>,
+    },
+    Voided {
+        at: Timestamp,
+        campaign: CampaignNo,
+        slot: Slot,
+        idem: Option<IdemTag<'a>>,
+    },
+    /// A stored response for a request that changed nothing (a refusal).
+    IdempotentResponse {
+        at: Timestamp,
+        key: &'a str,
+        fingerprint: u128,
+        status: u16,
+        body: &'a [u8],
+    },
+    /// The campaign's pool fell below its low-stock threshold.
+    LowStock {
+        at: Timestamp,
+        campaign: CampaignNo,
+        available: u64,
+    },
+}
+
+/// The type byte of each record kind, as stored in the log. Never reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    CampaignCreated = 1,
+    CampaignUpdated = 2,
+    CodesGenerated = 3,
+    CodesImported = 4,
+    Assigned = 5,
+    Reserved = 6,
+    Released = 7,
+    Redeemed = 8,
+    RolledBack = 9,
+    Voided = 10,
+    IdempotentResponse = 11,
+    LowStock = 12,
+}
+
+impl RecordKind {
+    pub fn from_u8(byte: u8) -> Option<RecordKind> {
+        use RecordKind::*;
+        [
+            CampaignCreated,
+            CampaignUpdated,
+            CodesGenerated,
+            CodesImported,
+            Assigned,
+            Reserved,
+            Released,
+            Redeemed,
+            RolledBack,
+            Voided,
+            IdempotentResponse,
+            LowStock,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == byte)
+    }
+
+    /// The event name `/v1/events` reports.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            RecordKind::CampaignCreated => "campaign_created",
+            RecordKind::CampaignUpdated => "campaign_updated",
+            RecordKind::CodesGenerated | RecordKind::CodesImported => "codes_added",
+            RecordKind::Assigned => "assigned",
+            RecordKind::Reserved => "reserved",
+            RecordKind::Released => "released",
+            RecordKind::Redeemed => "redeemed",
+            RecordKind::RolledBack => "rolled_back",
+            RecordKind::Voided => "voided",
+            RecordKind::IdempotentResponse => "idempotent_response",
+            RecordKind::LowStock => "low_stock",
+        }
+    }
+}
+
+/// The journal the engine writes through. The server backs it with the WAL;
+/// tests with memory.
+///
+/// `append` is called while the affected code is locked, so it must be
+/// quick and must not wait for durability: the caller waits afterwards.
+pub trait Journal: Send + Sync {
+    fn append(&self, record: &Record<'_>) -> Result<Lsn, JournalError>;
+}
+
+/// The journal could not take a record; the change was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalError {
+    pub message: String,
+}
+
+impl std::fmt::Display for JournalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the journal refused a record: {}", self.message)
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+/// A record's bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub kind: u8,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "record of type {} does not decode: {}", self.kind, self.reason)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl<'a> Record<'a> {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::CampaignCreated { .. } => RecordKind::CampaignCreated,
+            Record::CampaignUpdated { .. } => RecordKind::CampaignUpdated,
+            Record::CodesGenerated { .. } => RecordKind::CodesGenerated,
+            Record::CodesImported { .. } => RecordKind::CodesImported,
+            Record::Assigned { .. } => RecordKind::Assigned,
+            Record::Reserved { .. } => RecordKind::Reserved,
+            Record::Released { .. } => RecordKind::Released,
+            Record::Redeemed { .. } => RecordKind::Redeemed,
+            Record::RolledBack { .. } => RecordKind::RolledBack,
+            Record::Voided { .. } => RecordKind::Voided,
+            Record::IdempotentResponse { .. } => RecordKind::IdempotentResponse,
+            Record::LowStock { .. } => RecordKind::LowStock,
+        }
+    }
+
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Record::CampaignCreated { at, .. }
+            | Record::CampaignUpdated { at, .. }
+            | Record::CodesGenerated { at, .. }
+            | Record::CodesImported { at, .. }
+            | Record::Assigned { at, .. }
+            | Record::Reserved { at, .. }
+            | Record::Released { at, .. }
+            | Record::Redeemed { at, .. }
+            | Record::RolledBack { at, .. }
+            | Record::Voided { at, .. }
+            | Record::IdempotentResponse { at, .. }
+            | Record::LowStock { at, .. } => *at,
+        }
+    }
+
+    /// The campaign and code a record is about, when it is about one code.
+    pub fn code(&self) -> Option<(CampaignNo, Slot)> {
+        match *self {
+            Record::Assigned { campaign, slot, .. }
+            | Record::Reserved { campaign, slot, .. }
+            | Record::Released { campaign, slot, .. }
+            | Record::Redeemed { campaign, slot, .. }
+            | Record::RolledBack { campaign, slot, .. }
+            | Record::Voided { campaign, slot, .. } => Some((campaign, slot)),
+            _ => None,
+        }
+    }
+
+    pub fn campaign(&self) -> Option<CampaignNo> {
+        match *self {
+            Record::CampaignCreated { campaign, .. }
+            | Record::CampaignUpdated { campaign, .. }
+            | Record::CodesGenerated { campaign, .. }
+            | Record::CodesImported { campaign, .. }
+            | Record::LowStock { campaign, .. } => Some(campaign),
+            Record::IdempotentResponse { .. } => None,
+            _ => self.code().map(|(c, _)| c),
+        }
+    }
+
+    pub fn idem(&self) -> Option<IdemTag<'a>> {
+        match *self {
+            Record::CampaignCreated { idem, .. }
+            | Record::CampaignUpdated { idem, .. }
+            | Record::Assigned { idem, .. }
+            | Record::Reserved { idem, .. }
+            | Record::Released { idem, .. }
+            | Record::Redeemed { idem, .. }
+            | Record::RolledBack { idem, .. }
+            | Record::Voided { idem, .. } => idem,
+            _ => None,
+        }
+    }
+
+    /// Appends the record's payload (without its kind byte) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        w.u64(self.at().0);
+        match self {
+            Record::CampaignCreated { campaign, key, spec, idem, .. } => {
+                w.u32(*campaign);
+                w.0.extend_from_slice(key);
+                w.str(&spec.id);
+                w.u64(spec.generate);
+                w.str(&spec.prefix);
+                w.0.push(spec.length);
+                w.opt_time(spec.starts_at);
+                w.opt_time(spec.expires_at);
+                w.u32(spec.per_user_limit);
+                w.u32(spec.per_recipient_limit);
+                w.opt_u64(spec.code_valid_seconds_after_assignment);
+                w.u64(spec.reservation_ttl_seconds);
+                w.u64(spec.low_stock_threshold);
+                w.strs(spec.test_recipients.iter().map(String::as_str));
+                w.idem(idem);
+            }
+            Record::CampaignUpdated { campaign, patch, idem, .. } => {
+                w.u32(*campaign);
+                match patch.starts_at {
+                    None => w.0.push(0),
+                    Some(t) => {
+                        w.0.push(1);
+                        w.opt_time(t);
+                    }
+                }
+                match patch.expires_at {
+                    None => w.0.push(0),
+                    Some(t) => {
+                        w.0.push(1);
+                        w.opt_time(t);
+                    }
+                }
+                w.0.push(match patch.paused {
+                    None => 0,
+                    Some(false) => 1,
+                    Some(true) => 2,
+                });
+                match &patch.test_recipients {
+                    None => w.0.push(0),
+                    Some(list) => {
+                        w.0.push(1);
+                        w.strs(list.iter().map(String::as_str));
+                    }
+                }
+                w.opt_u64(patch.low_stock_threshold);
+                w.idem(idem);
+            }
+            Record::CodesGenerated { campaign, count, .. } => {
+                w.u32(*campaign);
+                w.u64(*count);
+            }
+            Record::CodesImported { campaign, first, codes, .. } => {
+                w.u32(*campaign);
+                w.u64(*first);
+                w.strs(codes.iter().copied());
+            }
+            Record::Assigned { campaign, slot, recipient, test, idem, .. } => {
+                w.u32(*campaign);
+                w.u64(slot.0);
+                w.str(recipient);
+                w.0.push(*test as u8);
+                w.idem(idem);
+            }
+            Record::Reserved { campaign, slot, reservation, user, expires_at, idem, .. } => {
+                w.u32(*campaign);
+                w.u64(slot.0);
+                w.u64(*reservation);
+                w.str(user);
+                w.u64(expires_at.0);
+                w.idem(idem);
+            }
+            Record::Released { campaign, slot, reservation, expired, idem, .. } => {
+                w.u32(*campaign);
+                w.u64(slot.0);
+                w.u64(*reservation);
+                w.0.push(*expired as u8);
+                w.idem(idem);
+            }
+            Record::Redeemed { campaign, slot, user, order, reservation, idem, .. } => {
+                w.u32(*campaign);
+                w.u64(slot.0);
+                w.str(user);
+                w.opt_str(*order);
+                w.opt_u64(*reservation);
+                w.idem(idem);
+            }
+            Record::RolledBack { campaign, slot, idem, .. }
+            | Record::Voided { campaign, slot, idem, .. } => {
+                w.u32(*campaign);
+                w.u64(slot.0);
+                w.idem(idem);
+            }
+            Record::IdempotentResponse { key, fingerprint, status, body, .. } => {
+                w.str(key);
+                w.u128(*fingerprint);
+                w.u32(u32::from(*status));
+                w.bytes(body);
+            }
+            Record::LowStock { campaign, available, .. } => {
+                w.u32(*campaign);
+                w.u64(*available);
+            }
+        }
+    }
+
+    /// Decodes a payload written by [`Record::encode`]. Never panics on
+    /// arbitrary bytes.
+    pub fn decode(kind: u8, payload: &'a [u8]) -> Result<Record<'a>, DecodeError> {
+        let Some(record_kind) = RecordKind::from_u8(kind) else {
+            return Err(DecodeError { kind, reason: "unknown record type" });
+        };
+        let mut r = Reader { bytes: payload, kind };
+        let at = Timestamp(r.u64()?);
+        let record = match record_kind {
+            RecordKind::CampaignCreated => {
+                let campaign = r.u32()?;
+                let key: [u8; 16] = r.take(16)?.try_into().expect("16 bytes taken");
+                let spec = CampaignSpec {
+                    id: r.str()?.to_owned(),
+                    generate: r.u64()?,
+                    prefix: r.str()?.to_owned(),
+                    length: r.u8()?,
+                    starts_at: r.opt_time()?,
+                    expires_at: r.opt_time()?,
+                    per_user_limit: r.u32()?,
+                    per_recipient_limit: r.u32()?,
+                    code_valid_seconds_after_assignment: r.opt_u64()?,
+                    reservation_ttl_seconds: r.u64()?,
+                    low_stock_threshold: r.u64()?,
+                    test_recipients: r.strs()?.into_iter().map(str::to_owned).collect(),
+                };
+                Record::CampaignCreated { at, campaign, key, spec, idem: r.idem()? }
+            }
+            RecordKind::CampaignUpdated => {
+                let campaign = r.u32()?;
+                let starts_at = if r.flag()? { Some(r.opt_time()?) } else { None };
+                let expires_at = if r.flag()? { Some(r.opt_time()?) } else { None };
+                let paused = match r.u8()? {
+                    0 => None,
+                    1 => Some(false),
+                    2 => Some(true),
+                    _ => return Err(r.error("bad paused value")),
+                };
+                let test_recipients = if r.flag()? {
+                    Some(r.strs()?.into_iter().map(str::to_owned).collect())
+                } else {
+                    None
+                };
+                let patch = CampaignPatch {
+                    starts_at,
+                    expires_at,
+                    paused,
+                    test_recipients,
+                    low_stock_threshold: r.opt_u64()?,
+                };
+                Record::CampaignUpdated { at, campaign, patch, idem: r.idem()? }
+            }
+            RecordKind::CodesGenerated => {
+                Record::CodesGenerated { at, campaign: r.u32()?, count: r.u64()? }
+            }
+            RecordKind::CodesImported => Record::CodesImported {
+                at,
+                campaign: r.u32()?,
+                first: r.u64()?,
+                codes: r.strs()?,
+            },
+            RecordKind::Assigned => Record::Assigned {
+                at,
+                campaign: r.u32()?,
+                slot: Slot(r.u64()?),
+                recipient: r.str()?,
+                test: r.flag()?,
+                idem: r.idem()?,
+            },
+            RecordKind::Reserved => Record::Reserved {
+                at,
+                campaign: r.u32()?,
+                slot: Slot(r.u64()?),
+                reservation: r.u64()?,
+                user: r.str()?,
+                expires_at: Timestamp(r.u64()?),
+                idem: r.idem()?,
+            },
+            RecordKind::Released => Record::Released {
+                at,
+                campaign: r.u32()?,
+                slot: Slot(r.u64()?),
+                reservation: r.u64()?,
+                expired: r.flag()?,
+                idem: r.idem()?,
+            },
+            RecordKind::Redeemed => Record::Redeemed {
+                at,
+                campaign: r.u32()?,
+                slot: Slot(r.u64()?),
+                user: r.str()?,
+                order: r.opt_str()?,
+                reservation: r.opt_u64()?,
+                idem: r.idem()?,
+            },
+            RecordKind::RolledBack => Record::RolledBack {
+                at,
+                campaign: r.u32()?,
+                slot: Slot(r.u64()?),
+                idem: r.idem()?,
+            },
+            RecordKind::Voided => Record::Voided {
+                at,
+                campaign: r.u32()?,
+                slot: Slot(r.u64()?),
+                idem: r.idem()?,
+            },
+            RecordKind::IdempotentResponse => Record::IdempotentResponse {
+                at,
+                key: r.str()?,
+                fingerprint: r.u128()?,
+                status: u16::try_from(r.u32()?).map_err(|_| r.error("status out of range"))?,
+                body: r.bytes()?,
+            },
+            RecordKind::LowStock => {
+                Record::LowStock { at, campaign: r.u32()?, available: r.u64()? }
+            }
+        };
+        if !r.bytes.is_empty() {
+            return Err(r.error("trailing bytes"));
+        }
+        Ok(record)
+    }
+}
+
+struct Writer<'o>(&'o mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u128(&mut self, v: u128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        let len = u32::try_from(v.len()).expect("record field over 4 GiB");
+        self.u32(len);
+        self.0.extend_from_slice(v);
+    }
+    fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            None => self.0.push(0),
+            Some(s) => {
+                self.0.push(1);
+                self.str(s);
+            }
+        }
+    }
+    fn opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            None => self.0.push(0),
+            Some(x) => {
+                self.0.push(1);
+                self.u64(x);
+            }
+        }
+    }
+    fn opt_time(&mut self, v: Option<Timestamp>) {
+        self.opt_u64(v.map(|t| t.0));
+    }
+    fn strs<'s>(&mut self, items: impl ExactSizeIterator<Item = &'s str>) {
+        self.u32(u32::try_from(items.len()).expect("list over 4G entries"));
+        for item in items {
+            self.str(item);
+        }
+    }
+    fn idem(&mut self, v: &Option<IdemTag<'_>>) {
+        match v {
+            None => self.0.push(0),
+            Some(tag) => {
+                self.0.push(1);
+                self.str(tag.key);
+                self.u128(tag.fingerprint);
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    kind: u8,
+}
+
+impl<'a> Reader<'a> {
+    fn error(&self, reason: &'static str) -> DecodeError {
+        DecodeError { kind: self.kind, reason }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.bytes.len() < n {
+            return Err(self.error("truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.error("bad flag byte")),
+        }
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn u128(&mut self) -> Result<u128, DecodeError> {
+        Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let bytes = self.bytes()?;
+        std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))
+    }
+    fn opt_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
+        Ok(if self.flag()? { Some(self.str()?) } else { None })
+    }
+    fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
+        Ok(if self.flag()? { Some(self.u64()?) } else { None })
+    }
+    fn opt_time(&mut self) -> Result<Option<Timestamp>, DecodeError> {
+        Ok(self.opt_u64()?.map(Timestamp))
+    }
+    fn strs(&mut self) -> Result<Vec<&'a str>, DecodeError> {
+        let count = self.u32()? as usize;
+        // Each string costs at least its 4-byte length: bound the allocation
+        // by what the payload can actually hold.
+        if count > self.bytes.len() / 4 {
+            return Err(self.error("list longer than its payload"));
+        }
+        (0..count).map(|_| self.str()).collect()
+    }
+    fn idem(&mut self) -> Result<Option<IdemTag<'a>>, DecodeError> {
+        if !self.flag()? {
+            return Ok(None);
+        }
+        Ok(Some(IdemTag { key: self.str()?, fingerprint: self.u128()? }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(record: Record<'_>) {
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        let back = Record::decode(record.kind() as u8, &bytes).expect("decodes");
+        assert_eq!(back, record);
+        // Every strict prefix fails cleanly.
+        for cut in 0..bytes.len() {
+            assert!(Record::decode(record.kind() as u8, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let at = Timestamp(1_700_000_000_123);
+        let idem = Some(IdemTag { key: "tok:abc", fingerprint: 0xdead_beef << 70 });
+        check(Record::CampaignCreated {
+            at,
+            campaign: 3,
+            key: [7; 16],
+            spec: CampaignSpec {
+                id: "spring".into(),
+                generate: 1000,
+                prefix: "SPR".into(),
+                starts_at: Some(Timestamp(5)),
+                code_valid_seconds_after_assignment: Some(60),
+                test_recipients: vec!["qa@example.com".into()],
+                ..CampaignSpec::default()
+            },
+            idem,
+        });
+        check(Record::CampaignUpdated {
+            at,
+            campaign: 3,
+            patch: CampaignPatch {
+                starts_at: Some(None),
+                expires_at: Some(Some(Timestamp(9))),
+                paused: Some(true),
+                test_recipients: Some(vec![]),
+                low_stock_threshold: Some(4),
+            },
+            idem: None,
+        });
+        check(Record::CampaignUpdated { at, campaign: 1, patch: CampaignPatch::default(), idem });
+        check(Record::CodesGenerated { at, campaign: 1, count: 5 });
+        check(Record::CodesImported { at, campaign: 1, first: 9, codes: vec!["A", "BC"] });
+        check(Record::Assigned {
+            at,
+            campaign: 1,
+            slot: Slot::imported(4),
+            recipient: "r",
+            test: true,
+            idem,
+        });
+        check(Record::Reserved {
+            at,
+            campaign: 1,
+            slot: Slot::generated(4),
+            reservation: 77,
+            user: "u",
+            expires_at: Timestamp(99),
+            idem,
+        });
+        check(Record::Released {
+            at,
+            campaign: 1,
+            slot: Slot(4),
+            reservation: 77,
+            expired: true,
+            idem: None,
+        });
+        check(Record::Redeemed {
+            at,
+            campaign: 1,
+            slot: Slot(4),
+            user: "u",
+            order: Some("o-1"),
+            reservation: Some(77),
+            idem,
+        });
+        check(Record::RolledBack { at, campaign: 1, slot: Slot(4), idem });
+        check(Record::Voided { at, campaign: 1, slot: Slot(4), idem: None });
+        check(Record::IdempotentResponse {
+            at,
+            key: "k",
+            fingerprint: 1,
+            status: 409,
+            body: b"{}",
+        });
+        check(Record::LowStock { at, campaign: 1, available: 3 });
+    }
+
+    #[test]
+    fn unknown_kind_and_trailing_bytes_are_refused() {
+        assert!(Record::decode(0, &[]).is_err());
+        assert!(Record::decode(200, &[0; 64]).is_err());
+        let mut bytes = Vec::new();
+        Record::CodesGenerated { at: Timestamp(1), campaign: 1, count: 1 }.encode(&mut bytes);
+        bytes.push(0);
+        assert_eq!(
+            Record::decode(RecordKind::CodesGenerated as u8, &bytes).unwrap_err().reason,
+            "trailing bytes"
+        );
+    }
+}
