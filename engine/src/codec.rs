@@ -135,7 +135,8 @@ const _: () = assert!(BODY_SYMBOLS_DEFAULT <= BODY_SYMBOLS_MAX);
 const _: () = assert!((BODY_SYMBOLS_MAX as usize) < 31);
 // Half blocks must fit in a u64 and whole blocks in a u128.
 const _: () = assert!((5 * BODY_SYMBOLS_MAX as u32).div_ceil(2) <= 64);
-const _: () = assert!(PREFIX_BYTES_MAX + BODY_SYMBOLS_MAX as usize + 1 <= NORMALIZED_BYTES_MAX);
+// A normalized generated code (prefix, body, check symbol) must fit.
+const _: () = assert!(PREFIX_BYTES_MAX + (BODY_SYMBOLS_MAX as usize) < NORMALIZED_BYTES_MAX);
 const _: () = assert!(NORMALIZED_BYTES_MAX <= u8::MAX as usize);
 const _: () = assert!(CODE_BYTES_MAX <= u8::MAX as usize);
 
