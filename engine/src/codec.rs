@@ -1,1 +1,1417 @@
-//! Generated code format (being written).
+//! The generated-code format: a keyed permutation of a code's index, written
+//! in a 32-symbol alphabet and closed by one check symbol.
+//!
+//! A campaign that generates `issued` codes hands out the codes of indexes
+//! `0..issued`. The code of index `i` is `encode(i)`, and reading a code back
+//! gives its index, which the caller compares with `issued`; there is no
+//! table. Without the campaign's [`CodeKey`] the codes look uniformly random
+//! over the whole code space, so the index order cannot be seen in them.
+//!
+//! # Printed form
+//!
+//! `PREFIX-` (only when the campaign's prefix is not empty), then `length`
+//! body symbols and one check symbol, grouped by hyphens in fives:
+//! prefix `SPR`, length 10 prints as `SPR-7KQ2M-XP9TD-H`. The alphabet is
+//! [`ALPHABET`], `23456789ABCDEFGHJKLMNPQRSTUVWXYZ` (no `0`, `1`, `I`, `O`);
+//! symbol `ALPHABET[v]` has the value `v` in `0..32`, five bits.
+//!
+//! Input is read after [`normalize`]: ASCII letters uppercased, hyphens and
+//! spaces dropped. [`CodeFormat::strip_prefix`] takes off the prefix and
+//! [`Codec::decode_body`] reads the rest.
+//!
+//! # Construction, format version 1
+//!
+//! This is [`FORMAT_VERSION`] 1. Codes are persisted outside redeemd (printed
+//! on vouchers, mailed), so every detail below is fixed forever; the
+//! known-answer test `known_answers_are_pinned` fails if any of it changes,
+//! and `matches_the_reference_model` checks the code against a direct
+//! transcription of this text. A different construction needs a new version.
+//!
+//! Let `n` be the format's length (6..=20 body symbols), `k = ceil(5n / 2)`
+//! (15..=50) and `K` the 16-byte campaign key.
+//!
+//! 1. **Round function.** For round `r` in `0..8` and a `k`-bit value `x`,
+//!    `F(r, x)` is SipHash-2-4 keyed with `K` (`k0` = little-endian `u64` of
+//!    `K[0..8]`, `k1` = of `K[8..16]`) over the 16-byte message
+//!    `"RDMC" || FORMAT_VERSION || n || r || 0x00 || x as u64 little-endian`
+//!    (the single bytes are `u8`), keeping the low `k` bits of the output.
+//! 2. **Block cipher.** `E` permutes `[0, 2^(2k))`: split `x` into
+//!    `L = x >> k` and `R = x mod 2^k`; for `r` in `0..8` in order, set
+//!    `(L, R) = (R, L xor F(r, R))`; the result is `L * 2^k + R`. That is a
+//!    balanced Feistel network of eight rounds; from four rounds on it is a
+//!    strong pseudo-random permutation if `F` is a pseudo-random function
+//!    (Luby–Rackoff), and eight leave a wide margin for the short halves.
+//! 3. **Cycle walking.** The code space is `[0, 32^n)`. When `5n` is even
+//!    it is exactly `E`'s domain; otherwise it is half of it, and
+//!    `P(i) = E(i)`, repeated while the result is `>= 32^n`, is a permutation
+//!    of the code space (`i` lies on its own cycle of `E`, so the walk ends).
+//! 4. **Body.** `y = P(index)` is written in base 32 with `n` digits, most
+//!    significant first, each digit `v` printed as `ALPHABET[v]`.
+//! 5. **Check symbol.** Read the body symbol values `s_0 .. s_{n-1}` as
+//!    elements of GF(2^5) = GF(2)[x] / (x^5 + x^2 + 1) (bit `j` of the value
+//!    is the coefficient of `x^j`) and let `α` be the class of `x`. The check
+//!    value is `s_n = Σ_{i<n} α^(n-i) · s_i`, so that a valid code satisfies
+//!    `Σ_{i<=n} α^(n-i) · s_i = 0` (the check symbol has weight `α^0 = 1`).
+//!
+//! # Why every substitution and every swap is caught
+//!
+//! Call `w_i = α^(n-i)` the weight of position `i` (`0 <= i <= n`, the check
+//! symbol included) and `S = Σ w_i · s_i` the syndrome; a valid code has
+//! `S = 0`. `x^5 + x^2 + 1` is primitive, so `α` has multiplicative order 31:
+//! every `w_i` is non-zero, and since the exponents `n - i` lie in `0..=20`,
+//! all weights are pairwise distinct.
+//!
+//! - A substitution at `i` adds `e != 0` to `s_i` and changes `S` by `w_i · e`,
+//!   a product of two non-zero field elements, hence non-zero.
+//! - Swapping positions `i != j` holding `a != b` changes `S` by
+//!   `w_i (b - a) + w_j (a - b) = (w_i + w_j)(a + b)` (characteristic 2:
+//!   minus is plus). `a + b != 0` because `a != b`, and `w_i + w_j != 0`
+//!   because the weights are distinct. So not only adjacent swaps but every
+//!   transposition of two distinct symbols, the check symbol included, is
+//!   detected.
+//!
+//! A code with either typo therefore fails [`Codec::decode_body`] with
+//! [`Malformed::CheckMismatch`] before any lookup.
+//!
+//! # Guessing
+//!
+//! A random well-formed code of a campaign that issued `issued` codes is a
+//! live code with probability `issued / 32^n`. The engine refuses campaigns
+//! where that exceeds one in a million: see [`CodeFormat::max_issued`].
+
+use std::fmt;
+use std::ops::Deref;
+
+use siphasher::sip::SipHasher24;
+
+/// Version of the construction documented in the module docs. It is part of
+/// every round function input, so a future version yields unrelated codes.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The 32 symbols, in value order: symbol `ALPHABET[v]` has value `v`.
+pub const ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+/// Fewest body symbols a format may have (30 bits of code space).
+pub const BODY_SYMBOLS_MIN: u8 = 6;
+/// Most body symbols a format may have (100 bits of code space).
+pub const BODY_SYMBOLS_MAX: u8 = 20;
+/// Body symbols of a campaign that does not choose (50 bits of code space).
+pub const BODY_SYMBOLS_DEFAULT: u8 = 10;
+/// Longest campaign prefix, in bytes.
+pub const PREFIX_BYTES_MAX: usize = 8;
+/// Symbols per hyphen-separated group in the printed form.
+pub const GROUP_SYMBOLS: usize = 5;
+/// Longest printed code: prefix, its hyphen, body and check symbol, and the
+/// hyphens between groups of five.
+pub const CODE_BYTES_MAX: usize = PREFIX_BYTES_MAX
+    + 1
+    + (BODY_SYMBOLS_MAX as usize + 1)
+    + BODY_SYMBOLS_MAX as usize / GROUP_SYMBOLS;
+/// Longest normalized input: imported codes are at most 64 characters, and a
+/// generated one is at most `PREFIX_BYTES_MAX + BODY_SYMBOLS_MAX + 1`.
+pub const NORMALIZED_BYTES_MAX: usize = 64;
+/// Longest raw input [`normalize`] reads, in bytes, hyphens and spaces
+/// included; it bounds the work done on hostile input.
+pub const INPUT_BYTES_MAX: usize = 256;
+/// Code space per issued code below which a campaign is refused: a guessed
+/// code may be live with probability at most one in a million.
+pub const SPACE_PER_ISSUED_MIN: u128 = 1_000_000;
+/// Feistel rounds of the permutation; part of format version 1.
+const FEISTEL_ROUNDS: usize = 8;
+/// Bound on cycle-walking steps. Each step leaves the code space with
+/// probability at most 1/2, so no input of any key comes near it (about
+/// 2^-156 over all 2^100 inputs); reaching it means a broken permutation.
+const CYCLE_WALK_STEPS_MAX: u32 = 256;
+/// `x^5 + x^2 + 1`, the primitive polynomial defining GF(32), as bits.
+const GF32_POLYNOMIAL: u8 = 0b10_0101;
+/// Marks a byte outside the alphabet in [`SYMBOL_VALUES`].
+const NOT_A_SYMBOL: u8 = 0xFF;
+
+const _: () = assert!(ALPHABET.len() == 1 << 5);
+const _: () = assert!(CODE_BYTES_MAX == 34);
+const _: () = assert!(BODY_SYMBOLS_MIN <= BODY_SYMBOLS_DEFAULT);
+const _: () = assert!(BODY_SYMBOLS_DEFAULT <= BODY_SYMBOLS_MAX);
+// The weights α^0 .. α^20 must be distinct, so α's order (31) must exceed 20.
+const _: () = assert!((BODY_SYMBOLS_MAX as usize) < 31);
+// Half blocks must fit in a u64 and whole blocks in a u128.
+const _: () = assert!((5 * BODY_SYMBOLS_MAX as u32).div_ceil(2) <= 64);
+// A normalized generated code (prefix, body, check symbol) must fit.
+const _: () = assert!(PREFIX_BYTES_MAX + (BODY_SYMBOLS_MAX as usize) < NORMALIZED_BYTES_MAX);
+const _: () = assert!(NORMALIZED_BYTES_MAX <= u8::MAX as usize);
+const _: () = assert!(CODE_BYTES_MAX <= u8::MAX as usize);
+
+/// Value of each byte as a symbol, or [`NOT_A_SYMBOL`].
+const SYMBOL_VALUES: [u8; 256] = {
+    let mut table = [NOT_A_SYMBOL; 256];
+    let mut value = 0;
+    while value < ALPHABET.len() {
+        table[ALPHABET[value] as usize] = value as u8;
+        value += 1;
+    }
+    table
+};
+
+/// Multiplies a GF(32) element by α, the class of `x`.
+#[inline]
+fn gf32_mul_alpha(value: u8) -> u8 {
+    debug_assert!(value < 32);
+    let shifted = value << 1;
+    if shifted & 0b10_0000 != 0 {
+        shifted ^ GF32_POLYNOMIAL
+    } else {
+        shifted
+    }
+}
+
+/// The secret that keys a campaign's permutation. It is persisted in the
+/// write-ahead log and never returned by any route; `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CodeKey([u8; 16]);
+
+impl CodeKey {
+    /// A fresh key from the operating system's random number generator.
+    pub fn random() -> Result<CodeKey, KeyError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(KeyError::OsRng)?;
+        Ok(CodeKey(bytes))
+    }
+
+    /// The key with these bytes, as read back from the write-ahead log.
+    pub fn from_bytes(bytes: [u8; 16]) -> CodeKey {
+        CodeKey(bytes)
+    }
+
+    /// The key's bytes, for the write-ahead log.
+    pub fn to_bytes(&self) -> [u8; 16] {
+        self.0
+    }
+}
+
+impl fmt::Debug for CodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CodeKey(<redacted>)")
+    }
+}
+
+/// Why [`CodeKey::random`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The operating system's random number generator failed.
+    OsRng(getrandom::Error),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::OsRng(err) => write!(f, "the OS random number generator failed: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::OsRng(err) => Some(err),
+        }
+    }
+}
+
+/// The shape of a campaign's generated codes: its prefix and body length.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodeFormat {
+    /// Prefix bytes, `[A-Z0-9]`, only the first `prefix_len` are meaningful;
+    /// the rest stay zero so derived equality and hashing are sound.
+    prefix: [u8; PREFIX_BYTES_MAX],
+    /// Number of meaningful bytes in `prefix`.
+    prefix_len: u8,
+    /// Body symbols, `BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX`.
+    length: u8,
+}
+
+impl CodeFormat {
+    /// A format with this prefix (`[A-Z0-9]{0,8}`, uppercase) and `length`
+    /// body symbols (`6..=20`).
+    pub fn new(prefix: &str, length: u8) -> Result<CodeFormat, FormatError> {
+        if prefix.len() > PREFIX_BYTES_MAX {
+            return Err(FormatError::PrefixTooLong {
+                given: prefix.len(),
+                limit: PREFIX_BYTES_MAX,
+            });
+        }
+        if let Some(position) = prefix
+            .bytes()
+            .position(|byte| !(byte.is_ascii_uppercase() || byte.is_ascii_digit()))
+        {
+            return Err(FormatError::PrefixBadByte {
+                position,
+                byte: prefix.as_bytes()[position],
+            });
+        }
+        if !(BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX).contains(&length) {
+            return Err(FormatError::LengthOutOfRange {
+                given: length,
+                min: BODY_SYMBOLS_MIN,
+                max: BODY_SYMBOLS_MAX,
+            });
+        }
+        let mut bytes = [0u8; PREFIX_BYTES_MAX];
+        bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        Ok(CodeFormat {
+            prefix: bytes,
+            prefix_len: prefix.len() as u8,
+            length,
+        })
+    }
+
+    /// The campaign prefix, possibly empty.
+    pub fn prefix(&self) -> &str {
+        std::str::from_utf8(&self.prefix[..usize::from(self.prefix_len)])
+            .expect("a validated prefix is ASCII")
+    }
+
+    /// Number of body symbols, not counting the check symbol.
+    pub fn length(&self) -> u8 {
+        self.length
+    }
+
+    /// Number of symbols after the prefix in a normalized code: the body and
+    /// the check symbol.
+    pub fn symbols_len(&self) -> usize {
+        usize::from(self.length) + 1
+    }
+
+    /// Length in bytes of a normalized code: prefix, body and check symbol.
+    pub fn normalized_len(&self) -> usize {
+        usize::from(self.prefix_len) + self.symbols_len()
+    }
+
+    /// Length in bytes of the printed code, hyphens included.
+    pub fn display_len(&self) -> usize {
+        let prefix_hyphen = usize::from(self.prefix_len != 0);
+        self.normalized_len() + prefix_hyphen + usize::from(self.length) / GROUP_SYMBOLS
+    }
+
+    /// Number of distinct bodies, `32^length`.
+    pub fn space(&self) -> u128 {
+        1u128 << (5 * u32::from(self.length))
+    }
+
+    /// Most codes a campaign of this format may issue: `floor(space / 10^6)`,
+    /// so that a guessed code is live with probability at most 10^-6.
+    pub fn max_issued(&self) -> u64 {
+        u64::try_from(self.space() / SPACE_PER_ISSUED_MIN).unwrap_or(u64::MAX)
+    }
+
+    /// Probability that one uniformly guessed well-formed code is among the
+    /// first `issued` codes.
+    pub fn guess_probability(&self, issued: u64) -> f64 {
+        issued as f64 / self.space() as f64
+    }
+
+    /// The normalized symbols after this format's prefix, if `normalized`
+    /// starts with it.
+    pub fn strip_prefix<'a>(&self, normalized: &'a [u8]) -> Option<&'a [u8]> {
+        normalized.strip_prefix(&self.prefix[..usize::from(self.prefix_len)])
+    }
+}
+
+impl fmt::Debug for CodeFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CodeFormat")
+            .field("prefix", &self.prefix())
+            .field("length", &self.length)
+            .finish()
+    }
+}
+
+/// Why [`CodeFormat::new`] refused a format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The prefix has more than `limit` bytes.
+    PrefixTooLong { given: usize, limit: usize },
+    /// The prefix holds a byte other than `A-Z` or `0-9`.
+    PrefixBadByte { position: usize, byte: u8 },
+    /// The body length is outside `min..=max`.
+    LengthOutOfRange { given: u8, min: u8, max: u8 },
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FormatError::PrefixTooLong { given, limit } => {
+                write!(
+                    f,
+                    "code prefix is {given} bytes long, at most {limit} are allowed"
+                )
+            }
+            FormatError::PrefixBadByte { position, byte } => write!(
+                f,
+                "code prefix byte {position} is {:?}, only A-Z and 0-9 are allowed",
+                char::from(byte)
+            ),
+            FormatError::LengthOutOfRange { given, min, max } => {
+                write!(f, "code length {given} is outside {min}..={max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+/// Why a normalized input is not a code of this format. The server answers
+/// each of these with `400 malformed_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// The symbols after the prefix are not `length + 1` bytes long.
+    WrongLength { given: usize, expected: usize },
+    /// A byte is not in [`ALPHABET`]; `position` counts from after the prefix.
+    BadSymbol { position: usize, byte: u8 },
+    /// The check symbol does not match the body: a typo.
+    CheckMismatch,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Malformed::WrongLength { given, expected } => {
+                write!(
+                    f,
+                    "code has {given} symbols after its prefix, expected {expected}"
+                )
+            }
+            Malformed::BadSymbol { position, byte } => write!(
+                f,
+                "code symbol {position} is {:?}, which is not in the code alphabet",
+                char::from(byte)
+            ),
+            Malformed::CheckMismatch => f.write_str("code check symbol does not match (a typo?)"),
+        }
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// A printed code, on the stack: `PREFIX-` and the hyphen-grouped body and
+/// check symbol. Dereferences to `&str`.
+#[derive(Clone, Copy)]
+pub struct Code {
+    /// ASCII bytes; the first `len` are the code, the rest stay zero.
+    bytes: [u8; CODE_BYTES_MAX],
+    /// Number of meaningful bytes in `bytes`.
+    len: u8,
+}
+
+impl Code {
+    /// The printed code.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("a code is ASCII")
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[usize::from(self.len)] = byte;
+        self.len += 1;
+    }
+}
+
+impl Deref for Code {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Code {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Code {
+    fn eq(&self, other: &Code) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Code {}
+
+impl std::hash::Hash for Code {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq<str> for Code {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Encodes indexes into codes and reads codes back, for one campaign.
+///
+/// Holds the format and the round function states already keyed and fed the
+/// per-round prefix of their input; about 600 bytes, `Send + Sync`, no heap.
+#[derive(Clone)]
+pub struct Codec {
+    /// The campaign's prefix and length.
+    format: CodeFormat,
+    /// Round `r`'s SipHash state after absorbing the first eight message
+    /// bytes (`"RDMC"`, version, length, `r`, 0), so a round only hashes the
+    /// half block.
+    rounds: [SipHasher24; FEISTEL_ROUNDS],
+    /// `k`, the bits in each Feistel half.
+    half_bits: u32,
+    /// `2^k - 1`.
+    half_mask: u64,
+    /// `32^length`, cached from `format`.
+    space: u128,
+}
+
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Codec>();
+};
+
+impl Codec {
+    /// The codec of a campaign with this format and key.
+    pub fn new(format: CodeFormat, key: &CodeKey) -> Codec {
+        let rounds = std::array::from_fn(|round| {
+            let mut hasher = SipHasher24::new_with_key(&key.0);
+            let tweak = [
+                b'R',
+                b'D',
+                b'M',
+                b'C',
+                FORMAT_VERSION,
+                format.length,
+                round as u8,
+                0,
+            ];
+            std::hash::Hasher::write(&mut hasher, &tweak);
+            hasher
+        });
+        let half_bits = (5 * u32::from(format.length)).div_ceil(2);
+        Codec {
+            format,
+            rounds,
+            half_bits,
+            half_mask: (1u64 << half_bits) - 1,
+            space: format.space(),
+        }
+    }
+
+    /// The campaign's format.
+    pub fn format(&self) -> &CodeFormat {
+        &self.format
+    }
+
+    /// The printed code of `index`.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not below [`CodeFormat::space`], which a campaign within
+    /// [`CodeFormat::max_issued`] never asks for.
+    pub fn encode(&self, index: u64) -> Code {
+        let body = self.permute(u128::from(index));
+        let mut code = Code {
+            bytes: [0; CODE_BYTES_MAX],
+            len: 0,
+        };
+        let prefix = self.format.prefix().as_bytes();
+        if !prefix.is_empty() {
+            code.bytes[..prefix.len()].copy_from_slice(prefix);
+            code.len = prefix.len() as u8;
+            code.push(b'-');
+        }
+        let length = usize::from(self.format.length);
+        let mut check = 0u8;
+        for position in 0..length {
+            if position != 0 && position % GROUP_SYMBOLS == 0 {
+                code.push(b'-');
+            }
+            let shift = 5 * (length - 1 - position);
+            let value = ((body >> shift) & 0b1_1111) as u8;
+            check = gf32_mul_alpha(check ^ value);
+            code.push(ALPHABET[usize::from(value)]);
+        }
+        if length % GROUP_SYMBOLS == 0 {
+            code.push(b'-');
+        }
+        code.push(ALPHABET[usize::from(check)]);
+        debug_assert_eq!(usize::from(code.len), self.format.display_len());
+        code
+    }
+
+    /// Appends the printed code of `index` to `out`; see [`Codec::encode`].
+    pub fn encode_into(&self, index: u64, out: &mut String) {
+        out.push_str(&self.encode(index));
+    }
+
+    /// The index of a code, from its normalized symbols after the prefix
+    /// (body and check symbol). The caller compares it with the number of
+    /// issued codes: an index at or above it is an unknown code.
+    pub fn decode_body(&self, symbols: &[u8]) -> Result<u128, Malformed> {
+        let expected = self.format.symbols_len();
+        if symbols.len() != expected {
+            return Err(Malformed::WrongLength {
+                given: symbols.len(),
+                expected,
+            });
+        }
+        let (body_symbols, check_symbol) = symbols.split_at(expected - 1);
+        let mut body = 0u128;
+        let mut syndrome = 0u8;
+        for (position, &byte) in body_symbols.iter().enumerate() {
+            let value = SYMBOL_VALUES[usize::from(byte)];
+            if value == NOT_A_SYMBOL {
+                return Err(Malformed::BadSymbol { position, byte });
+            }
+            body = (body << 5) | u128::from(value);
+            syndrome = gf32_mul_alpha(syndrome ^ value);
+        }
+        let check = SYMBOL_VALUES[usize::from(check_symbol[0])];
+        if check == NOT_A_SYMBOL {
+            return Err(Malformed::BadSymbol {
+                position: expected - 1,
+                byte: check_symbol[0],
+            });
+        }
+        if syndrome != check {
+            return Err(Malformed::CheckMismatch);
+        }
+        Ok(self.unpermute(body))
+    }
+
+    /// `F(r, x)` of the module docs.
+    #[inline]
+    fn round_function(&self, round: usize, half: u64) -> u64 {
+        self.rounds[round].hash(&half.to_le_bytes()) & self.half_mask
+    }
+
+    /// `E` of the module docs, on `[0, 2^(2k))`.
+    #[inline]
+    fn encrypt_block(&self, block: u128) -> u128 {
+        let mut left = (block >> self.half_bits) as u64;
+        let mut right = (block as u64) & self.half_mask;
+        for round in 0..FEISTEL_ROUNDS {
+            (left, right) = (right, left ^ self.round_function(round, right));
+        }
+        (u128::from(left) << self.half_bits) | u128::from(right)
+    }
+
+    /// The inverse of [`Codec::encrypt_block`].
+    #[inline]
+    fn decrypt_block(&self, block: u128) -> u128 {
+        let mut left = (block >> self.half_bits) as u64;
+        let mut right = (block as u64) & self.half_mask;
+        for round in (0..FEISTEL_ROUNDS).rev() {
+            (left, right) = (right ^ self.round_function(round, left), left);
+        }
+        (u128::from(left) << self.half_bits) | u128::from(right)
+    }
+
+    /// `P` of the module docs: `E` with cycle walking, a permutation of
+    /// `[0, space)`.
+    fn permute(&self, value: u128) -> u128 {
+        self.walk(value, Codec::encrypt_block)
+    }
+
+    /// The inverse of [`Codec::permute`].
+    fn unpermute(&self, value: u128) -> u128 {
+        self.walk(value, Codec::decrypt_block)
+    }
+
+    #[inline]
+    fn walk(&self, value: u128, step: fn(&Codec, u128) -> u128) -> u128 {
+        assert!(
+            value < self.space,
+            "value {value} is outside the code space {}",
+            self.space
+        );
+        let mut result = step(self, value);
+        let mut steps = 1;
+        while result >= self.space {
+            assert!(
+                steps < CYCLE_WALK_STEPS_MAX,
+                "cycle walking took {steps} steps: the permutation is broken"
+            );
+            result = step(self, result);
+            steps += 1;
+        }
+        result
+    }
+}
+
+impl fmt::Debug for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The round states embed the key, so only the format is shown.
+        f.debug_struct("Codec")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An input after [`normalize`], on the stack.
+#[derive(Clone, Copy)]
+pub struct NormalizedBuf {
+    /// The normalized bytes; the first `len` are meaningful.
+    bytes: [u8; NORMALIZED_BYTES_MAX],
+    /// Number of meaningful bytes in `bytes`.
+    len: u8,
+}
+
+impl NormalizedBuf {
+    /// An empty buffer.
+    pub fn new() -> NormalizedBuf {
+        NormalizedBuf {
+            bytes: [0; NORMALIZED_BYTES_MAX],
+            len: 0,
+        }
+    }
+
+    /// The normalized input.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The normalized input as text. [`normalize`] only uppercases ASCII
+    /// letters and drops ASCII bytes, so the result stays UTF-8.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("normalizing keeps UTF-8 intact")
+    }
+}
+
+impl Default for NormalizedBuf {
+    fn default() -> NormalizedBuf {
+        NormalizedBuf::new()
+    }
+}
+
+impl fmt::Debug for NormalizedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Why [`normalize`] refused an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NormalizeError {
+    /// The raw input has more than `limit` bytes.
+    InputTooLong { given: usize, limit: usize },
+    /// The input has more than `limit` bytes once hyphens and spaces are gone.
+    TooLong { given: usize, limit: usize },
+    /// Nothing is left once hyphens and spaces are gone.
+    Empty,
+}
+
+impl fmt::Display for NormalizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            NormalizeError::InputTooLong { given, limit } => {
+                write!(
+                    f,
+                    "code input is {given} bytes long, at most {limit} are read"
+                )
+            }
+            NormalizeError::TooLong { given, limit } => write!(
+                f,
+                "code is {given} characters long without hyphens and spaces, at most {limit} are allowed"
+            ),
+            NormalizeError::Empty => f.write_str("code is empty"),
+        }
+    }
+}
+
+impl std::error::Error for NormalizeError {}
+
+/// Writes `input` into `out` the way every code is matched: ASCII letters
+/// uppercased, `-` and ` ` dropped, every other byte kept. Imported and
+/// generated codes go through the same function. On error `out` is empty.
+pub fn normalize(input: &str, out: &mut NormalizedBuf) -> Result<(), NormalizeError> {
+    out.len = 0;
+    if input.len() > INPUT_BYTES_MAX {
+        return Err(NormalizeError::InputTooLong {
+            given: input.len(),
+            limit: INPUT_BYTES_MAX,
+        });
+    }
+    let mut kept = 0usize;
+    for byte in input.bytes() {
+        if byte == b'-' || byte == b' ' {
+            continue;
+        }
+        if kept < NORMALIZED_BYTES_MAX {
+            out.bytes[kept] = byte.to_ascii_uppercase();
+        }
+        kept += 1;
+    }
+    if kept > NORMALIZED_BYTES_MAX {
+        return Err(NormalizeError::TooLong {
+            given: kept,
+            limit: NORMALIZED_BYTES_MAX,
+        });
+    }
+    if kept == 0 {
+        return Err(NormalizeError::Empty);
+    }
+    out.len = kept as u8;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::hash::Hasher;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A fixed key for tests: bytes 0..16.
+    fn test_key() -> CodeKey {
+        CodeKey::from_bytes(std::array::from_fn(|i| i as u8))
+    }
+
+    fn codec(prefix: &str, length: u8) -> Codec {
+        Codec::new(CodeFormat::new(prefix, length).unwrap(), &test_key())
+    }
+
+    /// Normalizes a printed code and decodes it with `codec`.
+    fn decode_printed(codec: &Codec, printed: &str) -> Result<u128, Malformed> {
+        let mut buf = NormalizedBuf::new();
+        normalize(printed, &mut buf).unwrap();
+        let symbols = codec.format().strip_prefix(buf.as_bytes()).unwrap();
+        codec.decode_body(symbols)
+    }
+
+    /// Deterministic indexes spread over `0..limit` (splitmix64).
+    fn spread(count: usize, limit: u128, seed: u64) -> impl Iterator<Item = u128> {
+        let mut state = seed;
+        (0..count).map(move |_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let high = u128::from(z ^ (z >> 31));
+            let low = u128::from(z.rotate_left(17) ^ 0xA5A5);
+            ((high << 64) | low) % limit
+        })
+    }
+
+    #[test]
+    fn format_validation() {
+        #[track_caller]
+        fn check(prefix: &str, length: u8, expected: Result<(), FormatError>) {
+            let got = CodeFormat::new(prefix, length).map(|format| {
+                assert_eq!(format.prefix(), prefix);
+                assert_eq!(format.length(), length);
+            });
+            assert_eq!(got, expected);
+        }
+        check("", 6, Ok(()));
+        check("SPR", 10, Ok(()));
+        check("ABCDEFG9", 20, Ok(()));
+        check("0I1O", 10, Ok(()));
+        check(
+            "ABCDEFGHJ",
+            10,
+            Err(FormatError::PrefixTooLong { given: 9, limit: 8 }),
+        );
+        check(
+            "SpR",
+            10,
+            Err(FormatError::PrefixBadByte {
+                position: 1,
+                byte: b'p',
+            }),
+        );
+        check(
+            "A-B",
+            10,
+            Err(FormatError::PrefixBadByte {
+                position: 1,
+                byte: b'-',
+            }),
+        );
+        check(
+            "SPR",
+            5,
+            Err(FormatError::LengthOutOfRange {
+                given: 5,
+                min: 6,
+                max: 20,
+            }),
+        );
+        check(
+            "SPR",
+            21,
+            Err(FormatError::LengthOutOfRange {
+                given: 21,
+                min: 6,
+                max: 20,
+            }),
+        );
+    }
+
+    #[test]
+    fn format_sizes() {
+        #[track_caller]
+        fn check(prefix: &str, length: u8, space: u128, max_issued: u64, display_len: usize) {
+            let format = CodeFormat::new(prefix, length).unwrap();
+            assert_eq!(format.space(), space);
+            assert_eq!(format.max_issued(), max_issued);
+            assert_eq!(format.display_len(), display_len);
+            assert!(format.guess_probability(max_issued) <= 1e-6);
+            if let Some(over) = max_issued.checked_add(1) {
+                assert!(format.guess_probability(over) > 1e-6);
+            }
+        }
+        check("", 6, 1 << 30, 1073, 8);
+        check("SPR", 10, 1 << 50, 1_125_899_906, 17);
+        check("X", 12, 1 << 60, 1_152_921_504_606, 17);
+        check("ABCDEFGH", 20, 1 << 100, u64::MAX, 34);
+    }
+
+    #[test]
+    fn key_debug_hides_the_bytes() {
+        let key = CodeKey::from_bytes([0xAB; 16]);
+        assert_eq!(format!("{key:?}"), "CodeKey(<redacted>)");
+        let codec = Codec::new(CodeFormat::new("SPR", 10).unwrap(), &key);
+        let shown = format!("{codec:?}");
+        assert!(
+            !shown.contains("171") && !shown.to_lowercase().contains("ab"),
+            "{shown}"
+        );
+        assert_eq!(CodeKey::from_bytes(key.to_bytes()), key);
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        let a = CodeKey::random().unwrap();
+        let b = CodeKey::random().unwrap();
+        assert_ne!(a.to_bytes(), b.to_bytes());
+    }
+
+    #[test]
+    fn display_grouping() {
+        #[track_caller]
+        fn check(prefix: &str, length: u8, pattern: &str) {
+            let codec = codec(prefix, length);
+            let code = codec.encode(7);
+            assert_eq!(code.len(), pattern.len(), "{code}");
+            assert_eq!(code.len(), codec.format().display_len());
+            for (got, want) in code.bytes().zip(pattern.bytes()) {
+                match want {
+                    b'#' => assert!(ALPHABET.contains(&got), "{code} against {pattern}"),
+                    _ => assert_eq!(got, want, "{code} against {pattern}"),
+                }
+            }
+        }
+        check("SPR", 10, "SPR-#####-#####-#");
+        check("", 10, "#####-#####-#");
+        check("", 6, "#####-##");
+        check("A", 9, "A-#####-#####");
+        check("Z9", 14, "Z9-#####-#####-#####");
+        check("ABCDEFGH", 20, "ABCDEFGH-#####-#####-#####-#####-#");
+    }
+
+    #[test]
+    fn round_trips() {
+        #[track_caller]
+        fn check(prefix: &str, length: u8, index: u64) {
+            let codec = codec(prefix, length);
+            let code = codec.encode(index);
+            assert_eq!(
+                decode_printed(&codec, &code),
+                Ok(u128::from(index)),
+                "{code}"
+            );
+            let mut out = String::from(">");
+            codec.encode_into(index, &mut out);
+            assert_eq!(out, format!(">{code}"));
+        }
+        check("SPR", 10, 0);
+        check("SPR", 10, 1);
+        check("SPR", 10, 1_125_899_905);
+        check("", 6, 0);
+        check("", 6, (1 << 30) - 1);
+        check("Q", 7, (1 << 35) - 1);
+        check("ABCDEFGH", 12, u64::MAX >> 4);
+        check("X1", 13, u64::MAX);
+        check("X1", 20, u64::MAX);
+    }
+
+    #[test]
+    fn decode_inverts_encode_at_every_length() {
+        for length in BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX {
+            let codec = codec("P", length);
+            let limit = codec.format().space().min(u128::from(u64::MAX) + 1);
+            let indexes = (0..200u128).chain(spread(2000, limit, u64::from(length)));
+            for index in indexes {
+                let index = u64::try_from(index).unwrap();
+                let code = codec.encode(index);
+                assert_eq!(
+                    decode_printed(&codec, &code),
+                    Ok(u128::from(index)),
+                    "{code}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn permutation_inverts_over_the_whole_space() {
+        for length in BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX {
+            let codec = codec("", length);
+            let space = codec.format().space();
+            for value in spread(2000, space, 99).chain([0, space - 1]) {
+                let permuted = codec.permute(value);
+                assert!(permuted < space);
+                assert_eq!(codec.unpermute(permuted), value);
+            }
+        }
+    }
+
+    #[test]
+    fn encode_has_no_collisions() {
+        for (length, count) in [(6, 100_000), (7, 100_000), (10, 100_000), (20, 20_000)] {
+            let codec = codec("", length);
+            let mut seen = HashSet::with_capacity(count);
+            for index in 0..count as u64 {
+                assert!(seen.insert(codec.encode(index)), "collision at {index}");
+            }
+        }
+    }
+
+    #[test]
+    fn consecutive_indexes_look_unrelated() {
+        // A counter in disguise would keep most leading symbols equal.
+        let codec = codec("", 10);
+        let mut same_first_symbol = 0;
+        for index in 0..1000 {
+            let a = codec.encode(index);
+            let b = codec.encode(index + 1);
+            same_first_symbol += usize::from(a.as_bytes()[0] == b.as_bytes()[0]);
+        }
+        // Expected 1000 / 32 ≈ 31.
+        assert!(same_first_symbol < 80, "{same_first_symbol}");
+    }
+
+    #[test]
+    fn different_keys_give_different_codes() {
+        let format = CodeFormat::new("SPR", 10).unwrap();
+        let a = Codec::new(format, &test_key());
+        let b = Codec::new(format, &CodeKey::from_bytes([7; 16]));
+        let mut flipped = test_key().to_bytes();
+        flipped[15] ^= 0x80;
+        let c = Codec::new(format, &CodeKey::from_bytes(flipped));
+        for index in 0..1000 {
+            assert_ne!(a.encode(index), b.encode(index));
+            assert_ne!(a.encode(index), c.encode(index));
+            assert_ne!(decode_printed(&b, &a.encode(index)), Ok(u128::from(index)));
+        }
+    }
+
+    #[test]
+    fn different_lengths_give_unrelated_codes() {
+        // The length is in the round function's input, so a longer format
+        // does not extend a shorter one's bodies.
+        let short = codec("", 10);
+        let long = codec("", 12);
+        let shared_start = (0..1000)
+            .filter(|&index| short.encode(index)[..5] == long.encode(index)[..5])
+            .count();
+        assert_eq!(shared_start, 0);
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        let codec = codec("SPR", 10);
+        let good = decode_printed_symbols(&codec, 3);
+        #[track_caller]
+        fn check(codec: &Codec, symbols: &[u8], expected: Result<u128, Malformed>) {
+            assert_eq!(codec.decode_body(symbols), expected);
+        }
+        check(&codec, &good, Ok(3));
+        check(
+            &codec,
+            &good[..10],
+            Err(Malformed::WrongLength {
+                given: 10,
+                expected: 11,
+            }),
+        );
+        check(
+            &codec,
+            b"",
+            Err(Malformed::WrongLength {
+                given: 0,
+                expected: 11,
+            }),
+        );
+        let mut long = good.clone();
+        long.push(b'2');
+        check(
+            &codec,
+            &long,
+            Err(Malformed::WrongLength {
+                given: 12,
+                expected: 11,
+            }),
+        );
+        for (position, byte) in [
+            (0, b'0'),
+            (4, b'1'),
+            (7, b'I'),
+            (9, b'O'),
+            (10, b'a'),
+            (3, 0xC3),
+        ] {
+            let mut bad = good.clone();
+            bad[position] = byte;
+            check(&codec, &bad, Err(Malformed::BadSymbol { position, byte }));
+        }
+        let mut typo = good.clone();
+        typo[2] = if typo[2] == b'2' { b'3' } else { b'2' };
+        check(&codec, &typo, Err(Malformed::CheckMismatch));
+    }
+
+    /// The normalized symbols after the prefix of `index`'s code.
+    fn decode_printed_symbols(codec: &Codec, index: u64) -> Vec<u8> {
+        let mut buf = NormalizedBuf::new();
+        normalize(&codec.encode(index), &mut buf).unwrap();
+        codec
+            .format()
+            .strip_prefix(buf.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn every_substitution_and_adjacent_swap_is_rejected() {
+        for (length, codes) in [(6, 3000), (7, 2000), (10, 3000), (13, 1000), (20, 1000)] {
+            let codec = codec("AB", length);
+            let limit = codec.format().space().min(u128::from(u64::MAX));
+            for index in spread(codes, limit, 7) {
+                let symbols = decode_printed_symbols(&codec, u64::try_from(index).unwrap());
+                assert_eq!(codec.decode_body(&symbols), Ok(index));
+                let mut typo = symbols.clone();
+                for position in 0..symbols.len() {
+                    for &other in ALPHABET.iter().filter(|&&s| s != symbols[position]) {
+                        typo[position] = other;
+                        assert_eq!(
+                            codec.decode_body(&typo),
+                            Err(Malformed::CheckMismatch),
+                            "{:?} at {position}",
+                            std::str::from_utf8(&typo)
+                        );
+                    }
+                    typo[position] = symbols[position];
+                }
+                for position in 0..symbols.len() - 1 {
+                    if symbols[position] == symbols[position + 1] {
+                        continue;
+                    }
+                    typo.swap(position, position + 1);
+                    assert_eq!(
+                        codec.decode_body(&typo),
+                        Err(Malformed::CheckMismatch),
+                        "{:?} swapped at {position}",
+                        std::str::from_utf8(&typo)
+                    );
+                    typo.swap(position, position + 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_transposition_is_rejected() {
+        // The proof in the module docs covers swaps at any distance.
+        for length in [6, 11, 20] {
+            let codec = codec("", length);
+            let limit = codec.format().space().min(u128::from(u64::MAX));
+            for index in spread(300, limit, 11) {
+                let symbols = decode_printed_symbols(&codec, u64::try_from(index).unwrap());
+                let mut typo = symbols.clone();
+                for i in 0..symbols.len() {
+                    for j in i + 1..symbols.len() {
+                        if symbols[i] == symbols[j] {
+                            continue;
+                        }
+                        typo.swap(i, j);
+                        assert_eq!(codec.decode_body(&typo), Err(Malformed::CheckMismatch));
+                        typo.swap(i, j);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn normalization() {
+        #[track_caller]
+        fn check(input: &str, expected: Result<&str, NormalizeError>) {
+            let mut buf = NormalizedBuf::new();
+            let got = normalize(input, &mut buf).map(|()| buf.as_str());
+            assert_eq!(got, expected);
+        }
+        check("SPR-7KQ2M-XP9TD-H", Ok("SPR7KQ2MXP9TDH"));
+        check("spr-7kq2m-xp9td-h", Ok("SPR7KQ2MXP9TDH"));
+        check(" spr 7kq2m  xp9td h ", Ok("SPR7KQ2MXP9TDH"));
+        check("--a--", Ok("A"));
+        check("import_Code_42", Ok("IMPORT_CODE_42"));
+        check("tab\tkept", Ok("TAB\tKEPT"));
+        check("çode-é", Ok("çODEé"));
+        check("", Err(NormalizeError::Empty));
+        check(" - -", Err(NormalizeError::Empty));
+        check(&"a".repeat(64), Ok(&"A".repeat(64)));
+        check(&"a-".repeat(64), Ok(&"A".repeat(64)));
+        check(
+            &"a".repeat(65),
+            Err(NormalizeError::TooLong {
+                given: 65,
+                limit: 64,
+            }),
+        );
+        check(
+            &" ".repeat(257),
+            Err(NormalizeError::InputTooLong {
+                given: 257,
+                limit: 256,
+            }),
+        );
+    }
+
+    #[test]
+    fn error_messages() {
+        #[track_caller]
+        fn check(error: &dyn std::error::Error, expected: &str) {
+            assert_eq!(error.to_string(), expected);
+        }
+        check(
+            &Malformed::WrongLength {
+                given: 3,
+                expected: 11,
+            },
+            "code has 3 symbols after its prefix, expected 11",
+        );
+        check(
+            &Malformed::BadSymbol {
+                position: 2,
+                byte: b'O',
+            },
+            "code symbol 2 is 'O', which is not in the code alphabet",
+        );
+        check(
+            &Malformed::CheckMismatch,
+            "code check symbol does not match (a typo?)",
+        );
+        check(
+            &FormatError::LengthOutOfRange {
+                given: 3,
+                min: 6,
+                max: 20,
+            },
+            "code length 3 is outside 6..=20",
+        );
+        check(
+            &NormalizeError::TooLong {
+                given: 65,
+                limit: 64,
+            },
+            "code is 65 characters long without hyphens and spaces, at most 64 are allowed",
+        );
+    }
+
+    #[test]
+    fn known_answers_are_pinned() {
+        #[track_caller]
+        fn check(prefix: &str, length: u8, index: u64, expected: &str) {
+            let codec = codec(prefix, length);
+            assert_eq!(codec.encode(index), expected, "format version 1 changed");
+            assert_eq!(decode_printed(&codec, expected), Ok(u128::from(index)));
+        }
+        check("SPR", 10, 0, "SPR-YD8MM-D6LB6-L");
+        check("SPR", 10, 1, "SPR-UT4TS-VFYVR-A");
+        check("SPR", 10, 123_456_789, "SPR-NVWLV-9HFFL-C");
+        check("", 6, 0, "6FNAZ-BX");
+        check("", 6, 1073, "9HPCD-GX");
+        check("Q", 7, 42, "Q-F3CEN-53M");
+        check("X1", 13, u64::MAX, "X1-A8SPR-7QVVR-449H");
+        check(
+            "ABCDEFGH",
+            20,
+            987_654_321,
+            "ABCDEFGH-DJ4KF-T4F6B-WDMZ8-UERV4-H",
+        );
+    }
+
+    #[test]
+    fn check_symbol_known_answers() {
+        // Worked by hand: in GF(32) with α^5 = α^2 + 1, α^10 = α^4 + 1 = 17
+        // ('K') and α^1 = 2 ('4'); an all-zero body has check 0 ('2').
+        #[track_caller]
+        fn check(symbols: &str, accepted: bool) {
+            let codec = codec("", 10);
+            assert_eq!(
+                codec.decode_body(symbols.as_bytes()).is_ok(),
+                accepted,
+                "{symbols}"
+            );
+        }
+        check("22222222222", true);
+        check("3222222222K", true);
+        check("22222222234", true);
+        check("3222222222Z", false);
+        check("22222222233", false);
+    }
+
+    /// The construction transcribed from the module docs, as plainly as
+    /// possible: whole-message SipHash, explicit powers of α, no tables.
+    fn reference_encode(key: &[u8; 16], prefix: &str, n: u8, index: u128) -> String {
+        fn gf32_mul(a: u8, b: u8) -> u8 {
+            let mut product = 0u16;
+            for bit in 0..5 {
+                if b >> bit & 1 == 1 {
+                    product ^= u16::from(a) << bit;
+                }
+            }
+            for bit in (5..10).rev() {
+                if product >> bit & 1 == 1 {
+                    product ^= 0b10_0101 << (bit - 5);
+                }
+            }
+            product as u8
+        }
+        fn alpha_pow(exponent: usize) -> u8 {
+            (0..exponent).fold(1, |acc, _| gf32_mul(acc, 0b10))
+        }
+        let k = (5 * u32::from(n)).div_ceil(2);
+        let mask = (1u128 << k) - 1;
+        let f = |r: u8, x: u128| -> u128 {
+            let mut message = b"RDMC".to_vec();
+            message.extend([FORMAT_VERSION, n, r, 0]);
+            message.extend(u64::try_from(x).unwrap().to_le_bytes());
+            let mut hasher = SipHasher24::new_with_key(key);
+            hasher.write(&message);
+            u128::from(hasher.finish()) & mask
+        };
+        let e = |x: u128| -> u128 {
+            let (mut l, mut r) = (x >> k, x & mask);
+            for round in 0..8 {
+                (l, r) = (r, l ^ f(round, r));
+            }
+            (l << k) + r
+        };
+        let space = 32u128.pow(u32::from(n));
+        let mut y = e(index);
+        while y >= space {
+            y = e(y);
+        }
+        let digits: Vec<u8> = (0..n)
+            .rev()
+            .map(|i| (y / 32u128.pow(u32::from(i)) % 32) as u8)
+            .collect();
+        let n = usize::from(n);
+        let check = (0..n).fold(0, |acc, i| acc ^ gf32_mul(alpha_pow(n - i), digits[i]));
+        let symbols: Vec<char> = digits
+            .iter()
+            .chain([&check])
+            .map(|&v| char::from(ALPHABET[usize::from(v)]))
+            .collect();
+        let groups: Vec<String> = symbols.chunks(5).map(|c| c.iter().collect()).collect();
+        let body = groups.join("-");
+        if prefix.is_empty() {
+            body
+        } else {
+            format!("{prefix}-{body}")
+        }
+    }
+
+    #[test]
+    fn matches_the_reference_model() {
+        let keys = [test_key(), CodeKey::from_bytes([0xFF; 16])];
+        for key in &keys {
+            for length in BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX {
+                let codec = Codec::new(CodeFormat::new("REF", length).unwrap(), key);
+                let limit = codec.format().space().min(u128::from(u64::MAX));
+                for index in (0..20).chain(spread(100, limit, 3)) {
+                    let expected = reference_encode(&key.to_bytes(), "REF", length, index);
+                    let index = u64::try_from(index).unwrap();
+                    assert_eq!(codec.encode(index), expected.as_str(), "length {length}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(length in BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX,
+                               bytes in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let codec = codec("", length);
+            if let Ok(index) = codec.decode_body(&bytes) {
+                prop_assert!(index < codec.format().space());
+            }
+        }
+
+        #[test]
+        fn a_decoded_body_is_exactly_that_code(length in BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX,
+                                              values in proptest::collection::vec(0..32usize, 21)) {
+            // Random symbols pass the check one time in 32; when they do,
+            // they must be the one code of the decoded index.
+            let codec = codec("", length);
+            let symbols: Vec<u8> = values[..=usize::from(length)]
+                .iter()
+                .map(|&v| ALPHABET[v])
+                .collect();
+            if let Ok(index) = codec.decode_body(&symbols) {
+                prop_assert!(index < codec.format().space());
+                if let Ok(index) = u64::try_from(index) {
+                    prop_assert_eq!(decode_printed_symbols(&codec, index), symbols);
+                }
+            }
+        }
+
+        #[test]
+        fn normalize_never_panics(input in ".{0,300}") {
+            let mut buf = NormalizedBuf::new();
+            if normalize(&input, &mut buf).is_ok() {
+                prop_assert!(!buf.as_str().contains(['-', ' ']));
+                prop_assert!(!buf.as_bytes().iter().any(u8::is_ascii_lowercase));
+            }
+        }
+
+        #[test]
+        fn permutation_round_trips(length in BODY_SYMBOLS_MIN..=BODY_SYMBOLS_MAX,
+                                   raw in any::<u128>()) {
+            let codec = codec("", length);
+            let value = raw % codec.format().space();
+            let permuted = codec.permute(value);
+            prop_assert!(permuted < codec.format().space());
+            prop_assert_eq!(codec.unpermute(permuted), value);
+        }
+    }
+}
