@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::Timestamp;
-use crate::codec::{CodeFormat, Codec};
+use crate::codec::Codec;
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, ReservationId, Slot};
 use crate::state::{PublicState, StateMap};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
@@ -57,7 +57,6 @@ pub(crate) struct UserEntry {
 /// A recipient's codes in a campaign.
 #[derive(Debug)]
 pub(crate) struct RecipientEntry {
-    pub name: Arc<str>,
     pub slots: Vec<Slot>,
 }
 
@@ -171,11 +170,9 @@ impl Campaign {
     pub(crate) fn new(
         number: CampaignNo,
         spec: CampaignSpec,
-        format: CodeFormat,
         codec: Codec,
         created_at: Timestamp,
     ) -> Campaign {
-        let _ = format;
         let settings = Settings {
             starts_at: spec.starts_at,
             expires_at: spec.expires_at,
@@ -318,11 +315,16 @@ impl Campaign {
         entry.claimed -= 1;
     }
 
-    pub(crate) fn user_claimed(&self, user: &str) -> u32 {
+    /// Per-user slots the user holds: redemptions plus live holds.
+    pub fn user_claimed(&self, user: &str) -> u32 {
         self.users.shard(user).get(user).map_or(0, |e| e.claimed)
     }
 
     /// The display form of a code.
+    pub fn code_of(&self, slot: Slot) -> String {
+        self.code_string(slot)
+    }
+
     pub(crate) fn code_string(&self, slot: Slot) -> String {
         if slot.is_imported() {
             self.imported_codes.read()[slot.index() as usize].to_string()
@@ -331,8 +333,8 @@ impl Campaign {
         }
     }
 
-    /// A snapshot of the recipients map, for tests and the reference model.
-    pub(crate) fn recipients_snapshot(&self) -> HashMap<String, Vec<Slot>> {
+    /// Every recipient and its codes, for audits and tests.
+    pub fn recipients_snapshot(&self) -> HashMap<String, Vec<Slot>> {
         let mut out = HashMap::new();
         self.recipients.for_each_shard(|map| {
             for (name, entry) in map.iter() {

@@ -297,7 +297,9 @@ pub struct Engine<J> {
 
 impl<J> std::fmt::Debug for Engine<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("campaigns", &self.campaign_total()).finish_non_exhaustive()
+        // Relaxed: a debugging aid.
+        let campaigns = self.campaign_count.load(Ordering::Relaxed);
+        f.debug_struct("Engine").field("campaigns", &campaigns).finish_non_exhaustive()
     }
 }
 
@@ -530,7 +532,7 @@ impl<J: Journal> Engine<J> {
         now: Timestamp,
     ) -> &Campaign {
         let generate = spec.generate;
-        let codec = Codec::new(format, key);
+        let codec = Codec::new(format, &key);
         let campaign = Campaign::new(number, spec, codec, now);
         campaign.generated.grow(generate).expect("GENERATE_MAX is below the map capacity");
         self.prefixes.write().push((campaign.spec.prefix.as_str().into(), number));
@@ -754,10 +756,7 @@ impl<J: Journal> Engine<J> {
             }
         }
         let (slot, lsn) = self.assign_fresh(campaign, recipient, false, now, tag)?;
-        let entry = shard.entry(recipient.into()).or_insert_with(|| RecipientEntry {
-            name: Arc::from(recipient),
-            slots: Vec::new(),
-        });
+        let entry = shard.entry(recipient.into()).or_insert_with(|| RecipientEntry { slots: Vec::new() });
         entry.slots.push(slot);
         drop(shard);
         Ok(self.assigned(campaign, slot, recipient, true, Some(lsn)))
@@ -1276,10 +1275,12 @@ impl<J: Journal> Engine<J> {
             self.campaign_by_number(number)
                 .ok_or_else(|| replay_err(lsn, format!("unknown campaign number {number}")))
         };
-        let locked = |campaign: &'_ Campaign, slot: Slot| {
-            self.lock(campaign, slot)
+        fn locked(campaign: &Campaign, slot: Slot, lsn: Lsn) -> Result<Guard<'_>, ReplayError> {
+            let map = campaign.map(slot);
+            map.lock(slot.index())
+                .map(|locked| Guard { map, locked: Some(locked) })
                 .ok_or_else(|| replay_err(lsn, format!("slot {:#x} does not exist", slot.0)))
-        };
+        }
         match record {
             Record::CampaignCreated { at, campaign, key, spec, .. } => {
                 if u64::from(*campaign) != self.campaign_total() + 1 {
@@ -1324,16 +1325,13 @@ impl<J: Journal> Engine<J> {
             }
             Record::Assigned { at, campaign, slot, recipient, test, .. } => {
                 let campaign = campaign_of(*campaign)?;
-                let guard = locked(campaign, *slot)?;
+                let guard = locked(campaign, *slot, lsn)?;
                 if guard.state() != CodeState::Available {
                     return Err(replay_err(lsn, format!("assign of a code in state {:?}", guard.state())));
                 }
                 if !*test {
                     let mut shard = campaign.recipients.shard(*recipient);
-                    let entry = shard.entry((*recipient).into()).or_insert_with(|| RecipientEntry {
-                        name: Arc::from(*recipient),
-                        slots: Vec::new(),
-                    });
+                    let entry = shard.entry((*recipient).into()).or_insert_with(|| RecipientEntry { slots: Vec::new() });
                     if entry.slots.len() >= campaign.spec.per_recipient_limit as usize {
                         return Err(replay_err(lsn, format!("recipient {recipient} over its limit")));
                     }
@@ -1344,7 +1342,7 @@ impl<J: Journal> Engine<J> {
             }
             Record::Reserved { at: _, campaign, slot, reservation, user, expires_at, .. } => {
                 let campaign = campaign_of(*campaign)?;
-                let guard = locked(campaign, *slot)?;
+                let guard = locked(campaign, *slot, lsn)?;
                 if !matches!(guard.state(), CodeState::Available | CodeState::Assigned) {
                     return Err(replay_err(lsn, format!("reserve of a code in state {:?}", guard.state())));
                 }
@@ -1357,7 +1355,7 @@ impl<J: Journal> Engine<J> {
             }
             Record::Released { at, campaign, slot, reservation, expired, .. } => {
                 let campaign = campaign_of(*campaign)?;
-                let guard = locked(campaign, *slot)?;
+                let guard = locked(campaign, *slot, lsn)?;
                 let hold = match campaign.meta_of(*slot).hold {
                     Some(hold) if hold.id == *reservation && guard.state().public() == PublicState::Reserved => hold,
                     _ => return Err(replay_err(lsn, format!("release of reservation {reservation} that does not hold the code"))),
@@ -1367,7 +1365,7 @@ impl<J: Journal> Engine<J> {
             }
             Record::Redeemed { at, campaign, slot, user, order, reservation, .. } => {
                 let campaign = campaign_of(*campaign)?;
-                let guard = locked(campaign, *slot)?;
+                let guard = locked(campaign, *slot, lsn)?;
                 match reservation {
                     Some(id) => match campaign.meta_of(*slot).hold {
                         Some(hold) if hold.id == *id && &*hold.user == *user && guard.state().public() == PublicState::Reserved => {}
@@ -1386,7 +1384,7 @@ impl<J: Journal> Engine<J> {
             }
             Record::RolledBack { campaign, slot, .. } => {
                 let campaign = campaign_of(*campaign)?;
-                let guard = locked(campaign, *slot)?;
+                let guard = locked(campaign, *slot, lsn)?;
                 if guard.state().public() != PublicState::Redeemed {
                     return Err(replay_err(lsn, format!("rollback of a code in state {:?}", guard.state())));
                 }
@@ -1395,7 +1393,7 @@ impl<J: Journal> Engine<J> {
             }
             Record::Voided { campaign, slot, .. } => {
                 let campaign = campaign_of(*campaign)?;
-                let guard = locked(campaign, *slot)?;
+                let guard = locked(campaign, *slot, lsn)?;
                 if matches!(guard.state().public(), PublicState::Redeemed | PublicState::Voided) {
                     return Err(replay_err(lsn, format!("void of a code in state {:?}", guard.state())));
                 }
@@ -1412,6 +1410,62 @@ impl<J: Journal> Engine<J> {
             }
         }
         Ok(())
+    }
+
+    /// A deterministic text dump of every campaign, code, holder, user count
+    /// and stored response: two engines with equal dumps hold equal state.
+    /// O(codes); for tests, audits and `wal replay` checks on small logs.
+    pub fn dump_state(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for campaign in self.campaigns() {
+            let view = campaign.view(Timestamp(0));
+            let s = view.stats;
+            let _ = writeln!(
+                out,
+                "campaign {} #{} paused={} total={} avail={} assigned={} reserved={} redeemed={} voided={} test={}",
+                campaign.id(), campaign.number, view.paused, s.total, s.available, s.assigned,
+                s.reserved, s.redeemed, s.voided, s.test_assignments
+            );
+            let maps: [(&StateMap, fn(u64) -> Slot); 2] =
+                [(&campaign.generated, Slot::generated), (&campaign.imported, Slot::imported)];
+            for (map, make) in maps {
+                for index in 0..map.len() {
+                    let slot = make(index);
+                    let state = map.get(index).expect("slot exists");
+                    let meta = campaign.meta_of(slot);
+                    if state == CodeState::Available && meta.recipient.is_none() {
+                        continue;
+                    }
+                    let _ = writeln!(
+                        out,
+                        "  {} {:?} recipient={:?} deadline={:?} hold={:?} redemption={:?}",
+                        campaign.code_string(slot),
+                        state,
+                        meta.recipient,
+                        meta.deadline,
+                        meta.hold.map(|h| (h.id, h.user, h.until)),
+                        meta.redemption.map(|r| (r.user, r.at, r.order)),
+                    );
+                }
+            }
+            let mut users = Vec::new();
+            campaign.users.for_each_shard(|map| {
+                users.extend(map.iter().filter(|(_, e)| e.claimed > 0).map(|(k, e)| (k.to_string(), e.claimed)))
+            });
+            users.sort();
+            let _ = writeln!(out, "  users {users:?}");
+            let mut recipients: Vec<_> = campaign.recipients_snapshot().into_iter().collect();
+            recipients.sort();
+            let _ = writeln!(out, "  recipients {recipients:?}");
+        }
+        let mut holds = Vec::new();
+        self.reservations.for_each_shard(|map| holds.extend(map.iter().map(|(id, h)| (*id, h.campaign, h.slot, h.until))));
+        holds.sort();
+        let _ = writeln!(out, "holds {holds:?}");
+        let _ = writeln!(out, "expiries {:?}", self.expiries.lock());
+        let _ = writeln!(out, "idempotency {}", self.idempotency.dump());
+        out
     }
 
     /// Makes imported codes (already in `self.imported`) live in the campaign.

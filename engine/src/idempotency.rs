@@ -141,6 +141,20 @@ impl IdempotencyTable {
         Ok(())
     }
 
+    /// Stored keys and responses in key order, for state comparisons.
+    pub(crate) fn dump(&self) -> String {
+        let mut done = Vec::new();
+        self.entries.for_each_shard(|map| {
+            for (key, slot) in map.iter() {
+                if let Slot::Done { fingerprint, response } = slot {
+                    done.push(format!("{key}:{fingerprint:x}:{}:{}:{}", response.status, response.lsn, String::from_utf8_lossy(&response.body)));
+                }
+            }
+        });
+        done.sort();
+        done.join(",")
+    }
+
     pub fn len(&self) -> usize {
         self.order.lock().len()
     }

@@ -34,8 +34,8 @@ pub use engine::{
 };
 pub use idempotency::{Begin, StoredResponse};
 pub use record::{
-    CampaignNo, CampaignPatch, CampaignSpec, IdemTag, Journal, JournalError, Lsn, Record,
-    RecordKind, ReservationId, Slot,
+    CampaignNo, CampaignPatch, CampaignSpec, IdemTag, Journal, JournalError, Lsn, MemoryJournal,
+    NullJournal, Record, RecordKind, ReservationId, Slot,
 };
 pub use state::PublicState;
 

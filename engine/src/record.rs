@@ -839,3 +839,53 @@ mod tests {
         );
     }
 }
+
+/// A journal in memory: records kept as bytes, as a log would keep them.
+/// For tests, the reference model and replay checks.
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    records: crate::sync::Mutex<Vec<(u8, Vec<u8>)>>,
+    /// When set, every append fails: a full or failing disk.
+    failing: crate::sync::AtomicBool,
+}
+
+impl MemoryJournal {
+    /// Records so far as (LSN, kind, payload), LSN from 1.
+    pub fn records(&self) -> Vec<(Lsn, u8, Vec<u8>)> {
+        let records = self.records.lock();
+        records.iter().enumerate().map(|(i, (k, p))| (i as Lsn + 1, *k, p.clone())).collect()
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        // Relaxed: a test switch, read by the appender itself.
+        self.failing.store(failing, crate::sync::Ordering::Relaxed);
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn append(&self, record: &Record<'_>) -> Result<Lsn, JournalError> {
+        // Relaxed: see `set_failing`.
+        if self.failing.load(crate::sync::Ordering::Relaxed) {
+            return Err(JournalError { message: "injected failure".into() });
+        }
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        let mut records = self.records.lock();
+        records.push((record.kind() as u8, bytes));
+        Ok(records.len() as Lsn)
+    }
+}
+
+/// A journal that keeps nothing and counts LSNs: for benchmarks of the
+/// engine alone, clearly not durable.
+#[derive(Debug, Default)]
+pub struct NullJournal {
+    next: crate::sync::AtomicU64,
+}
+
+impl Journal for NullJournal {
+    fn append(&self, _record: &Record<'_>) -> Result<Lsn, JournalError> {
+        // Relaxed: LSNs need only be unique here.
+        Ok(self.next.fetch_add(1, crate::sync::Ordering::Relaxed) + 1)
+    }
+}

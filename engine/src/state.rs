@@ -192,7 +192,7 @@ const FIRST_CHUNK_BITS: u32 = 12;
 /// The most codes one map holds: 2^32, above the API's 10^9 generated.
 pub const CODES_MAX: u64 = 1 << 32;
 /// Chunks needed to reach `CODES_MAX`.
-const CHUNKS_MAX: usize = (64 - (CODES_MAX + (1 << FIRST_CHUNK_BITS)).leading_zeros()
+const CHUNKS_MAX: usize = (63 - (CODES_MAX - 1 + (1 << FIRST_CHUNK_BITS)).leading_zeros()
     - FIRST_CHUNK_BITS) as usize
     + 1;
 const _: () = assert!(CHUNKS_MAX == 21);
