@@ -51,7 +51,7 @@
 //! 4. **Body.** `y = P(index)` is written in base 32 with `n` digits, most
 //!    significant first, each digit `v` printed as `ALPHABET[v]`.
 //! 5. **Check symbol.** Read the body symbol values `s_0 .. s_{n-1}` as
-//!    elements of GF(2^5) = GF(2)[x] / (x^5 + x^2 + 1) (bit `j` of the value
+//!    elements of `GF(2^5) = GF(2)[x] / (x^5 + x^2 + 1)` (bit `j` of the value
 //!    is the coefficient of `x^j`) and let `α` be the class of `x`. The check
 //!    value is `s_n = Σ_{i<n} α^(n-i) · s_i`, so that a valid code satisfies
 //!    `Σ_{i<=n} α^(n-i) · s_i = 0` (the check symbol has weight `α^0 = 1`).
