@@ -38,9 +38,12 @@
 //! 2. **Block cipher.** `E` permutes `[0, 2^(2k))`: split `x` into
 //!    `L = x >> k` and `R = x mod 2^k`; for `r` in `0..8` in order, set
 //!    `(L, R) = (R, L xor F(r, R))`; the result is `L * 2^k + R`. That is a
-//!    balanced Feistel network of eight rounds; from four rounds on it is a
-//!    strong pseudo-random permutation if `F` is a pseudo-random function
-//!    (Luby–Rackoff), and eight leave a wide margin for the short halves.
+//!    balanced Feistel network of eight rounds. With `F` a pseudo-random
+//!    function, four rounds already give a strong pseudo-random permutation
+//!    (Luby–Rackoff), but only up to about `2^(k/2)` queries, which is small
+//!    for the 15-bit halves of short formats; more rounds push the bound
+//!    towards `2^k` (Patarin), hence eight. SipHash-2-4 rather than -1-3
+//!    because it is the variant its authors put forward as a PRF.
 //! 3. **Cycle walking.** The code space is `[0, 32^n)`. When `5n` is even
 //!    it is exactly `E`'s domain; otherwise it is half of it, and
 //!    `P(i) = E(i)`, repeated while the result is `>= 32^n`, is a permutation
@@ -48,7 +51,7 @@
 //! 4. **Body.** `y = P(index)` is written in base 32 with `n` digits, most
 //!    significant first, each digit `v` printed as `ALPHABET[v]`.
 //! 5. **Check symbol.** Read the body symbol values `s_0 .. s_{n-1}` as
-//!    elements of GF(2^5) = GF(2)[x] / (x^5 + x^2 + 1) (bit `j` of the value
+//!    elements of `GF(2^5) = GF(2)[x] / (x^5 + x^2 + 1)` (bit `j` of the value
 //!    is the coefficient of `x^j`) and let `α` be the class of `x`. The check
 //!    value is `s_n = Σ_{i<n} α^(n-i) · s_i`, so that a valid code satisfies
 //!    `Σ_{i<=n} α^(n-i) · s_i = 0` (the check symbol has weight `α^0 = 1`).
