@@ -60,6 +60,9 @@ pub(crate) struct RecipientEntry {
     pub slots: Vec<Slot>,
 }
 
+/// A state map and how its indexes become slots.
+pub(crate) type MapOf<'a> = (&'a StateMap, fn(u64) -> Slot);
+
 /// Seconds of history kept for the rate statistics.
 pub(crate) const RATE_WINDOW_SECONDS: u64 = 60;
 
@@ -73,7 +76,9 @@ pub(crate) struct RateWindow {
 impl RateWindow {
     fn new() -> RateWindow {
         RateWindow {
-            buckets: (0..RATE_WINDOW_SECONDS).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+            buckets: (0..RATE_WINDOW_SECONDS)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
         }
     }
 
@@ -137,7 +142,10 @@ pub struct Campaign {
 
 impl std::fmt::Debug for Campaign {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Campaign").field("id", &self.spec.id).field("number", &self.number).finish()
+        f.debug_struct("Campaign")
+            .field("id", &self.spec.id)
+            .field("number", &self.number)
+            .finish()
     }
 }
 
@@ -209,7 +217,19 @@ impl Campaign {
     }
 
     pub(crate) fn map(&self, slot: Slot) -> &StateMap {
-        if slot.is_imported() { &self.imported } else { &self.generated }
+        if slot.is_imported() {
+            &self.imported
+        } else {
+            &self.generated
+        }
+    }
+
+    /// Both state maps with the slot constructor of each.
+    pub(crate) fn maps(&self) -> [MapOf<'_>; 2] {
+        [
+            (&self.generated, Slot::generated),
+            (&self.imported, Slot::imported),
+        ]
     }
 
     pub(crate) fn apply_patch(&self, patch: &CampaignPatch) {
@@ -278,11 +298,20 @@ impl Campaign {
         spec.test_recipients = settings.test_recipients_order;
         spec.low_stock_threshold = settings.low_stock_threshold;
         spec.generate = self.generated.len();
-        CampaignView { spec, paused: settings.paused, created_at: self.created_at, stats: self.stats(now) }
+        CampaignView {
+            spec,
+            paused: settings.paused,
+            created_at: self.created_at,
+            stats: self.stats(now),
+        }
     }
 
     pub(crate) fn meta_of(&self, slot: Slot) -> CodeMeta {
-        self.meta.shard(&slot).get(&slot).cloned().unwrap_or_default()
+        self.meta
+            .shard(&slot)
+            .get(&slot)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn update_meta(&self, slot: Slot, f: impl FnOnce(&mut CodeMeta)) {
@@ -296,9 +325,10 @@ impl Campaign {
         let mut shard = self.users.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
-            None => shard
-                .entry(user.into())
-                .or_insert_with(|| UserEntry { name: Arc::from(user), claimed: 0 }),
+            None => shard.entry(user.into()).or_insert_with(|| UserEntry {
+                name: Arc::from(user),
+                claimed: 0,
+            }),
         };
         if limit != 0 && entry.claimed >= limit {
             return Err(());
@@ -310,7 +340,9 @@ impl Campaign {
     /// Gives back a slot claimed by `claim_user`.
     pub(crate) fn unclaim_user(&self, user: &str) {
         let mut shard = self.users.shard(user);
-        let entry = shard.get_mut(user).expect("unclaim of a user that never claimed");
+        let entry = shard
+            .get_mut(user)
+            .expect("unclaim of a user that never claimed");
         assert!(entry.claimed > 0, "user {user} claimed count underflow");
         entry.claimed -= 1;
     }

@@ -39,22 +39,38 @@ pub const IMPORT_REJECTS_REPORTED_MAX: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
-    InvalidRequest { field: &'static str, message: String },
+    InvalidRequest {
+        field: &'static str,
+        message: String,
+    },
     UnknownCampaign,
     CampaignExists,
-    PrefixConflict { other: String },
-    CodeSpaceTooSmall { issued: u64, space: u128 },
-    TooManyCampaigns { limit: usize },
+    PrefixConflict {
+        other: String,
+    },
+    CodeSpaceTooSmall {
+        issued: u64,
+        space: u128,
+    },
+    TooManyCampaigns {
+        limit: usize,
+    },
     MalformedCode,
     UnknownCode,
-    AlreadyRedeemed { redeemed_at: Timestamp },
+    AlreadyRedeemed {
+        redeemed_at: Timestamp,
+    },
     CodeReserved,
     CodeVoided,
     CodeExpired,
     CampaignNotStarted,
     CampaignPaused,
-    UserLimitReached { limit: u32 },
-    TooManyFailedAttempts { retry_after_seconds: u64 },
+    UserLimitReached {
+        limit: u32,
+    },
+    TooManyFailedAttempts {
+        retry_after_seconds: u64,
+    },
     PoolExhausted,
     NotRedeemed,
     UnknownReservation,
@@ -108,7 +124,9 @@ impl std::fmt::Display for Refusal {
                 "{issued} codes in a space of {space} could be guessed with probability above {GUESS_PROBABILITY_MAX}; use longer codes"
             ),
             Refusal::TooManyCampaigns { limit } => write!(f, "at most {limit} campaigns"),
-            Refusal::MalformedCode => f.write_str("the code is not well formed (check symbol, length or characters)"),
+            Refusal::MalformedCode => {
+                f.write_str("the code is not well formed (check symbol, length or characters)")
+            }
             Refusal::UnknownCode => f.write_str("no such code"),
             Refusal::AlreadyRedeemed { .. } => f.write_str("the code was already redeemed"),
             Refusal::CodeReserved => f.write_str("the code is held by another user"),
@@ -119,7 +137,9 @@ impl std::fmt::Display for Refusal {
             Refusal::UserLimitReached { limit } => {
                 write!(f, "the user has reached the limit of {limit} redemptions")
             }
-            Refusal::TooManyFailedAttempts { retry_after_seconds } => write!(
+            Refusal::TooManyFailedAttempts {
+                retry_after_seconds,
+            } => write!(
                 f,
                 "too many unknown or malformed codes; retry after {retry_after_seconds} s"
             ),
@@ -149,7 +169,11 @@ pub struct ReplayError {
 
 impl std::fmt::Display for ReplayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "record at LSN {} does not apply: {}", self.lsn, self.reason)
+        write!(
+            f,
+            "record at LSN {} does not apply: {}",
+            self.lsn, self.reason
+        )
     }
 }
 
@@ -299,7 +323,9 @@ impl<J> std::fmt::Debug for Engine<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Relaxed: a debugging aid.
         let campaigns = self.campaign_count.load(Ordering::Relaxed);
-        f.debug_struct("Engine").field("campaigns", &campaigns).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("campaigns", &campaigns)
+            .finish_non_exhaustive()
     }
 }
 
@@ -339,14 +365,19 @@ fn check_name(field: &'static str, value: &str) -> Result<(), Refusal> {
 }
 
 fn replay_err(lsn: Lsn, reason: impl Into<String>) -> ReplayError {
-    ReplayError { lsn, reason: reason.into() }
+    ReplayError {
+        lsn,
+        reason: reason.into(),
+    }
 }
 
 impl<J: Journal> Engine<J> {
     pub fn new(journal: J, config: Config, render: Renderer) -> Engine<J> {
         Engine {
             journal,
-            campaigns: (0..CAMPAIGNS_MAX).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            campaigns: (0..CAMPAIGNS_MAX)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
             campaign_count: AtomicU64::new(0),
             by_id: ShardedMap::default(),
             prefixes: RwLock::new(Vec::new()),
@@ -405,18 +436,29 @@ impl<J: Journal> Engine<J> {
 
     fn lock<'c>(&self, campaign: &'c Campaign, slot: Slot) -> Option<Guard<'c>> {
         let map = campaign.map(slot);
-        map.lock(slot.index()).map(|locked| Guard { map, locked: Some(locked) })
+        map.lock(slot.index()).map(|locked| Guard {
+            map,
+            locked: Some(locked),
+        })
     }
 
     /// Stores the rendered response of a keyed transition.
     fn store_effect(&self, lsn: Lsn, record: &Record<'_>, campaign: &Campaign, code: Option<&str>) {
         if let Some(tag) = record.idem() {
-            let (status, body) =
-                (self.render)(&Effect { lsn, record, campaign, code });
+            let (status, body) = (self.render)(&Effect {
+                lsn,
+                record,
+                campaign,
+                code,
+            });
             self.idempotency.complete(
                 tag.key,
                 tag.fingerprint,
-                StoredResponse { status, body: body.into(), lsn },
+                StoredResponse {
+                    status,
+                    body: body.into(),
+                    lsn,
+                },
                 record.at(),
             );
         }
@@ -427,16 +469,21 @@ impl<J: Journal> Engine<J> {
     fn validate_spec(spec: &CampaignSpec) -> Result<CodeFormat, Refusal> {
         let id_ok = !spec.id.is_empty()
             && spec.id.len() <= 64
-            && spec.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && spec
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !id_ok {
             return Err(Refusal::InvalidRequest {
                 field: "id",
                 message: "must be 1 to 64 characters of [a-z0-9-]".into(),
             });
         }
-        let format = CodeFormat::new(&spec.prefix, spec.length).map_err(|err| {
-            Refusal::InvalidRequest { field: "code", message: err.to_string() }
-        })?;
+        let format =
+            CodeFormat::new(&spec.prefix, spec.length).map_err(|err| Refusal::InvalidRequest {
+                field: "code",
+                message: err.to_string(),
+            })?;
         if spec.generate > GENERATE_MAX {
             return Err(Refusal::InvalidRequest {
                 field: "generate",
@@ -450,13 +497,13 @@ impl<J: Journal> Engine<J> {
                 message: "must be at least 1".into(),
             });
         }
-        if let (Some(start), Some(end)) = (spec.starts_at, spec.expires_at) {
-            if end <= start {
-                return Err(Refusal::InvalidRequest {
-                    field: "expires_at",
-                    message: "must be after starts_at".into(),
-                });
-            }
+        if let (Some(start), Some(end)) = (spec.starts_at, spec.expires_at)
+            && end <= start
+        {
+            return Err(Refusal::InvalidRequest {
+                field: "expires_at",
+                message: "must be after starts_at".into(),
+            });
         }
         for recipient in &spec.test_recipients {
             check_name("test_recipients", recipient)?;
@@ -480,16 +527,24 @@ impl<J: Journal> Engine<J> {
     ) -> Result<CampaignView, Refusal> {
         let format = Self::validate_spec(&spec)?;
         let key = CodeKey::random().map_err(|err| {
-            Refusal::Unavailable(JournalError { message: format!("no randomness: {err}") })
+            Refusal::Unavailable(JournalError {
+                message: format!("no randomness: {err}"),
+            })
         })?;
         let _create = self.create_lock.lock();
-        if self.by_id.shard(spec.id.as_str()).contains_key(spec.id.as_str()) {
+        if self
+            .by_id
+            .shard(spec.id.as_str())
+            .contains_key(spec.id.as_str())
+        {
             return Err(Refusal::CampaignExists);
         }
         self.check_prefix(&spec.prefix)?;
         let count = self.campaign_total();
         if count as usize >= CAMPAIGNS_MAX {
-            return Err(Refusal::TooManyCampaigns { limit: CAMPAIGNS_MAX });
+            return Err(Refusal::TooManyCampaigns {
+                limit: CAMPAIGNS_MAX,
+            });
         }
         let number = count as CampaignNo + 1;
         let record = Record::CampaignCreated {
@@ -497,7 +552,10 @@ impl<J: Journal> Engine<J> {
             campaign: number,
             key: key.to_bytes(),
             spec: spec.clone(),
-            idem: idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint }),
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
         };
         let lsn = self.append(&record)?;
         let campaign = self.install(number, spec, format, key, now);
@@ -514,7 +572,9 @@ impl<J: Journal> Engine<J> {
                 other.starts_with(prefix) || prefix.starts_with(&**other)
             };
             if conflict {
-                let id = self.campaign_by_number(*number).map_or_else(String::new, |c| c.id().into());
+                let id = self
+                    .campaign_by_number(*number)
+                    .map_or_else(String::new, |c| c.id().into());
                 return Err(Refusal::PrefixConflict { other: id });
             }
         }
@@ -534,14 +594,22 @@ impl<J: Journal> Engine<J> {
         let generate = spec.generate;
         let codec = Codec::new(format, &key);
         let campaign = Campaign::new(number, spec, codec, now);
-        campaign.generated.grow(generate).expect("GENERATE_MAX is below the map capacity");
-        self.prefixes.write().push((campaign.spec.prefix.as_str().into(), number));
-        self.by_id.shard(campaign.id()).insert(campaign.id().into(), number);
+        campaign
+            .generated
+            .grow(generate)
+            .expect("GENERATE_MAX is below the map capacity");
+        self.prefixes
+            .write()
+            .push((campaign.spec.prefix.as_str().into(), number));
+        self.by_id
+            .shard(campaign.id())
+            .insert(campaign.id().into(), number);
         let ptr = Box::into_raw(Box::new(campaign));
         // Release: the campaign's contents are visible to whoever loads it.
         self.campaigns[number as usize - 1].store(ptr, Ordering::Release);
         // Release: publishes the pointer stored above to `campaign_total` readers.
-        self.campaign_count.store(u64::from(number), Ordering::Release);
+        self.campaign_count
+            .store(u64::from(number), Ordering::Release);
         self.campaign_by_number(number).expect("just installed")
     }
 
@@ -564,23 +632,28 @@ impl<J: Journal> Engine<J> {
             let settings = campaign.settings.read();
             let start = patch.starts_at.unwrap_or(settings.starts_at);
             let end = patch.expires_at.unwrap_or(settings.expires_at);
-            if let (Some(start), Some(end)) = (start, end) {
-                if end <= start {
-                    return Err(Refusal::InvalidRequest {
-                        field: "expires_at",
-                        message: "must be after starts_at".into(),
-                    });
-                }
+            if let (Some(start), Some(end)) = (start, end)
+                && end <= start
+            {
+                return Err(Refusal::InvalidRequest {
+                    field: "expires_at",
+                    message: "must be after starts_at".into(),
+                });
             }
         }
         let record = Record::CampaignUpdated {
             at: now,
             campaign: campaign.number,
             patch,
-            idem: idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint }),
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
         };
         let lsn = self.append(&record)?;
-        let Record::CampaignUpdated { patch, .. } = &record else { unreachable!() };
+        let Record::CampaignUpdated { patch, .. } = &record else {
+            unreachable!()
+        };
         campaign.apply_patch(patch);
         self.store_effect(lsn, &record, campaign, None);
         Ok(campaign.view(now))
@@ -591,15 +664,23 @@ impl<J: Journal> Engine<J> {
         let campaign = self.campaign(id).ok_or(Refusal::UnknownCampaign)?;
         let _order = campaign.add_lock.lock();
         let issued = campaign.generated.len();
-        let new_total = issued.checked_add(count).filter(|&n| n <= GENERATE_MAX).ok_or_else(|| {
-            Refusal::InvalidRequest {
+        let new_total = issued
+            .checked_add(count)
+            .filter(|&n| n <= GENERATE_MAX)
+            .ok_or_else(|| Refusal::InvalidRequest {
                 field: "generate",
                 message: format!("a campaign holds at most {GENERATE_MAX} generated codes"),
-            }
-        })?;
+            })?;
         Self::check_space(campaign.codec.format(), new_total)?;
-        self.append(&Record::CodesGenerated { at: now, campaign: campaign.number, count })?;
-        campaign.generated.grow(count).expect("bounded by GENERATE_MAX");
+        self.append(&Record::CodesGenerated {
+            at: now,
+            campaign: campaign.number,
+            count,
+        })?;
+        campaign
+            .generated
+            .grow(count)
+            .expect("bounded by GENERATE_MAX");
         self.after_stock_added(campaign);
         Ok(ImportReport {
             added: count,
@@ -632,14 +713,19 @@ impl<J: Journal> Engine<J> {
         }
         // Relaxed: a hint that skips the map when nothing was imported; an
         // import racing with this lookup may be missed either way.
-        if self.imported_count.load(Ordering::Relaxed) > 0 {
-            if let Some(&(number, slot)) = self.imported.shard(normalized).get(normalized) {
-                let campaign = self.campaign_by_number(number).ok_or(Refusal::UnknownCode)?;
-                if slot.index() < campaign.imported.len() {
-                    return Ok(CodeRef { campaign, slot });
-                }
-                return Err(Refusal::UnknownCode);
+        let found = if self.imported_count.load(Ordering::Relaxed) > 0 {
+            self.imported.shard(normalized).get(normalized).copied()
+        } else {
+            None
+        };
+        if let Some((number, slot)) = found {
+            let campaign = self
+                .campaign_by_number(number)
+                .ok_or(Refusal::UnknownCode)?;
+            if slot.index() < campaign.imported.len() {
+                return Ok(CodeRef { campaign, slot });
             }
+            return Err(Refusal::UnknownCode);
         }
         let number = {
             let prefixes = self.prefixes.read();
@@ -653,20 +739,35 @@ impl<J: Journal> Engine<J> {
             }
             found.ok_or(Refusal::UnknownCode)?.1
         };
-        let campaign = self.campaign_by_number(number).ok_or(Refusal::UnknownCode)?;
+        let campaign = self
+            .campaign_by_number(number)
+            .ok_or(Refusal::UnknownCode)?;
         let body = &normalized.as_bytes()[campaign.spec.prefix.len()..];
-        let index = campaign.codec.decode_body(body).map_err(|_| Refusal::MalformedCode)?;
+        let index = campaign
+            .codec
+            .decode_body(body)
+            .map_err(|_| Refusal::MalformedCode)?;
         if index >= u128::from(campaign.generated.len()) {
             return Err(Refusal::UnknownCode);
         }
-        Ok(CodeRef { campaign, slot: Slot::generated(index as u64) })
+        Ok(CodeRef {
+            campaign,
+            slot: Slot::generated(index as u64),
+        })
     }
 
     /// `resolve` behind the failed-attempt limiter for `user`.
-    fn resolve_limited(&self, input: &str, user: &str, now: Timestamp) -> Result<CodeRef<'_>, Refusal> {
+    fn resolve_limited(
+        &self,
+        input: &str,
+        user: &str,
+        now: Timestamp,
+    ) -> Result<CodeRef<'_>, Refusal> {
         self.limiter
             .check(user, now)
-            .map_err(|retry_after_seconds| Refusal::TooManyFailedAttempts { retry_after_seconds })?;
+            .map_err(|retry_after_seconds| Refusal::TooManyFailedAttempts {
+                retry_after_seconds,
+            })?;
         self.resolve(input).inspect_err(|refusal| {
             if matches!(refusal, Refusal::UnknownCode | Refusal::MalformedCode) {
                 self.limiter.note_failure(user, now);
@@ -675,7 +776,12 @@ impl<J: Journal> Engine<J> {
     }
 
     /// A code's status; `user`, when given, is subject to the limiter.
-    pub fn status(&self, input: &str, user: Option<&str>, now: Timestamp) -> Result<CodeStatus, Refusal> {
+    pub fn status(
+        &self,
+        input: &str,
+        user: Option<&str>,
+        now: Timestamp,
+    ) -> Result<CodeStatus, Refusal> {
         let code = match user {
             Some(user) => self.resolve_limited(input, user, now)?,
             None => self.resolve(input)?,
@@ -686,7 +792,10 @@ impl<J: Journal> Engine<J> {
     /// The status of a located code, waiting out a transition in progress.
     pub fn status_of(&self, code: CodeRef<'_>, now: Timestamp) -> CodeStatus {
         let CodeRef { campaign, slot } = code;
-        let state = campaign.map(slot).get(slot.index()).expect("resolved slot exists");
+        let state = campaign
+            .map(slot)
+            .get(slot.index())
+            .expect("resolved slot exists");
         let meta = campaign.meta_of(slot);
         let settings = campaign.settings.read();
         let public = state.public();
@@ -706,7 +815,10 @@ impl<J: Journal> Engine<J> {
             reserved_until: meta.hold.as_ref().map(|h| h.until),
             redeemed_by: meta.redemption.as_ref().map(|r| r.user.to_string()),
             redeemed_at: meta.redemption.as_ref().map(|r| r.at),
-            order: meta.redemption.as_ref().and_then(|r| r.order.as_deref().map(Into::into)),
+            order: meta
+                .redemption
+                .as_ref()
+                .and_then(|r| r.order.as_deref().map(Into::into)),
             expires_at: deadline,
         }
     }
@@ -739,7 +851,10 @@ impl<J: Journal> Engine<J> {
         let campaign = self.campaign(id).ok_or(Refusal::UnknownCampaign)?;
         self.window_check(campaign, now)?;
         let test = campaign.settings.read().test_recipients.contains(recipient);
-        let tag = idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint });
+        let tag = idem.map(|k| IdemTag {
+            key: k.key,
+            fingerprint: k.fingerprint,
+        });
         if test {
             let (slot, lsn) = self.assign_fresh(campaign, recipient, true, now, tag)?;
             return Ok(self.assigned(campaign, slot, recipient, true, Some(lsn)));
@@ -748,22 +863,35 @@ impl<J: Journal> Engine<J> {
         // recipient racing with itself gets one code. Lock order: recipient
         // shard, then a code; no path takes them the other way round.
         let mut shard = campaign.recipients.shard(recipient);
-        if let Some(entry) = shard.get(recipient) {
-            if entry.slots.len() >= campaign.spec.per_recipient_limit as usize {
-                let slot = entry.slots[0];
-                drop(shard);
-                return Ok(self.assigned(campaign, slot, recipient, false, None));
-            }
+        if let Some(entry) = shard.get(recipient)
+            && entry.slots.len() >= campaign.spec.per_recipient_limit as usize
+        {
+            let slot = entry.slots[0];
+            drop(shard);
+            return Ok(self.assigned(campaign, slot, recipient, false, None));
         }
         let (slot, lsn) = self.assign_fresh(campaign, recipient, false, now, tag)?;
-        let entry = shard.entry(recipient.into()).or_insert_with(|| RecipientEntry { slots: Vec::new() });
+        let entry = shard
+            .entry(recipient.into())
+            .or_insert_with(|| RecipientEntry { slots: Vec::new() });
         entry.slots.push(slot);
         drop(shard);
         Ok(self.assigned(campaign, slot, recipient, true, Some(lsn)))
     }
 
-    fn assigned(&self, campaign: &Campaign, slot: Slot, recipient: &str, new: bool, lsn: Option<Lsn>) -> Assigned {
-        let state = campaign.map(slot).get(slot.index()).expect("assigned slot exists").public();
+    fn assigned(
+        &self,
+        campaign: &Campaign,
+        slot: Slot,
+        recipient: &str,
+        new: bool,
+        lsn: Option<Lsn>,
+    ) -> Assigned {
+        let state = campaign
+            .map(slot)
+            .get(slot.index())
+            .expect("assigned slot exists")
+            .public();
         Assigned {
             code: campaign.code_string(slot),
             campaign: campaign.id().into(),
@@ -785,26 +913,27 @@ impl<J: Journal> Engine<J> {
     ) -> Result<(Slot, Lsn), Refusal> {
         // Relaxed: the cursor only spreads assigners over the pool.
         let start = campaign.assign_cursor.fetch_add(1, Ordering::Relaxed);
-        let (map, make_slot): (&StateMap, fn(u64) -> Slot) =
-            if campaign.generated.len() > 0 { (&campaign.generated, Slot::generated) } else { (&campaign.imported, Slot::imported) };
-        let locked = map
-            .lock_available(start)
-            .map(|l| (map, make_slot, l))
-            .or_else(|| {
-                // The other map, when both have codes.
-                let other: (&StateMap, fn(u64) -> Slot) = if std::ptr::eq(map, &campaign.generated) {
-                    (&campaign.imported, Slot::imported)
-                } else {
-                    (&campaign.generated, Slot::generated)
-                };
-                other.0.lock_available(start).map(|l| (other.0, other.1, l))
-            });
-        let Some((map, make_slot, locked)) = locked else {
+        // Generated codes first, then imported ones.
+        let Some((map, make_slot, locked)) = campaign
+            .maps()
+            .into_iter()
+            .find_map(|(map, make_slot)| map.lock_available(start).map(|l| (map, make_slot, l)))
+        else {
             return Err(Refusal::PoolExhausted);
         };
         let slot = make_slot(locked.slot);
-        let guard = Guard { map, locked: Some(locked) };
-        let record = Record::Assigned { at: now, campaign: campaign.number, slot, recipient, test, idem };
+        let guard = Guard {
+            map,
+            locked: Some(locked),
+        };
+        let record = Record::Assigned {
+            at: now,
+            campaign: campaign.number,
+            slot,
+            recipient,
+            test,
+            idem,
+        };
         let lsn = self.append(&record)?;
         self.effect_assigned(campaign, guard, slot, recipient, test, now);
         self.store_effect(lsn, &record, campaign, Some(&campaign.code_string(slot)));
@@ -812,7 +941,15 @@ impl<J: Journal> Engine<J> {
         Ok((slot, lsn))
     }
 
-    fn effect_assigned(&self, campaign: &Campaign, guard: Guard<'_>, slot: Slot, recipient: &str, test: bool, at: Timestamp) {
+    fn effect_assigned(
+        &self,
+        campaign: &Campaign,
+        guard: Guard<'_>,
+        slot: Slot,
+        recipient: &str,
+        test: bool,
+        at: Timestamp,
+    ) {
         let deadline = campaign
             .spec
             .code_valid_seconds_after_assignment
@@ -876,7 +1013,9 @@ impl<J: Journal> Engine<J> {
                 false
             }
             _ => {
-                campaign.claim_user(user, limit).map_err(|()| Refusal::UserLimitReached { limit })?;
+                campaign
+                    .claim_user(user, limit)
+                    .map_err(|()| Refusal::UserLimitReached { limit })?;
                 true
             }
         };
@@ -887,7 +1026,10 @@ impl<J: Journal> Engine<J> {
             user,
             order,
             reservation,
-            idem: idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint }),
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
         };
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
@@ -923,12 +1065,25 @@ impl<J: Journal> Engine<J> {
         at: Timestamp,
     ) {
         let from = guard.state();
-        let name = campaign.users.shard(user).get(user).map(|e| e.name.clone()).expect("user claimed");
+        let name = campaign
+            .users
+            .shard(user)
+            .get(user)
+            .map(|e| e.name.clone())
+            .expect("user claimed");
         campaign.update_meta(slot, |meta| {
             meta.hold = None;
-            meta.redemption = Some(Redemption { user: name, at, order: order.map(Into::into) });
+            meta.redemption = Some(Redemption {
+                user: name,
+                at,
+                order: order.map(Into::into),
+            });
         });
-        let transition = if reservation.is_some() { Transition::Confirm } else { Transition::Redeem };
+        let transition = if reservation.is_some() {
+            Transition::Confirm
+        } else {
+            Transition::Redeem
+        };
         guard.publish(transition, from.redeemed());
         if let Some(id) = reservation {
             self.forget_hold(id);
@@ -946,7 +1101,12 @@ impl<J: Journal> Engine<J> {
         }
     }
 
-    pub fn rollback(&self, input: &str, now: Timestamp, idem: Option<IdemKey<'_>>) -> Result<CodeStatus, Refusal> {
+    pub fn rollback(
+        &self,
+        input: &str,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<CodeStatus, Refusal> {
         let code = self.resolve(input)?;
         let (campaign, slot) = (code.campaign, code.slot);
         let guard = self.lock(campaign, slot).expect("resolved slot exists");
@@ -957,7 +1117,10 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             slot,
-            idem: idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint }),
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
         };
         let lsn = self.append(&record)?;
         self.effect_rolled_back(campaign, guard, slot);
@@ -978,13 +1141,21 @@ impl<J: Journal> Engine<J> {
         }
     }
 
-    pub fn void(&self, input: &str, now: Timestamp, idem: Option<IdemKey<'_>>) -> Result<CodeStatus, Refusal> {
+    pub fn void(
+        &self,
+        input: &str,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<CodeStatus, Refusal> {
         let code = self.resolve(input)?;
         let (campaign, slot) = (code.campaign, code.slot);
         let guard = self.lock(campaign, slot).expect("resolved slot exists");
         match guard.state().public() {
             PublicState::Redeemed => {
-                let at = campaign.meta_of(slot).redemption.map_or(Timestamp(0), |r| r.at);
+                let at = campaign
+                    .meta_of(slot)
+                    .redemption
+                    .map_or(Timestamp(0), |r| r.at);
                 return Err(Refusal::AlreadyRedeemed { redeemed_at: at });
             }
             PublicState::Voided => {
@@ -997,7 +1168,10 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             slot,
-            idem: idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint }),
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
         };
         let lsn = self.append(&record)?;
         self.effect_voided(campaign, guard, slot);
@@ -1027,7 +1201,10 @@ impl<J: Journal> Engine<J> {
     ) -> Result<Reserved, Refusal> {
         check_name("user", user)?;
         if ttl_seconds == Some(0) {
-            return Err(Refusal::InvalidRequest { field: "ttl_seconds", message: "must be at least 1".into() });
+            return Err(Refusal::InvalidRequest {
+                field: "ttl_seconds",
+                message: "must be at least 1".into(),
+            });
         }
         let code = self.resolve_limited(input, user, now)?;
         let (campaign, slot) = (code.campaign, code.slot);
@@ -1052,7 +1229,9 @@ impl<J: Journal> Engine<J> {
             return Err(Refusal::CodeReserved);
         }
         let limit = campaign.spec.per_user_limit;
-        campaign.claim_user(user, limit).map_err(|()| Refusal::UserLimitReached { limit })?;
+        campaign
+            .claim_user(user, limit)
+            .map_err(|()| Refusal::UserLimitReached { limit })?;
         // Relaxed: uniqueness comes from the atomic increment alone.
         let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
         let record = Record::Reserved {
@@ -1062,7 +1241,10 @@ impl<J: Journal> Engine<J> {
             reservation: id,
             user,
             expires_at,
-            idem: idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint }),
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
         };
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
@@ -1074,15 +1256,47 @@ impl<J: Journal> Engine<J> {
         let code_string = campaign.code_string(slot);
         self.effect_reserved(campaign, guard, slot, id, user, expires_at);
         self.store_effect(lsn, &record, campaign, Some(&code_string));
-        Ok(Reserved { reservation: id, code: code_string, user: user.into(), expires_at, lsn })
+        Ok(Reserved {
+            reservation: id,
+            code: code_string,
+            user: user.into(),
+            expires_at,
+            lsn,
+        })
     }
 
-    fn effect_reserved(&self, campaign: &Campaign, guard: Guard<'_>, slot: Slot, id: ReservationId, user: &str, until: Timestamp) {
-        let name = campaign.users.shard(user).get(user).map(|e| e.name.clone()).expect("user claimed");
-        campaign.update_meta(slot, |meta| meta.hold = Some(Hold { id, user: name, until }));
+    fn effect_reserved(
+        &self,
+        campaign: &Campaign,
+        guard: Guard<'_>,
+        slot: Slot,
+        id: ReservationId,
+        user: &str,
+        until: Timestamp,
+    ) {
+        let name = campaign
+            .users
+            .shard(user)
+            .get(user)
+            .map(|e| e.name.clone())
+            .expect("user claimed");
+        campaign.update_meta(slot, |meta| {
+            meta.hold = Some(Hold {
+                id,
+                user: name,
+                until,
+            })
+        });
         let from = guard.state();
         guard.publish(Transition::Reserve, from.reserved());
-        self.reservations.shard(&id).insert(id, HoldRef { campaign: campaign.number, slot, until });
+        self.reservations.shard(&id).insert(
+            id,
+            HoldRef {
+                campaign: campaign.number,
+                slot,
+                until,
+            },
+        );
         self.expiries.lock().insert((until, id));
     }
 
@@ -1095,8 +1309,12 @@ impl<J: Journal> Engine<J> {
             }
             return Err(Refusal::UnknownReservation);
         };
-        let campaign = self.campaign_by_number(hold_ref.campaign).expect("hold's campaign exists");
-        let guard = self.lock(campaign, hold_ref.slot).expect("hold's slot exists");
+        let campaign = self
+            .campaign_by_number(hold_ref.campaign)
+            .expect("hold's campaign exists");
+        let guard = self
+            .lock(campaign, hold_ref.slot)
+            .expect("hold's slot exists");
         match campaign.meta_of(hold_ref.slot).hold {
             Some(hold) if hold.id == id && guard.state().public() == PublicState::Reserved => {
                 Ok((campaign, hold_ref.slot, guard, hold))
@@ -1132,7 +1350,10 @@ impl<J: Journal> Engine<J> {
             user: &hold.user,
             order,
             reservation: Some(id),
-            idem: idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint }),
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
         };
         let lsn = self.append(&record)?;
         let code_string = campaign.code_string(slot);
@@ -1149,13 +1370,21 @@ impl<J: Journal> Engine<J> {
     }
 
     /// Releases a hold; the code returns to its state before it.
-    pub fn release(&self, id: ReservationId, now: Timestamp, idem: Option<IdemKey<'_>>) -> Result<CodeStatus, Refusal> {
+    pub fn release(
+        &self,
+        id: ReservationId,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<CodeStatus, Refusal> {
         let (campaign, slot, guard, hold) = self.lock_hold(id)?;
         if now >= hold.until {
             self.release_locked(campaign, slot, guard, &hold, true, now, None)?;
             return Err(Refusal::ReservationExpired);
         }
-        let tag = idem.map(|k| IdemTag { key: k.key, fingerprint: k.fingerprint });
+        let tag = idem.map(|k| IdemTag {
+            key: k.key,
+            fingerprint: k.fingerprint,
+        });
         self.release_locked(campaign, slot, guard, &hold, false, now, tag)?;
         Ok(self.status_of(CodeRef { campaign, slot }, now))
     }
@@ -1171,14 +1400,29 @@ impl<J: Journal> Engine<J> {
         now: Timestamp,
         idem: Option<IdemTag<'_>>,
     ) -> Result<Lsn, Refusal> {
-        let record = Record::Released { at: now, campaign: campaign.number, slot, reservation: hold.id, expired, idem };
+        let record = Record::Released {
+            at: now,
+            campaign: campaign.number,
+            slot,
+            reservation: hold.id,
+            expired,
+            idem,
+        };
         let lsn = self.append(&record)?;
         self.effect_released(campaign, guard, slot, hold, expired, now);
         self.store_effect(lsn, &record, campaign, Some(&campaign.code_string(slot)));
         Ok(lsn)
     }
 
-    fn effect_released(&self, campaign: &Campaign, guard: Guard<'_>, slot: Slot, hold: &Hold, expired: bool, at: Timestamp) {
+    fn effect_released(
+        &self,
+        campaign: &Campaign,
+        guard: Guard<'_>,
+        slot: Slot,
+        hold: &Hold,
+        expired: bool,
+        at: Timestamp,
+    ) {
         campaign.update_meta(slot, |meta| meta.hold = None);
         let from = guard.state();
         guard.publish(Transition::Release, from.base());
@@ -1195,7 +1439,10 @@ impl<J: Journal> Engine<J> {
     pub fn sweep(&self, now: Timestamp) -> Result<usize, Refusal> {
         let due: Vec<ReservationId> = {
             let expiries = self.expiries.lock();
-            expiries.range(..(Timestamp(now.0 + 1), 0)).map(|&(_, id)| id).collect()
+            expiries
+                .range(..(Timestamp(now.0 + 1), 0))
+                .map(|&(_, id)| id)
+                .collect()
         };
         let mut released = 0;
         for id in due {
@@ -1213,7 +1460,8 @@ impl<J: Journal> Engine<J> {
         }
         self.limiter.prune(now);
         // Expired holds are remembered for an hour, for late confirms.
-        self.expired.for_each_shard(|map| map.retain(|_, at| now.0.saturating_sub(at.0) < 3_600_000));
+        self.expired
+            .for_each_shard(|map| map.retain(|_, at| now.0.saturating_sub(at.0) < 3_600_000));
         Ok(released)
     }
 
@@ -1221,17 +1469,35 @@ impl<J: Journal> Engine<J> {
 
     /// Marks a key in flight, or tells how to answer it.
     pub fn begin_idempotent(&self, key: IdemKey<'_>, now: Timestamp) -> Result<Begin, Refusal> {
-        self.idempotency.begin(key.key, key.fingerprint, now).map_err(Refusal::IdempotencyTableFull)
+        self.idempotency
+            .begin(key.key, key.fingerprint, now)
+            .map_err(Refusal::IdempotencyTableFull)
     }
 
     /// Durably stores the response of a keyed request that changed nothing.
-    pub fn store_response(&self, key: IdemKey<'_>, status: u16, body: &[u8], now: Timestamp) -> Result<Lsn, Refusal> {
-        let record = Record::IdempotentResponse { at: now, key: key.key, fingerprint: key.fingerprint, status, body };
+    pub fn store_response(
+        &self,
+        key: IdemKey<'_>,
+        status: u16,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Lsn, Refusal> {
+        let record = Record::IdempotentResponse {
+            at: now,
+            key: key.key,
+            fingerprint: key.fingerprint,
+            status,
+            body,
+        };
         let lsn = self.append(&record)?;
         self.idempotency.complete(
             key.key,
             key.fingerprint,
-            StoredResponse { status, body: body.into(), lsn },
+            StoredResponse {
+                status,
+                body: body.into(),
+                lsn,
+            },
             now,
         );
         Ok(lsn)
@@ -1252,7 +1518,14 @@ impl<J: Journal> Engine<J> {
         {
             // An event only; if the journal refuses it, the state is unchanged
             // and the next depletion tries again.
-            if self.append(&Record::LowStock { at: now, campaign: campaign.number, available }).is_err() {
+            if self
+                .append(&Record::LowStock {
+                    at: now,
+                    campaign: campaign.number,
+                    available,
+                })
+                .is_err()
+            {
                 campaign.low_stock_reported.store(false, Ordering::Relaxed);
             }
         }
@@ -1278,40 +1551,82 @@ impl<J: Journal> Engine<J> {
         fn locked(campaign: &Campaign, slot: Slot, lsn: Lsn) -> Result<Guard<'_>, ReplayError> {
             let map = campaign.map(slot);
             map.lock(slot.index())
-                .map(|locked| Guard { map, locked: Some(locked) })
+                .map(|locked| Guard {
+                    map,
+                    locked: Some(locked),
+                })
                 .ok_or_else(|| replay_err(lsn, format!("slot {:#x} does not exist", slot.0)))
         }
         match record {
-            Record::CampaignCreated { at, campaign, key, spec, .. } => {
+            Record::CampaignCreated {
+                at,
+                campaign,
+                key,
+                spec,
+                ..
+            } => {
                 if u64::from(*campaign) != self.campaign_total() + 1 {
-                    return Err(replay_err(lsn, format!("campaign number {campaign} out of sequence")));
+                    return Err(replay_err(
+                        lsn,
+                        format!("campaign number {campaign} out of sequence"),
+                    ));
                 }
-                let format = Self::validate_spec(spec).map_err(|r| replay_err(lsn, r.to_string()))?;
-                if self.by_id.shard(spec.id.as_str()).contains_key(spec.id.as_str()) {
+                let format =
+                    Self::validate_spec(spec).map_err(|r| replay_err(lsn, r.to_string()))?;
+                if self
+                    .by_id
+                    .shard(spec.id.as_str())
+                    .contains_key(spec.id.as_str())
+                {
                     return Err(replay_err(lsn, format!("campaign {} exists", spec.id)));
                 }
-                self.check_prefix(&spec.prefix).map_err(|r| replay_err(lsn, r.to_string()))?;
-                let campaign = self.install(*campaign, spec.clone(), format, CodeKey::from_bytes(*key), *at);
+                self.check_prefix(&spec.prefix)
+                    .map_err(|r| replay_err(lsn, r.to_string()))?;
+                let campaign = self.install(
+                    *campaign,
+                    spec.clone(),
+                    format,
+                    CodeKey::from_bytes(*key),
+                    *at,
+                );
                 self.store_effect(lsn, record, campaign, None);
             }
-            Record::CampaignUpdated { campaign, patch, .. } => {
+            Record::CampaignUpdated {
+                campaign, patch, ..
+            } => {
                 let campaign = campaign_of(*campaign)?;
                 campaign.apply_patch(patch);
                 self.store_effect(lsn, record, campaign, None);
             }
-            Record::CodesGenerated { campaign, count, .. } => {
+            Record::CodesGenerated {
+                campaign, count, ..
+            } => {
                 let campaign = campaign_of(*campaign)?;
                 let total = campaign.generated.len().saturating_add(*count);
                 if total > GENERATE_MAX {
                     return Err(replay_err(lsn, "generated codes over the limit"));
                 }
-                campaign.generated.grow(*count).expect("bounded by GENERATE_MAX");
+                campaign
+                    .generated
+                    .grow(*count)
+                    .expect("bounded by GENERATE_MAX");
                 self.after_stock_added(campaign);
             }
-            Record::CodesImported { campaign, first, codes, .. } => {
+            Record::CodesImported {
+                campaign,
+                first,
+                codes,
+                ..
+            } => {
                 let campaign = campaign_of(*campaign)?;
                 if *first != campaign.imported.len() {
-                    return Err(replay_err(lsn, format!("import starts at {first}, campaign has {}", campaign.imported.len())));
+                    return Err(replay_err(
+                        lsn,
+                        format!(
+                            "import starts at {first}, campaign has {}",
+                            campaign.imported.len()
+                        ),
+                    ));
                 }
                 for (i, code) in codes.iter().enumerate() {
                     let slot = Slot::imported(first + i as u64);
@@ -1323,60 +1638,131 @@ impl<J: Journal> Engine<J> {
                 }
                 self.add_imported(campaign, codes);
             }
-            Record::Assigned { at, campaign, slot, recipient, test, .. } => {
+            Record::Assigned {
+                at,
+                campaign,
+                slot,
+                recipient,
+                test,
+                ..
+            } => {
                 let campaign = campaign_of(*campaign)?;
                 let guard = locked(campaign, *slot, lsn)?;
                 if guard.state() != CodeState::Available {
-                    return Err(replay_err(lsn, format!("assign of a code in state {:?}", guard.state())));
+                    return Err(replay_err(
+                        lsn,
+                        format!("assign of a code in state {:?}", guard.state()),
+                    ));
                 }
                 if !*test {
                     let mut shard = campaign.recipients.shard(*recipient);
-                    let entry = shard.entry((*recipient).into()).or_insert_with(|| RecipientEntry { slots: Vec::new() });
+                    let entry = shard
+                        .entry((*recipient).into())
+                        .or_insert_with(|| RecipientEntry { slots: Vec::new() });
                     if entry.slots.len() >= campaign.spec.per_recipient_limit as usize {
-                        return Err(replay_err(lsn, format!("recipient {recipient} over its limit")));
+                        return Err(replay_err(
+                            lsn,
+                            format!("recipient {recipient} over its limit"),
+                        ));
                     }
                     entry.slots.push(*slot);
                 }
                 self.effect_assigned(campaign, guard, *slot, recipient, *test, *at);
                 self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
             }
-            Record::Reserved { at: _, campaign, slot, reservation, user, expires_at, .. } => {
+            Record::Reserved {
+                at: _,
+                campaign,
+                slot,
+                reservation,
+                user,
+                expires_at,
+                ..
+            } => {
                 let campaign = campaign_of(*campaign)?;
                 let guard = locked(campaign, *slot, lsn)?;
                 if !matches!(guard.state(), CodeState::Available | CodeState::Assigned) {
-                    return Err(replay_err(lsn, format!("reserve of a code in state {:?}", guard.state())));
+                    return Err(replay_err(
+                        lsn,
+                        format!("reserve of a code in state {:?}", guard.state()),
+                    ));
                 }
                 let limit = campaign.spec.per_user_limit;
-                campaign.claim_user(user, limit).map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
+                campaign
+                    .claim_user(user, limit)
+                    .map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
                 // Relaxed: replay is single-threaded; keep ids unique afterwards.
-                self.next_reservation.fetch_max(reservation + 1, Ordering::Relaxed);
+                self.next_reservation
+                    .fetch_max(reservation + 1, Ordering::Relaxed);
                 self.effect_reserved(campaign, guard, *slot, *reservation, user, *expires_at);
                 self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
             }
-            Record::Released { at, campaign, slot, reservation, expired, .. } => {
+            Record::Released {
+                at,
+                campaign,
+                slot,
+                reservation,
+                expired,
+                ..
+            } => {
                 let campaign = campaign_of(*campaign)?;
                 let guard = locked(campaign, *slot, lsn)?;
                 let hold = match campaign.meta_of(*slot).hold {
-                    Some(hold) if hold.id == *reservation && guard.state().public() == PublicState::Reserved => hold,
-                    _ => return Err(replay_err(lsn, format!("release of reservation {reservation} that does not hold the code"))),
+                    Some(hold)
+                        if hold.id == *reservation
+                            && guard.state().public() == PublicState::Reserved =>
+                    {
+                        hold
+                    }
+                    _ => {
+                        return Err(replay_err(
+                            lsn,
+                            format!(
+                                "release of reservation {reservation} that does not hold the code"
+                            ),
+                        ));
+                    }
                 };
                 self.effect_released(campaign, guard, *slot, &hold, *expired, *at);
                 self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
             }
-            Record::Redeemed { at, campaign, slot, user, order, reservation, .. } => {
+            Record::Redeemed {
+                at,
+                campaign,
+                slot,
+                user,
+                order,
+                reservation,
+                ..
+            } => {
                 let campaign = campaign_of(*campaign)?;
                 let guard = locked(campaign, *slot, lsn)?;
                 match reservation {
                     Some(id) => match campaign.meta_of(*slot).hold {
-                        Some(hold) if hold.id == *id && &*hold.user == *user && guard.state().public() == PublicState::Reserved => {}
-                        _ => return Err(replay_err(lsn, format!("redeem through reservation {id} that does not hold the code"))),
+                        Some(hold)
+                            if hold.id == *id
+                                && &*hold.user == *user
+                                && guard.state().public() == PublicState::Reserved => {}
+                        _ => {
+                            return Err(replay_err(
+                                lsn,
+                                format!(
+                                    "redeem through reservation {id} that does not hold the code"
+                                ),
+                            ));
+                        }
                     },
                     None => {
                         if !matches!(guard.state(), CodeState::Available | CodeState::Assigned) {
-                            return Err(replay_err(lsn, format!("redeem of a code in state {:?}", guard.state())));
+                            return Err(replay_err(
+                                lsn,
+                                format!("redeem of a code in state {:?}", guard.state()),
+                            ));
                         }
                         let limit = campaign.spec.per_user_limit;
-                        campaign.claim_user(user, limit).map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
+                        campaign
+                            .claim_user(user, limit)
+                            .map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
                     }
                 }
                 self.effect_redeemed(campaign, guard, *slot, user, *order, *reservation, *at);
@@ -1386,7 +1772,10 @@ impl<J: Journal> Engine<J> {
                 let campaign = campaign_of(*campaign)?;
                 let guard = locked(campaign, *slot, lsn)?;
                 if guard.state().public() != PublicState::Redeemed {
-                    return Err(replay_err(lsn, format!("rollback of a code in state {:?}", guard.state())));
+                    return Err(replay_err(
+                        lsn,
+                        format!("rollback of a code in state {:?}", guard.state()),
+                    ));
                 }
                 self.effect_rolled_back(campaign, guard, *slot);
                 self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
@@ -1394,14 +1783,35 @@ impl<J: Journal> Engine<J> {
             Record::Voided { campaign, slot, .. } => {
                 let campaign = campaign_of(*campaign)?;
                 let guard = locked(campaign, *slot, lsn)?;
-                if matches!(guard.state().public(), PublicState::Redeemed | PublicState::Voided) {
-                    return Err(replay_err(lsn, format!("void of a code in state {:?}", guard.state())));
+                if matches!(
+                    guard.state().public(),
+                    PublicState::Redeemed | PublicState::Voided
+                ) {
+                    return Err(replay_err(
+                        lsn,
+                        format!("void of a code in state {:?}", guard.state()),
+                    ));
                 }
                 self.effect_voided(campaign, guard, *slot);
                 self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
             }
-            Record::IdempotentResponse { at, key, fingerprint, status, body } => {
-                self.idempotency.complete(key, *fingerprint, StoredResponse { status: *status, body: (*body).into(), lsn }, *at);
+            Record::IdempotentResponse {
+                at,
+                key,
+                fingerprint,
+                status,
+                body,
+            } => {
+                self.idempotency.complete(
+                    key,
+                    *fingerprint,
+                    StoredResponse {
+                        status: *status,
+                        body: (*body).into(),
+                        lsn,
+                    },
+                    *at,
+                );
             }
             Record::LowStock { campaign, .. } => {
                 let campaign = campaign_of(*campaign)?;
@@ -1424,12 +1834,18 @@ impl<J: Journal> Engine<J> {
             let _ = writeln!(
                 out,
                 "campaign {} #{} paused={} total={} avail={} assigned={} reserved={} redeemed={} voided={} test={}",
-                campaign.id(), campaign.number, view.paused, s.total, s.available, s.assigned,
-                s.reserved, s.redeemed, s.voided, s.test_assignments
+                campaign.id(),
+                campaign.number,
+                view.paused,
+                s.total,
+                s.available,
+                s.assigned,
+                s.reserved,
+                s.redeemed,
+                s.voided,
+                s.test_assignments
             );
-            let maps: [(&StateMap, fn(u64) -> Slot); 2] =
-                [(&campaign.generated, Slot::generated), (&campaign.imported, Slot::imported)];
-            for (map, make) in maps {
+            for (map, make) in campaign.maps() {
                 for index in 0..map.len() {
                     let slot = make(index);
                     let state = map.get(index).expect("slot exists");
@@ -1451,7 +1867,11 @@ impl<J: Journal> Engine<J> {
             }
             let mut users = Vec::new();
             campaign.users.for_each_shard(|map| {
-                users.extend(map.iter().filter(|(_, e)| e.claimed > 0).map(|(k, e)| (k.to_string(), e.claimed)))
+                users.extend(
+                    map.iter()
+                        .filter(|(_, e)| e.claimed > 0)
+                        .map(|(k, e)| (k.to_string(), e.claimed)),
+                )
             });
             users.sort();
             let _ = writeln!(out, "  users {users:?}");
@@ -1460,7 +1880,9 @@ impl<J: Journal> Engine<J> {
             let _ = writeln!(out, "  recipients {recipients:?}");
         }
         let mut holds = Vec::new();
-        self.reservations.for_each_shard(|map| holds.extend(map.iter().map(|(id, h)| (*id, h.campaign, h.slot, h.until))));
+        self.reservations.for_each_shard(|map| {
+            holds.extend(map.iter().map(|(id, h)| (*id, h.campaign, h.slot, h.until)))
+        });
         holds.sort();
         let _ = writeln!(out, "holds {holds:?}");
         let _ = writeln!(out, "expiries {:?}", self.expiries.lock());
@@ -1475,8 +1897,12 @@ impl<J: Journal> Engine<J> {
             list.extend(codes.iter().map(|c| Arc::from(*c)));
         }
         // Relaxed: a hint for `resolve` only.
-        self.imported_count.fetch_add(codes.len() as u64, Ordering::Relaxed);
-        campaign.imported.grow(codes.len() as u64).expect("imports bounded by the map capacity");
+        self.imported_count
+            .fetch_add(codes.len() as u64, Ordering::Relaxed);
+        campaign
+            .imported
+            .grow(codes.len() as u64)
+            .expect("imports bounded by the map capacity");
         self.after_stock_added(campaign);
     }
 }
@@ -1520,12 +1946,18 @@ impl<J: Journal> Importer<'_, J> {
             return Ok(());
         }
         let valid = line.len() <= IMPORTED_CODE_CHARS_MAX
-            && line.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && line
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
             self.reject(line_no, "invalid_code");
             return Ok(());
         }
-        let normalized: String = line.chars().filter(|&c| c != '-').map(|c| c.to_ascii_uppercase()).collect();
+        let normalized: String = line
+            .chars()
+            .filter(|&c| c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
         if normalized.is_empty() {
             self.reject(line_no, "invalid_code");
             return Ok(());
@@ -1534,7 +1966,12 @@ impl<J: Journal> Importer<'_, J> {
             self.report.duplicates += 1;
             return Ok(());
         }
-        if let Some(&(number, _)) = self.engine.imported.shard(normalized.as_str()).get(normalized.as_str()) {
+        if let Some(&(number, _)) = self
+            .engine
+            .imported
+            .shard(normalized.as_str())
+            .get(normalized.as_str())
+        {
             if number == self.campaign.number {
                 self.report.duplicates += 1;
             } else {
@@ -1582,15 +2019,24 @@ impl<J: Journal> Importer<'_, J> {
             }
         }
         self.report.duplicates += lost;
-        let record = Record::CodesImported { at: now, campaign: campaign.number, first, codes: winners };
+        let record = Record::CodesImported {
+            at: now,
+            campaign: campaign.number,
+            first,
+            codes: winners,
+        };
         if let Err(refusal) = engine.append(&record) {
-            let Record::CodesImported { codes, .. } = &record else { unreachable!() };
+            let Record::CodesImported { codes, .. } = &record else {
+                unreachable!()
+            };
             for code in codes {
                 engine.imported.shard(*code).remove(*code);
             }
             return Err(refusal);
         }
-        let Record::CodesImported { codes, .. } = &record else { unreachable!() };
+        let Record::CodesImported { codes, .. } = &record else {
+            unreachable!()
+        };
         engine.add_imported(campaign, codes);
         self.report.added += codes.len() as u64;
         self.pending.clear();

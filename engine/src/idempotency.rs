@@ -47,8 +47,13 @@ pub struct TableFull {
 
 #[derive(Debug)]
 enum Slot {
-    InFlight { fingerprint: u128 },
-    Done { fingerprint: u128, response: StoredResponse },
+    InFlight {
+        fingerprint: u128,
+    },
+    Done {
+        fingerprint: u128,
+        response: StoredResponse,
+    },
 }
 
 #[derive(Debug)]
@@ -90,14 +95,19 @@ impl IdempotencyTable {
 
     fn lookup(&self, key: &str, fingerprint: u128) -> Option<Begin> {
         match self.entries.shard(key).get(key)? {
-            Slot::Done { fingerprint: f, response } => Some(if *f == fingerprint {
+            Slot::Done {
+                fingerprint: f,
+                response,
+            } => Some(if *f == fingerprint {
                 Begin::Replay(response.clone())
             } else {
                 Begin::Mismatch
             }),
-            Slot::InFlight { fingerprint: f } => {
-                Some(if *f == fingerprint { Begin::InFlight } else { Begin::Mismatch })
-            }
+            Slot::InFlight { fingerprint: f } => Some(if *f == fingerprint {
+                Begin::InFlight
+            } else {
+                Begin::Mismatch
+            }),
         }
     }
 
@@ -118,7 +128,13 @@ impl IdempotencyTable {
         at: Timestamp,
     ) {
         // Two statements: a shard lock is never held while taking `order`.
-        self.entries.shard(key).insert(key.into(), Slot::Done { fingerprint, response });
+        self.entries.shard(key).insert(
+            key.into(),
+            Slot::Done {
+                fingerprint,
+                response,
+            },
+        );
         self.order.lock().push_back((at, key.into()));
     }
 
@@ -134,7 +150,10 @@ impl IdempotencyTable {
                     self.entries.shard(&*key).remove(&key);
                 }
                 _ => {
-                    return Err(TableFull { given: order.len() + 1, limit: self.entries_max });
+                    return Err(TableFull {
+                        given: order.len() + 1,
+                        limit: self.entries_max,
+                    });
                 }
             }
         }
@@ -146,8 +165,17 @@ impl IdempotencyTable {
         let mut done = Vec::new();
         self.entries.for_each_shard(|map| {
             for (key, slot) in map.iter() {
-                if let Slot::Done { fingerprint, response } = slot {
-                    done.push(format!("{key}:{fingerprint:x}:{}:{}:{}", response.status, response.lsn, String::from_utf8_lossy(&response.body)));
+                if let Slot::Done {
+                    fingerprint,
+                    response,
+                } = slot
+                {
+                    done.push(format!(
+                        "{key}:{fingerprint:x}:{}:{}:{}",
+                        response.status,
+                        response.lsn,
+                        String::from_utf8_lossy(&response.body)
+                    ));
                 }
             }
         });
@@ -169,7 +197,11 @@ mod tests {
     use super::*;
 
     fn response(status: u16) -> StoredResponse {
-        StoredResponse { status, body: Arc::from(&b"{}"[..]), lsn: 1 }
+        StoredResponse {
+            status,
+            body: Arc::from(&b"{}"[..]),
+            lsn: 1,
+        }
     }
 
     #[test]
@@ -192,10 +224,22 @@ mod tests {
         let table = IdempotencyTable::new(2);
         table.complete("a", 1, response(200), Timestamp(0));
         table.complete("b", 1, response(200), Timestamp(10));
-        assert_eq!(table.begin("c", 1, Timestamp(RETENTION_MS - 1)), Err(TableFull { given: 3, limit: 2 }));
-        assert_eq!(table.begin("c", 1, Timestamp(RETENTION_MS)), Ok(Begin::Fresh));
+        assert_eq!(
+            table.begin("c", 1, Timestamp(RETENTION_MS - 1)),
+            Err(TableFull { given: 3, limit: 2 })
+        );
+        assert_eq!(
+            table.begin("c", 1, Timestamp(RETENTION_MS)),
+            Ok(Begin::Fresh)
+        );
         // "a" was evicted, "b" kept.
-        assert_eq!(table.begin("a", 1, Timestamp(RETENTION_MS)), Err(TableFull { given: 3, limit: 2 }));
-        assert_eq!(table.begin("b", 1, Timestamp(RETENTION_MS)), Ok(Begin::Replay(response(200))));
+        assert_eq!(
+            table.begin("a", 1, Timestamp(RETENTION_MS)),
+            Err(TableFull { given: 3, limit: 2 })
+        );
+        assert_eq!(
+            table.begin("b", 1, Timestamp(RETENTION_MS)),
+            Ok(Begin::Replay(response(200)))
+        );
     }
 }

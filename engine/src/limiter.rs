@@ -21,7 +21,10 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     pub fn new(failures_per_window: u32) -> FailureLimiter {
-        FailureLimiter { users: ShardedMap::default(), failures_per_window }
+        FailureLimiter {
+            users: ShardedMap::default(),
+            failures_per_window,
+        }
     }
 
     /// `Err(seconds)` to wait when the user has used up the window.
@@ -49,7 +52,8 @@ impl FailureLimiter {
 
     /// Drops windows that have ended, bounding memory by recent offenders.
     pub fn prune(&self, now: Timestamp) {
-        self.users.for_each_shard(|map| map.retain(|_, (start, _)| now.0 < start.0 + WINDOW_MS));
+        self.users
+            .for_each_shard(|map| map.retain(|_, (start, _)| now.0 < start.0 + WINDOW_MS));
     }
 }
 

@@ -285,7 +285,11 @@ pub struct DecodeError {
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "record of type {} does not decode: {}", self.kind, self.reason)
+        write!(
+            f,
+            "record of type {} does not decode: {}",
+            self.kind, self.reason
+        )
     }
 }
 
@@ -370,7 +374,13 @@ impl<'a> Record<'a> {
         let mut w = Writer(out);
         w.u64(self.at().0);
         match self {
-            Record::CampaignCreated { campaign, key, spec, idem, .. } => {
+            Record::CampaignCreated {
+                campaign,
+                key,
+                spec,
+                idem,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.0.extend_from_slice(key);
                 w.str(&spec.id);
@@ -387,7 +397,12 @@ impl<'a> Record<'a> {
                 w.strs(spec.test_recipients.iter().map(String::as_str));
                 w.idem(idem);
             }
-            Record::CampaignUpdated { campaign, patch, idem, .. } => {
+            Record::CampaignUpdated {
+                campaign,
+                patch,
+                idem,
+                ..
+            } => {
                 w.u32(*campaign);
                 match patch.starts_at {
                     None => w.0.push(0),
@@ -418,23 +433,45 @@ impl<'a> Record<'a> {
                 w.opt_u64(patch.low_stock_threshold);
                 w.idem(idem);
             }
-            Record::CodesGenerated { campaign, count, .. } => {
+            Record::CodesGenerated {
+                campaign, count, ..
+            } => {
                 w.u32(*campaign);
                 w.u64(*count);
             }
-            Record::CodesImported { campaign, first, codes, .. } => {
+            Record::CodesImported {
+                campaign,
+                first,
+                codes,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.u64(*first);
                 w.strs(codes.iter().copied());
             }
-            Record::Assigned { campaign, slot, recipient, test, idem, .. } => {
+            Record::Assigned {
+                campaign,
+                slot,
+                recipient,
+                test,
+                idem,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.u64(slot.0);
                 w.str(recipient);
                 w.0.push(*test as u8);
                 w.idem(idem);
             }
-            Record::Reserved { campaign, slot, reservation, user, expires_at, idem, .. } => {
+            Record::Reserved {
+                campaign,
+                slot,
+                reservation,
+                user,
+                expires_at,
+                idem,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.u64(slot.0);
                 w.u64(*reservation);
@@ -442,14 +479,29 @@ impl<'a> Record<'a> {
                 w.u64(expires_at.0);
                 w.idem(idem);
             }
-            Record::Released { campaign, slot, reservation, expired, idem, .. } => {
+            Record::Released {
+                campaign,
+                slot,
+                reservation,
+                expired,
+                idem,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.u64(slot.0);
                 w.u64(*reservation);
                 w.0.push(*expired as u8);
                 w.idem(idem);
             }
-            Record::Redeemed { campaign, slot, user, order, reservation, idem, .. } => {
+            Record::Redeemed {
+                campaign,
+                slot,
+                user,
+                order,
+                reservation,
+                idem,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.u64(slot.0);
                 w.str(user);
@@ -457,19 +509,39 @@ impl<'a> Record<'a> {
                 w.opt_u64(*reservation);
                 w.idem(idem);
             }
-            Record::RolledBack { campaign, slot, idem, .. }
-            | Record::Voided { campaign, slot, idem, .. } => {
+            Record::RolledBack {
+                campaign,
+                slot,
+                idem,
+                ..
+            }
+            | Record::Voided {
+                campaign,
+                slot,
+                idem,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.u64(slot.0);
                 w.idem(idem);
             }
-            Record::IdempotentResponse { key, fingerprint, status, body, .. } => {
+            Record::IdempotentResponse {
+                key,
+                fingerprint,
+                status,
+                body,
+                ..
+            } => {
                 w.str(key);
                 w.u128(*fingerprint);
                 w.u32(u32::from(*status));
                 w.bytes(body);
             }
-            Record::LowStock { campaign, available, .. } => {
+            Record::LowStock {
+                campaign,
+                available,
+                ..
+            } => {
                 w.u32(*campaign);
                 w.u64(*available);
             }
@@ -480,9 +552,15 @@ impl<'a> Record<'a> {
     /// arbitrary bytes.
     pub fn decode(kind: u8, payload: &'a [u8]) -> Result<Record<'a>, DecodeError> {
         let Some(record_kind) = RecordKind::from_u8(kind) else {
-            return Err(DecodeError { kind, reason: "unknown record type" });
+            return Err(DecodeError {
+                kind,
+                reason: "unknown record type",
+            });
         };
-        let mut r = Reader { bytes: payload, kind };
+        let mut r = Reader {
+            bytes: payload,
+            kind,
+        };
         let at = Timestamp(r.u64()?);
         let record = match record_kind {
             RecordKind::CampaignCreated => {
@@ -502,7 +580,13 @@ impl<'a> Record<'a> {
                     low_stock_threshold: r.u64()?,
                     test_recipients: r.strs()?.into_iter().map(str::to_owned).collect(),
                 };
-                Record::CampaignCreated { at, campaign, key, spec, idem: r.idem()? }
+                Record::CampaignCreated {
+                    at,
+                    campaign,
+                    key,
+                    spec,
+                    idem: r.idem()?,
+                }
             }
             RecordKind::CampaignUpdated => {
                 let campaign = r.u32()?;
@@ -526,11 +610,18 @@ impl<'a> Record<'a> {
                     test_recipients,
                     low_stock_threshold: r.opt_u64()?,
                 };
-                Record::CampaignUpdated { at, campaign, patch, idem: r.idem()? }
+                Record::CampaignUpdated {
+                    at,
+                    campaign,
+                    patch,
+                    idem: r.idem()?,
+                }
             }
-            RecordKind::CodesGenerated => {
-                Record::CodesGenerated { at, campaign: r.u32()?, count: r.u64()? }
-            }
+            RecordKind::CodesGenerated => Record::CodesGenerated {
+                at,
+                campaign: r.u32()?,
+                count: r.u64()?,
+            },
             RecordKind::CodesImported => Record::CodesImported {
                 at,
                 campaign: r.u32()?,
@@ -590,9 +681,11 @@ impl<'a> Record<'a> {
                 status: u16::try_from(r.u32()?).map_err(|_| r.error("status out of range"))?,
                 body: r.bytes()?,
             },
-            RecordKind::LowStock => {
-                Record::LowStock { at, campaign: r.u32()?, available: r.u64()? }
-            }
+            RecordKind::LowStock => Record::LowStock {
+                at,
+                campaign: r.u32()?,
+                available: r.u64()?,
+            },
         };
         if !r.bytes.is_empty() {
             return Err(r.error("trailing bytes"));
@@ -667,7 +760,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn error(&self, reason: &'static str) -> DecodeError {
-        DecodeError { kind: self.kind, reason }
+        DecodeError {
+            kind: self.kind,
+            reason,
+        }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.bytes.len() < n {
@@ -688,13 +784,19 @@ impl<'a> Reader<'a> {
         }
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn u128(&mut self) -> Result<u128, DecodeError> {
-        Ok(u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes")))
+        Ok(u128::from_le_bytes(
+            self.take(16)?.try_into().expect("16 bytes"),
+        ))
     }
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
@@ -705,10 +807,18 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))
     }
     fn opt_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
-        Ok(if self.flag()? { Some(self.str()?) } else { None })
+        Ok(if self.flag()? {
+            Some(self.str()?)
+        } else {
+            None
+        })
     }
     fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
-        Ok(if self.flag()? { Some(self.u64()?) } else { None })
+        Ok(if self.flag()? {
+            Some(self.u64()?)
+        } else {
+            None
+        })
     }
     fn opt_time(&mut self) -> Result<Option<Timestamp>, DecodeError> {
         Ok(self.opt_u64()?.map(Timestamp))
@@ -726,7 +836,10 @@ impl<'a> Reader<'a> {
         if !self.flag()? {
             return Ok(None);
         }
-        Ok(Some(IdemTag { key: self.str()?, fingerprint: self.u128()? }))
+        Ok(Some(IdemTag {
+            key: self.str()?,
+            fingerprint: self.u128()?,
+        }))
     }
 }
 
@@ -742,14 +855,20 @@ mod tests {
         assert_eq!(back, record);
         // Every strict prefix fails cleanly.
         for cut in 0..bytes.len() {
-            assert!(Record::decode(record.kind() as u8, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                Record::decode(record.kind() as u8, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
     #[test]
     fn every_kind_round_trips() {
         let at = Timestamp(1_700_000_000_123);
-        let idem = Some(IdemTag { key: "tok:abc", fingerprint: 0xdead_beef << 70 });
+        let idem = Some(IdemTag {
+            key: "tok:abc",
+            fingerprint: 0xdead_beef << 70,
+        });
         check(Record::CampaignCreated {
             at,
             campaign: 3,
@@ -777,9 +896,23 @@ mod tests {
             },
             idem: None,
         });
-        check(Record::CampaignUpdated { at, campaign: 1, patch: CampaignPatch::default(), idem });
-        check(Record::CodesGenerated { at, campaign: 1, count: 5 });
-        check(Record::CodesImported { at, campaign: 1, first: 9, codes: vec!["A", "BC"] });
+        check(Record::CampaignUpdated {
+            at,
+            campaign: 1,
+            patch: CampaignPatch::default(),
+            idem,
+        });
+        check(Record::CodesGenerated {
+            at,
+            campaign: 1,
+            count: 5,
+        });
+        check(Record::CodesImported {
+            at,
+            campaign: 1,
+            first: 9,
+            codes: vec!["A", "BC"],
+        });
         check(Record::Assigned {
             at,
             campaign: 1,
@@ -814,8 +947,18 @@ mod tests {
             reservation: Some(77),
             idem,
         });
-        check(Record::RolledBack { at, campaign: 1, slot: Slot(4), idem });
-        check(Record::Voided { at, campaign: 1, slot: Slot(4), idem: None });
+        check(Record::RolledBack {
+            at,
+            campaign: 1,
+            slot: Slot(4),
+            idem,
+        });
+        check(Record::Voided {
+            at,
+            campaign: 1,
+            slot: Slot(4),
+            idem: None,
+        });
         check(Record::IdempotentResponse {
             at,
             key: "k",
@@ -823,7 +966,11 @@ mod tests {
             status: 409,
             body: b"{}",
         });
-        check(Record::LowStock { at, campaign: 1, available: 3 });
+        check(Record::LowStock {
+            at,
+            campaign: 1,
+            available: 3,
+        });
     }
 
     #[test]
@@ -831,10 +978,17 @@ mod tests {
         assert!(Record::decode(0, &[]).is_err());
         assert!(Record::decode(200, &[0; 64]).is_err());
         let mut bytes = Vec::new();
-        Record::CodesGenerated { at: Timestamp(1), campaign: 1, count: 1 }.encode(&mut bytes);
+        Record::CodesGenerated {
+            at: Timestamp(1),
+            campaign: 1,
+            count: 1,
+        }
+        .encode(&mut bytes);
         bytes.push(0);
         assert_eq!(
-            Record::decode(RecordKind::CodesGenerated as u8, &bytes).unwrap_err().reason,
+            Record::decode(RecordKind::CodesGenerated as u8, &bytes)
+                .unwrap_err()
+                .reason,
             "trailing bytes"
         );
     }
@@ -853,7 +1007,11 @@ impl MemoryJournal {
     /// Records so far as (LSN, kind, payload), LSN from 1.
     pub fn records(&self) -> Vec<(Lsn, u8, Vec<u8>)> {
         let records = self.records.lock();
-        records.iter().enumerate().map(|(i, (k, p))| (i as Lsn + 1, *k, p.clone())).collect()
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, (k, p))| (i as Lsn + 1, *k, p.clone()))
+            .collect()
     }
 
     pub fn set_failing(&self, failing: bool) {
@@ -866,7 +1024,9 @@ impl Journal for MemoryJournal {
     fn append(&self, record: &Record<'_>) -> Result<Lsn, JournalError> {
         // Relaxed: see `set_failing`.
         if self.failing.load(crate::sync::Ordering::Relaxed) {
-            return Err(JournalError { message: "injected failure".into() });
+            return Err(JournalError {
+                message: "injected failure".into(),
+            });
         }
         let mut bytes = Vec::new();
         record.encode(&mut bytes);

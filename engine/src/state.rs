@@ -192,9 +192,9 @@ const FIRST_CHUNK_BITS: u32 = 12;
 /// The most codes one map holds: 2^32, above the API's 10^9 generated.
 pub const CODES_MAX: u64 = 1 << 32;
 /// Chunks needed to reach `CODES_MAX`.
-const CHUNKS_MAX: usize = (63 - (CODES_MAX - 1 + (1 << FIRST_CHUNK_BITS)).leading_zeros()
-    - FIRST_CHUNK_BITS) as usize
-    + 1;
+const CHUNKS_MAX: usize =
+    (63 - (CODES_MAX - 1 + (1 << FIRST_CHUNK_BITS)).leading_zeros() - FIRST_CHUNK_BITS) as usize
+        + 1;
 const _: () = assert!(CHUNKS_MAX == 21);
 
 /// The chunk holding `slot` and the slot's offset in it.
@@ -237,7 +237,9 @@ struct Chunk {
 
 impl std::fmt::Debug for StateMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateMap").field("len", &self.len()).finish()
+        f.debug_struct("StateMap")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -286,11 +288,19 @@ impl StateMap {
         let _guard = self.grow_lock.lock();
         // Relaxed: `grow_lock` orders growers; readers use `len()`.
         let first = self.len.load(Ordering::Relaxed);
-        let new_len = first
-            .checked_add(count)
-            .filter(|&n| n <= CODES_MAX)
-            .ok_or(CapacityError { given: first.saturating_add(count), limit: CODES_MAX })?;
-        let chunks_needed = if new_len == 0 { 0 } else { chunk_of(new_len - 1).0 + 1 };
+        let new_len =
+            first
+                .checked_add(count)
+                .filter(|&n| n <= CODES_MAX)
+                .ok_or(CapacityError {
+                    given: first.saturating_add(count),
+                    limit: CODES_MAX,
+                })?;
+        let chunks_needed = if new_len == 0 {
+            0
+        } else {
+            chunk_of(new_len - 1).0 + 1
+        };
         for (k, chunk) in self.chunks[..chunks_needed].iter().enumerate() {
             // Relaxed: only growers store chunks, and they hold `grow_lock`.
             if chunk.load(Ordering::Relaxed).is_null() {
@@ -385,7 +395,10 @@ impl StateMap {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    return Some(Locked { slot, state: CodeState::from_bits(bits) });
+                    return Some(Locked {
+                        slot,
+                        state: CodeState::from_bits(bits),
+                    });
                 }
                 Err(actual) => {
                     current = actual;
@@ -416,7 +429,12 @@ impl StateMap {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(Locked { slot, state: CodeState::from_bits(bits) }),
+                Ok(_) => {
+                    return Some(Locked {
+                        slot,
+                        state: CodeState::from_bits(bits),
+                    });
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -450,7 +468,12 @@ impl StateMap {
         // Relaxed: the CAS validates; neighbours in the word may change.
         let mut current = word.load(Ordering::Relaxed);
         loop {
-            assert_eq!(current & (SLOT_MASK << shift), held, "busy bit lost on slot {}", locked.slot);
+            assert_eq!(
+                current & (SLOT_MASK << shift),
+                held,
+                "busy bit lost on slot {}",
+                locked.slot
+            );
             // Release: the metadata and journal writes made under the lock
             // happen-before any later lock or `get` of this code.
             match word.compare_exchange_weak(
@@ -470,7 +493,8 @@ impl StateMap {
 
     fn add_count(&self, slot: u64, state: PublicState, count: u64) {
         // Relaxed: counters are statistics, summed without a snapshot.
-        self.counts[Self::shard(slot)].by_state[state.counter()].fetch_add(count, Ordering::Relaxed);
+        self.counts[Self::shard(slot)].by_state[state.counter()]
+            .fetch_add(count, Ordering::Relaxed);
     }
 
     fn move_count(&self, slot: u64, from: PublicState, to: PublicState) {
@@ -511,13 +535,13 @@ impl StateMap {
                 if candidate >= len {
                     break;
                 }
-                if (bits >> (i as u32 * BITS_PER_CODE)) & SLOT_MASK == 0 {
-                    if let Some(locked) = self.try_lock(candidate) {
-                        if locked.state == CodeState::Available {
-                            return Some(locked);
-                        }
-                        self.unlock(locked);
+                if (bits >> (i as u32 * BITS_PER_CODE)) & SLOT_MASK == 0
+                    && let Some(locked) = self.try_lock(candidate)
+                {
+                    if locked.state == CodeState::Available {
+                        return Some(locked);
                     }
+                    self.unlock(locked);
                 }
             }
             slot = word_first + CODES_PER_WORD;
@@ -552,7 +576,11 @@ pub struct CapacityError {
 
 impl std::fmt::Display for CapacityError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a campaign holds at most {} codes of one kind, {} requested", self.limit, self.given)
+        write!(
+            f,
+            "a campaign holds at most {} codes of one kind, {} requested",
+            self.limit, self.given
+        )
     }
 }
 
@@ -577,11 +605,21 @@ mod tests {
         check(Transition::Reserve, Voided, ReservedFromAvailable, false);
         check(Transition::Release, ReservedFromAssigned, Assigned, true);
         check(Transition::Release, ReservedFromAssigned, Available, false);
-        check(Transition::Confirm, ReservedFromAvailable, RedeemedFromAvailable, true);
+        check(
+            Transition::Confirm,
+            ReservedFromAvailable,
+            RedeemedFromAvailable,
+            true,
+        );
         check(Transition::Confirm, Available, RedeemedFromAvailable, false);
         check(Transition::Redeem, Available, RedeemedFromAvailable, true);
         check(Transition::Redeem, Assigned, RedeemedFromAssigned, true);
-        check(Transition::Redeem, RedeemedFromAssigned, RedeemedFromAssigned, false);
+        check(
+            Transition::Redeem,
+            RedeemedFromAssigned,
+            RedeemedFromAssigned,
+            false,
+        );
         check(Transition::Rollback, RedeemedFromAssigned, Assigned, true);
         check(Transition::Rollback, RedeemedFromAvailable, Assigned, false);
         check(Transition::Void, ReservedFromAssigned, Voided, true);
@@ -593,7 +631,10 @@ mod tests {
     fn every_state_round_trips_and_maps_to_one_public_state() {
         for state in CodeState::ALL {
             assert_eq!(CodeState::from_bits(state as u64), state);
-            assert_eq!(PublicState::parse(state.public().as_str()), Some(state.public()));
+            assert_eq!(
+                PublicState::parse(state.public().as_str()),
+                Some(state.public())
+            );
             assert_eq!(state.reserved().base(), state.base());
             assert_eq!(state.redeemed().base(), state.base());
         }
@@ -610,7 +651,10 @@ mod tests {
         let slot = (1 << 16) + 3;
         let locked = map.lock(slot).unwrap();
         assert_eq!(locked.state, CodeState::Available);
-        assert!(map.try_lock(slot).is_none(), "busy code must not lock twice");
+        assert!(
+            map.try_lock(slot).is_none(),
+            "busy code must not lock twice"
+        );
         map.publish(locked, Transition::Redeem, CodeState::RedeemedFromAvailable);
         assert_eq!(map.get(slot), Some(CodeState::RedeemedFromAvailable));
         // Neighbours in the same word are untouched.
@@ -618,7 +662,10 @@ mod tests {
         assert_eq!(map.get(slot + 1), Some(CodeState::Available));
         let counts = map.counts();
         assert_eq!(counts[PublicState::Redeemed.counter()], 1);
-        assert_eq!(counts[PublicState::Available.counter()], 100 + (1 << 16) - 1);
+        assert_eq!(
+            counts[PublicState::Available.counter()],
+            100 + (1 << 16) - 1
+        );
     }
 
     #[test]
@@ -652,7 +699,11 @@ mod tests {
         for slot in 0..(1 << 15) {
             let (k, offset) = chunk_of(slot);
             assert_eq!((k, offset), expected, "slot {slot}");
-            expected = if offset + 1 == chunk_codes(k) { (k + 1, 0) } else { (k, offset + 1) };
+            expected = if offset + 1 == chunk_codes(k) {
+                (k + 1, 0)
+            } else {
+                (k, offset + 1)
+            };
         }
         assert!(chunk_of(CODES_MAX - 1).0 < CHUNKS_MAX);
     }
@@ -661,6 +712,12 @@ mod tests {
     fn capacity_is_bounded() {
         let map = StateMap::new();
         let err = map.grow(CODES_MAX + 1).unwrap_err();
-        assert_eq!(err, CapacityError { given: CODES_MAX + 1, limit: CODES_MAX });
+        assert_eq!(
+            err,
+            CapacityError {
+                given: CODES_MAX + 1,
+                limit: CODES_MAX
+            }
+        );
     }
 }

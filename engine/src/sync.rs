@@ -118,9 +118,11 @@ impl<T> RwLock<T> {
 /// rarely contend. Built on this module's `Mutex` (not dashmap) so that loom
 /// sees and model-checks every lock the engine takes.
 pub(crate) struct ShardedMap<K, V> {
-    shards: Box<[crossbeam_utils::CachePadded<Mutex<std::collections::HashMap<K, V>>>]>,
+    shards: Box<[Shard<K, V>]>,
     hasher: std::collections::hash_map::RandomState,
 }
+
+type Shard<K, V> = crossbeam_utils::CachePadded<Mutex<std::collections::HashMap<K, V>>>;
 
 /// Shards of a [`ShardedMap`].
 const MAP_SHARDS: usize = 32;

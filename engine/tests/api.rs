@@ -5,13 +5,22 @@
 
 use redeem_engine::codec::ALPHABET;
 use redeem_engine::{
-    Begin, CampaignPatch, CampaignSpec, Config, Effect, Engine, IdemKey, MemoryJournal, PublicState,
-    Record, Refusal, Renderer, Timestamp,
+    Begin, CampaignPatch, CampaignSpec, Config, Effect, Engine, IdemKey, MemoryJournal,
+    PublicState, Record, Refusal, Renderer, Timestamp,
 };
 
 fn renderer() -> Renderer {
     Box::new(|effect: &Effect<'_>| {
-        (201, format!("{}:{}:{:?}", effect.lsn, effect.record.kind().event_name(), effect.code).into_bytes())
+        (
+            201,
+            format!(
+                "{}:{}:{:?}",
+                effect.lsn,
+                effect.record.kind().event_name(),
+                effect.code
+            )
+            .into_bytes(),
+        )
     })
 }
 
@@ -26,7 +35,12 @@ fn at(seconds: u64) -> Timestamp {
 }
 
 fn spec(id: &str, prefix: &str, generate: u64) -> CampaignSpec {
-    CampaignSpec { id: id.into(), prefix: prefix.into(), generate, ..CampaignSpec::default() }
+    CampaignSpec {
+        id: id.into(),
+        prefix: prefix.into(),
+        generate,
+        ..CampaignSpec::default()
+    }
 }
 
 /// Replays `engine`'s journal into a fresh engine and checks equal state.
@@ -35,7 +49,9 @@ fn check_replay(engine: &Engine<MemoryJournal>) {
     let fresh = self::engine();
     for (lsn, kind, payload) in engine.journal().records() {
         let record = Record::decode(kind, &payload).expect("record decodes");
-        fresh.apply_replayed(lsn, &record).expect("record re-applies");
+        fresh
+            .apply_replayed(lsn, &record)
+            .expect("record re-applies");
     }
     assert_eq!(fresh.dump_state(), engine.dump_state());
 }
@@ -43,7 +59,9 @@ fn check_replay(engine: &Engine<MemoryJournal>) {
 /// The codes of a campaign's first `n` generated indexes.
 fn codes(engine: &Engine<MemoryJournal>, id: &str, n: u64) -> Vec<String> {
     let campaign = engine.campaign(id).unwrap();
-    (0..n).map(|i| campaign.code_of(redeem_engine::Slot::generated(i))).collect()
+    (0..n)
+        .map(|i| campaign.code_of(redeem_engine::Slot::generated(i)))
+        .collect()
 }
 
 #[track_caller]
@@ -57,26 +75,68 @@ fn check_refusal<T: std::fmt::Debug>(result: Result<T, Refusal>, code: &str) {
 #[test]
 fn create_validates_and_refuses_conflicts() {
     let e = engine();
-    let view = e.create_campaign(spec("spring", "SPR", 100), T0, None).unwrap();
+    let view = e
+        .create_campaign(spec("spring", "SPR", 100), T0, None)
+        .unwrap();
     assert_eq!(view.stats.total, 100);
     assert_eq!(view.stats.available, 100);
-    check_refusal(e.create_campaign(spec("spring", "OTHER", 1), T0, None), "campaign_exists");
-    check_refusal(e.create_campaign(spec("b", "SP", 1), T0, None), "prefix_conflict");
-    check_refusal(e.create_campaign(spec("c", "SPRX", 1), T0, None), "prefix_conflict");
-    e.create_campaign(spec("d", "", 1), T0, None).unwrap();
-    check_refusal(e.create_campaign(spec("e", "", 1), T0, None), "prefix_conflict");
-    check_refusal(e.create_campaign(spec("Bad_Id", "X", 1), T0, None), "invalid_request");
-    check_refusal(e.create_campaign(spec("x", "lower", 1), T0, None), "invalid_request");
     check_refusal(
-        e.create_campaign(CampaignSpec { length: 5, ..spec("x", "X", 1) }, T0, None),
+        e.create_campaign(spec("spring", "OTHER", 1), T0, None),
+        "campaign_exists",
+    );
+    check_refusal(
+        e.create_campaign(spec("b", "SP", 1), T0, None),
+        "prefix_conflict",
+    );
+    check_refusal(
+        e.create_campaign(spec("c", "SPRX", 1), T0, None),
+        "prefix_conflict",
+    );
+    e.create_campaign(spec("d", "", 1), T0, None).unwrap();
+    check_refusal(
+        e.create_campaign(spec("e", "", 1), T0, None),
+        "prefix_conflict",
+    );
+    check_refusal(
+        e.create_campaign(spec("Bad_Id", "X", 1), T0, None),
+        "invalid_request",
+    );
+    check_refusal(
+        e.create_campaign(spec("x", "lower", 1), T0, None),
+        "invalid_request",
+    );
+    check_refusal(
+        e.create_campaign(
+            CampaignSpec {
+                length: 5,
+                ..spec("x", "X", 1)
+            },
+            T0,
+            None,
+        ),
         "invalid_request",
     );
     // 32^6 = 1_073_741_824: at most 1073 codes keep guesses under 1e-6.
     check_refusal(
-        e.create_campaign(CampaignSpec { length: 6, ..spec("x", "X", 1100) }, T0, None),
+        e.create_campaign(
+            CampaignSpec {
+                length: 6,
+                ..spec("x", "X", 1100)
+            },
+            T0,
+            None,
+        ),
         "code_space_too_small",
     );
-    e.create_campaign(CampaignSpec { length: 6, ..spec("x", "X", 1000) }, T0, None).unwrap();
+    e.create_campaign(
+        CampaignSpec {
+            length: 6,
+            ..spec("x", "X", 1000)
+        },
+        T0,
+        None,
+    )
+    .unwrap();
     check_refusal(e.generate("x", 100, T0), "code_space_too_small");
     assert_eq!(e.campaigns().count(), 3);
     check_replay(&e);
@@ -85,10 +145,20 @@ fn create_validates_and_refuses_conflicts() {
 #[test]
 fn redeem_once_then_refuse_with_state() {
     let e = engine();
-    e.create_campaign(CampaignSpec { per_user_limit: 0, ..spec("s", "S", 10) }, T0, None).unwrap();
+    e.create_campaign(
+        CampaignSpec {
+            per_user_limit: 0,
+            ..spec("s", "S", 10)
+        },
+        T0,
+        None,
+    )
+    .unwrap();
     let code = &codes(&e, "s", 1)[0];
     assert!(code.starts_with("S-"), "{code}");
-    let redeemed = e.redeem(&code.to_lowercase(), "alice", Some("o-1"), at(1), None).unwrap();
+    let redeemed = e
+        .redeem(&code.to_lowercase(), "alice", Some("o-1"), at(1), None)
+        .unwrap();
     assert_eq!(redeemed.code, *code);
     assert_eq!(redeemed.lsn, 2);
     match e.redeem(code, "bob", None, at(2), None) {
@@ -110,7 +180,10 @@ fn redeem_once_then_refuse_with_state() {
 fn malformed_unknown_and_the_limiter() {
     let e = Engine::new(
         MemoryJournal::default(),
-        Config { failed_lookups_per_minute: 3, ..Config::default() },
+        Config {
+            failed_lookups_per_minute: 3,
+            ..Config::default()
+        },
         renderer(),
     );
     e.create_campaign(spec("s", "S", 10), T0, None).unwrap();
@@ -118,21 +191,33 @@ fn malformed_unknown_and_the_limiter() {
     // A typo in the body: malformed before any lookup.
     let mut typo: Vec<u8> = code.clone().into_bytes();
     let last = typo.len() - 1;
-    typo[last] = if typo[last] == ALPHABET[0] { ALPHABET[1] } else { ALPHABET[0] };
+    typo[last] = if typo[last] == ALPHABET[0] {
+        ALPHABET[1]
+    } else {
+        ALPHABET[0]
+    };
     let typo = String::from_utf8(typo).unwrap();
     check_refusal(e.redeem(&typo, "mallory", None, T0, None), "malformed_code");
     check_refusal(e.redeem("", "mallory", None, T0, None), "malformed_code");
-    check_refusal(e.redeem("NOPE-NOPE", "mallory", None, T0, None), "unknown_code");
+    check_refusal(
+        e.redeem("NOPE-NOPE", "mallory", None, T0, None),
+        "unknown_code",
+    );
     // Three failures used the window up: even a valid code is refused now.
     match e.redeem(&code, "mallory", None, at(1), None) {
-        Err(Refusal::TooManyFailedAttempts { retry_after_seconds }) => assert_eq!(retry_after_seconds, 59),
+        Err(Refusal::TooManyFailedAttempts {
+            retry_after_seconds,
+        }) => assert_eq!(retry_after_seconds, 59),
         other => panic!("{other:?}"),
     }
     // Lookups without a user are not limited; other users are not affected.
     assert_eq!(e.status(&code, None, at(1)).unwrap().state, "available");
     e.redeem(&code, "alice", None, at(1), None).unwrap();
     e.sweep(at(61)).unwrap();
-    check_refusal(e.redeem(&code, "mallory", None, at(61), None), "already_redeemed");
+    check_refusal(
+        e.redeem(&code, "mallory", None, at(61), None),
+        "already_redeemed",
+    );
     // An unknown generated index: a valid-looking code past the issued count.
     let campaign = e.campaign("s").unwrap();
     let beyond = campaign.code_of(redeem_engine::Slot::generated(10));
@@ -143,13 +228,21 @@ fn malformed_unknown_and_the_limiter() {
 fn per_user_limit_and_window_and_pause() {
     let e = engine();
     e.create_campaign(
-        CampaignSpec { per_user_limit: 2, starts_at: Some(at(10)), expires_at: Some(at(100)), ..spec("s", "S", 10) },
+        CampaignSpec {
+            per_user_limit: 2,
+            starts_at: Some(at(10)),
+            expires_at: Some(at(100)),
+            ..spec("s", "S", 10)
+        },
         T0,
         None,
     )
     .unwrap();
     let c = codes(&e, "s", 4);
-    check_refusal(e.redeem(&c[0], "u", None, at(5), None), "campaign_not_started");
+    check_refusal(
+        e.redeem(&c[0], "u", None, at(5), None),
+        "campaign_not_started",
+    );
     assert_eq!(e.status(&c[0], None, at(5)).unwrap().state, "not_started");
     e.redeem(&c[0], "u", None, at(10), None).unwrap();
     e.redeem(&c[1], "u", None, at(11), None).unwrap();
@@ -160,21 +253,53 @@ fn per_user_limit_and_window_and_pause() {
     // The refused attempt gave its slot back: a rollback makes room for one.
     e.rollback(&c[0], at(13), None).unwrap();
     e.redeem(&c[2], "u", None, at(14), None).unwrap();
-    e.update_campaign("s", CampaignPatch { paused: Some(true), ..Default::default() }, at(15), None).unwrap();
+    e.update_campaign(
+        "s",
+        CampaignPatch {
+            paused: Some(true),
+            ..Default::default()
+        },
+        at(15),
+        None,
+    )
+    .unwrap();
     check_refusal(e.redeem(&c[3], "v", None, at(16), None), "campaign_paused");
     check_refusal(e.assign("s", "r", at(16), None), "campaign_paused");
-    e.update_campaign("s", CampaignPatch { paused: Some(false), ..Default::default() }, at(17), None).unwrap();
+    e.update_campaign(
+        "s",
+        CampaignPatch {
+            paused: Some(false),
+            ..Default::default()
+        },
+        at(17),
+        None,
+    )
+    .unwrap();
     check_refusal(e.redeem(&c[3], "v", None, at(100), None), "code_expired");
     assert_eq!(e.status(&c[3], None, at(100)).unwrap().state, "expired");
     // A redeemed code keeps reporting redeemed after the campaign ends.
     assert_eq!(e.status(&c[1], None, at(200)).unwrap().state, "redeemed");
     check_refusal(
-        e.update_campaign("s", CampaignPatch { expires_at: Some(Some(at(1))), ..Default::default() }, at(18), None),
+        e.update_campaign(
+            "s",
+            CampaignPatch {
+                expires_at: Some(Some(at(1))),
+                ..Default::default()
+            },
+            at(18),
+            None,
+        ),
         "invalid_request",
     );
-    check_refusal(e.update_campaign("nope", CampaignPatch::default(), at(18), None), "unknown_campaign");
+    check_refusal(
+        e.update_campaign("nope", CampaignPatch::default(), at(18), None),
+        "unknown_campaign",
+    );
     check_refusal(e.redeem(&c[3], "", None, at(20), None), "invalid_request");
-    check_refusal(e.redeem(&c[3], &"x".repeat(257), None, at(20), None), "invalid_request");
+    check_refusal(
+        e.redeem(&c[3], &"x".repeat(257), None, at(20), None),
+        "invalid_request",
+    );
     check_replay(&e);
 }
 
@@ -200,7 +325,10 @@ fn assignment_recipients_tests_and_exhaustion() {
     assert_eq!(again.code, a.code);
     let t1 = e.assign("s", "qa", at(1), None).unwrap();
     let t2 = e.assign("s", "qa", at(1), None).unwrap();
-    assert_ne!(t1.code, t2.code, "test recipients get a fresh code each time");
+    assert_ne!(
+        t1.code, t2.code,
+        "test recipients get a fresh code each time"
+    );
     let view = e.campaign("s").unwrap().view(at(1));
     assert_eq!(view.stats.test_assignments, 2);
     assert_eq!(view.stats.assigned, 3);
@@ -209,13 +337,21 @@ fn assignment_recipients_tests_and_exhaustion() {
     check_refusal(e.assign("s", "cy", at(2), None), "pool_exhausted");
     // The per-code deadline: 30 s after assignment.
     let status = e.status(&a.code, None, at(29)).unwrap();
-    assert_eq!((status.state, status.expires_at), ("assigned", Some(at(30))));
+    assert_eq!(
+        (status.state, status.expires_at),
+        ("assigned", Some(at(30)))
+    );
     assert_eq!(status.recipient.as_deref(), Some("ann"));
     check_refusal(e.redeem(&a.code, "ann", None, at(30), None), "code_expired");
     e.redeem(&t1.code, "qa", None, at(3), None).unwrap();
     assert_eq!(e.rollback(&t1.code, at(4), None).unwrap().state, "assigned");
     check_refusal(e.assign("nope", "x", T0, None), "unknown_campaign");
-    let low_stock = e.journal().records().iter().filter(|(_, k, _)| *k == redeem_engine::RecordKind::LowStock as u8).count();
+    let low_stock = e
+        .journal()
+        .records()
+        .iter()
+        .filter(|(_, k, _)| *k == redeem_engine::RecordKind::LowStock as u8)
+        .count();
     assert_eq!(low_stock, 1, "one low-stock event while stock stays low");
     check_replay(&e);
 }
@@ -223,25 +359,50 @@ fn assignment_recipients_tests_and_exhaustion() {
 #[test]
 fn reservations_confirm_release_expire() {
     let e = engine();
-    e.create_campaign(CampaignSpec { per_user_limit: 1, reservation_ttl_seconds: 60, ..spec("s", "S", 10) }, T0, None)
-        .unwrap();
+    e.create_campaign(
+        CampaignSpec {
+            per_user_limit: 1,
+            reservation_ttl_seconds: 60,
+            ..spec("s", "S", 10)
+        },
+        T0,
+        None,
+    )
+    .unwrap();
     let c = codes(&e, "s", 4);
     let r = e.reserve(&c[0], "u", None, T0, None).unwrap();
     assert_eq!(r.expires_at, at(60));
     check_refusal(e.reserve(&c[0], "v", None, at(1), None), "code_reserved");
     check_refusal(e.redeem(&c[0], "v", None, at(1), None), "code_reserved");
     // The hold counts against the user's limit.
-    check_refusal(e.redeem(&c[1], "u", None, at(1), None), "user_limit_reached");
-    assert_eq!(e.reserve(&c[0], "u", None, at(2), None).unwrap().reservation, r.reservation);
+    check_refusal(
+        e.redeem(&c[1], "u", None, at(1), None),
+        "user_limit_reached",
+    );
+    assert_eq!(
+        e.reserve(&c[0], "u", None, at(2), None)
+            .unwrap()
+            .reservation,
+        r.reservation
+    );
     let redeemed = e.confirm(r.reservation, Some("o"), at(3), None).unwrap();
     assert_eq!(redeemed.user, "u");
-    check_refusal(e.confirm(r.reservation, None, at(4), None), "unknown_reservation");
+    check_refusal(
+        e.confirm(r.reservation, None, at(4), None),
+        "unknown_reservation",
+    );
     e.rollback(&c[0], at(5), None).unwrap();
 
     // Release returns the code; the user may then hold another.
     let r2 = e.reserve(&c[1], "u", Some(10), at(6), None).unwrap();
-    assert_eq!(e.release(r2.reservation, at(7), None).unwrap().state, "available");
-    check_refusal(e.release(r2.reservation, at(8), None), "unknown_reservation");
+    assert_eq!(
+        e.release(r2.reservation, at(7), None).unwrap().state,
+        "available"
+    );
+    check_refusal(
+        e.release(r2.reservation, at(8), None),
+        "unknown_reservation",
+    );
 
     // The holder may redeem directly, consuming the hold.
     let _r3 = e.reserve(&c[2], "u", Some(10), at(9), None).unwrap();
@@ -253,12 +414,21 @@ fn reservations_confirm_release_expire() {
     assert_eq!(e.sweep(at(29)).unwrap(), 0);
     assert_eq!(e.sweep(at(30)).unwrap(), 1);
     assert_eq!(e.status(&c[3], None, at(30)).unwrap().state, "available");
-    check_refusal(e.confirm(r4.reservation, None, at(31), None), "reservation_expired");
+    check_refusal(
+        e.confirm(r4.reservation, None, at(31), None),
+        "reservation_expired",
+    );
     // An expired hold not yet swept is refused on confirm and released.
     let r5 = e.reserve(&c[3], "u", Some(10), at(40), None).unwrap();
-    check_refusal(e.confirm(r5.reservation, None, at(50), None), "reservation_expired");
+    check_refusal(
+        e.confirm(r5.reservation, None, at(50), None),
+        "reservation_expired",
+    );
     assert_eq!(e.status(&c[3], None, at(50)).unwrap().state, "available");
-    check_refusal(e.reserve(&c[3], "u", Some(0), at(50), None), "invalid_request");
+    check_refusal(
+        e.reserve(&c[3], "u", Some(0), at(50), None),
+        "invalid_request",
+    );
     check_replay(&e);
 }
 
@@ -269,7 +439,10 @@ fn void_is_final_and_frees_a_hold() {
     let c = codes(&e, "s", 3);
     let r = e.reserve(&c[0], "u", None, T0, None).unwrap();
     assert_eq!(e.void(&c[0], at(1), None).unwrap().state, "voided");
-    check_refusal(e.confirm(r.reservation, None, at(2), None), "unknown_reservation");
+    check_refusal(
+        e.confirm(r.reservation, None, at(2), None),
+        "unknown_reservation",
+    );
     check_refusal(e.redeem(&c[0], "v", None, at(2), None), "code_voided");
     // Voiding again reports the state; the user got the hold's slot back.
     assert_eq!(e.void(&c[0], at(3), None).unwrap().state, "voided");
@@ -284,13 +457,25 @@ fn imports_count_duplicates_and_rejects() {
     e.create_campaign(spec("a", "A", 0), T0, None).unwrap();
     e.create_campaign(spec("b", "B", 0), T0, None).unwrap();
     let mut importer = e.importer("a").unwrap();
-    let lines = ["zz-top", "ZZTOP", "", "bad code!", "x".repeat(65).as_str(), "ok_1", "ok_1"].map(String::from);
+    let lines = [
+        "zz-top",
+        "ZZTOP",
+        "",
+        "bad code!",
+        "x".repeat(65).as_str(),
+        "ok_1",
+        "ok_1",
+    ]
+    .map(String::from);
     for (i, line) in lines.iter().enumerate() {
         importer.push(i as u64 + 1, line, T0).unwrap();
     }
     let report = importer.finish(T0).unwrap();
     assert_eq!((report.added, report.duplicates, report.total), (2, 2, 2));
-    assert_eq!(report.rejected, vec![(4, "invalid_code"), (5, "invalid_code")]);
+    assert_eq!(
+        report.rejected,
+        vec![(4, "invalid_code"), (5, "invalid_code")]
+    );
     let mut importer = e.importer("b").unwrap();
     importer.push(1, "ZZTOP", T0).unwrap();
     importer.push(2, "fresh", T0).unwrap();
@@ -316,18 +501,42 @@ fn idempotent_transitions_store_their_response_with_the_record() {
     let e = engine();
     e.create_campaign(spec("s", "S", 10), T0, None).unwrap();
     let c = codes(&e, "s", 2);
-    let key = IdemKey { key: "tok:k1", fingerprint: 42 };
+    let key = IdemKey {
+        key: "tok:k1",
+        fingerprint: 42,
+    };
     assert_eq!(e.begin_idempotent(key, T0).unwrap(), Begin::Fresh);
     assert_eq!(e.begin_idempotent(key, T0).unwrap(), Begin::InFlight);
     let r = e.redeem(&c[0], "u", None, T0, Some(key)).unwrap();
-    let Begin::Replay(stored) = e.begin_idempotent(key, at(1)).unwrap() else { panic!() };
+    let Begin::Replay(stored) = e.begin_idempotent(key, at(1)).unwrap() else {
+        panic!()
+    };
     assert_eq!(stored.lsn, r.lsn);
-    assert_eq!(&*stored.body, format!("{}:redeemed:Some({:?})", r.lsn, c[0]).as_bytes());
-    assert_eq!(e.begin_idempotent(IdemKey { fingerprint: 43, ..key }, at(1)).unwrap(), Begin::Mismatch);
+    assert_eq!(
+        &*stored.body,
+        format!("{}:redeemed:Some({:?})", r.lsn, c[0]).as_bytes()
+    );
+    assert_eq!(
+        e.begin_idempotent(
+            IdemKey {
+                fingerprint: 43,
+                ..key
+            },
+            at(1)
+        )
+        .unwrap(),
+        Begin::Mismatch
+    );
     // A refusal is stored by its own record.
-    let key2 = IdemKey { key: "tok:k2", fingerprint: 7 };
+    let key2 = IdemKey {
+        key: "tok:k2",
+        fingerprint: 7,
+    };
     assert_eq!(e.begin_idempotent(key2, T0).unwrap(), Begin::Fresh);
-    check_refusal(e.redeem(&c[0], "v", None, T0, Some(key2)), "already_redeemed");
+    check_refusal(
+        e.redeem(&c[0], "v", None, T0, Some(key2)),
+        "already_redeemed",
+    );
     e.store_response(key2, 409, b"{\"error\":1}", T0).unwrap();
     // Replay rebuilds both responses byte for byte.
     check_replay(&e);
@@ -336,7 +545,15 @@ fn idempotent_transitions_store_their_response_with_the_record() {
 #[test]
 fn a_failing_journal_changes_nothing() {
     let e = engine();
-    e.create_campaign(CampaignSpec { per_user_limit: 1, ..spec("s", "S", 10) }, T0, None).unwrap();
+    e.create_campaign(
+        CampaignSpec {
+            per_user_limit: 1,
+            ..spec("s", "S", 10)
+        },
+        T0,
+        None,
+    )
+    .unwrap();
     let c = codes(&e, "s", 2);
     let before = e.dump_state();
     e.journal().set_failing(true);
@@ -364,7 +581,9 @@ fn replay_refuses_records_that_do_not_apply() {
     let records = e.journal().records();
     let fresh = engine();
     let (lsn, kind, payload) = &records[0];
-    fresh.apply_replayed(*lsn, &Record::decode(*kind, payload).unwrap()).unwrap();
+    fresh
+        .apply_replayed(*lsn, &Record::decode(*kind, payload).unwrap())
+        .unwrap();
     let (lsn, kind, payload) = &records[1];
     let redeem = Record::decode(*kind, payload).unwrap();
     fresh.apply_replayed(*lsn, &redeem).unwrap();
@@ -373,7 +592,17 @@ fn replay_refuses_records_that_do_not_apply() {
     assert_eq!(err.lsn, 3);
     assert!(err.reason.contains("redeem of a code in state"), "{err}");
     // A record for a campaign that does not exist.
-    let Record::Redeemed { at, slot, user, .. } = redeem else { panic!() };
-    let orphan = Record::Redeemed { at, campaign: 9, slot, user, order: None, reservation: None, idem: None };
+    let Record::Redeemed { at, slot, user, .. } = redeem else {
+        panic!()
+    };
+    let orphan = Record::Redeemed {
+        at,
+        campaign: 9,
+        slot,
+        user,
+        order: None,
+        reservation: None,
+        idem: None,
+    };
     assert!(fresh.apply_replayed(4, &orphan).is_err());
 }
