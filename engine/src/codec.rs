@@ -535,8 +535,11 @@ impl Codec {
     ///
     /// If `index` is not below [`CodeFormat::space`], which a campaign within
     /// [`CodeFormat::max_issued`] never asks for.
-    pub fn encode(&self, index: u64) -> Code {
-        let body = self.permute(u128::from(index));
+    /// The printed form of a code from its normalized symbols after the
+    /// prefix (body and check symbol, as `decode_body` accepted them): the
+    /// prefix, then the symbols grouped by hyphens in fives. No decryption.
+    pub fn display(&self, symbols: &[u8]) -> Code {
+        assert_eq!(symbols.len(), self.format.symbols_len(), "display of a wrong-length code");
         let mut code = Code {
             bytes: [0; CODE_BYTES_MAX],
             len: 0,
@@ -547,21 +550,28 @@ impl Codec {
             code.len = prefix.len() as u8;
             code.push(b'-');
         }
-        let length = usize::from(self.format.length);
-        let mut check = 0u8;
-        for position in 0..length {
+        for (position, &symbol) in symbols.iter().enumerate() {
             if position != 0 && position % GROUP_SYMBOLS == 0 {
                 code.push(b'-');
             }
+            code.push(symbol);
+        }
+        code
+    }
+
+    pub fn encode(&self, index: u64) -> Code {
+        let body = self.permute(u128::from(index));
+        let length = usize::from(self.format.length);
+        let mut symbols = [0u8; BODY_SYMBOLS_MAX as usize + 1];
+        let mut check = 0u8;
+        for (position, symbol) in symbols[..length].iter_mut().enumerate() {
             let shift = 5 * (length - 1 - position);
             let value = ((body >> shift) & 0b1_1111) as u8;
             check = gf32_mul_alpha(check ^ value);
-            code.push(ALPHABET[usize::from(value)]);
+            *symbol = ALPHABET[usize::from(value)];
         }
-        if length % GROUP_SYMBOLS == 0 {
-            code.push(b'-');
-        }
-        code.push(ALPHABET[usize::from(check)]);
+        symbols[length] = ALPHABET[usize::from(check)];
+        let code = self.display(&symbols[..=length]);
         debug_assert_eq!(usize::from(code.len), self.format.display_len());
         code
     }

@@ -268,6 +268,19 @@ pub struct ImportReport {
 pub struct CodeRef<'e> {
     pub campaign: &'e Campaign,
     pub slot: Slot,
+    /// The printed form of a generated code, made from the input while it
+    /// was parsed, so answers need not encrypt the index again.
+    printed: Option<codec::Code>,
+}
+
+impl CodeRef<'_> {
+    /// The code's printed form.
+    pub fn code_string(&self) -> String {
+        match &self.printed {
+            Some(code) => code.as_str().to_owned(),
+            None => self.campaign.code_string(self.slot),
+        }
+    }
 }
 
 /// Engine-wide configuration.
@@ -723,7 +736,7 @@ impl<J: Journal> Engine<J> {
                 .campaign_by_number(number)
                 .ok_or(Refusal::UnknownCode)?;
             if slot.index() < campaign.imported.len() {
-                return Ok(CodeRef { campaign, slot });
+                return Ok(CodeRef { campaign, slot, printed: None });
             }
             return Err(Refusal::UnknownCode);
         }
@@ -753,6 +766,7 @@ impl<J: Journal> Engine<J> {
         Ok(CodeRef {
             campaign,
             slot: Slot::generated(index as u64),
+            printed: Some(campaign.codec.display(body)),
         })
     }
 
@@ -791,7 +805,7 @@ impl<J: Journal> Engine<J> {
 
     /// The status of a located code, waiting out a transition in progress.
     pub fn status_of(&self, code: CodeRef<'_>, now: Timestamp) -> CodeStatus {
-        let CodeRef { campaign, slot } = code;
+        let CodeRef { campaign, slot, .. } = code;
         let state = campaign
             .map(slot)
             .get(slot.index())
@@ -1040,7 +1054,7 @@ impl<J: Journal> Engine<J> {
                 return Err(refusal);
             }
         };
-        let code_string = campaign.code_string(slot);
+        let code_string = code.code_string();
         self.effect_redeemed(campaign, guard, slot, user, order, reservation, now);
         self.store_effect(lsn, &record, campaign, Some(&code_string));
         Ok(Redeemed {
@@ -1253,7 +1267,7 @@ impl<J: Journal> Engine<J> {
                 return Err(refusal);
             }
         };
-        let code_string = campaign.code_string(slot);
+        let code_string = code.code_string();
         self.effect_reserved(campaign, guard, slot, id, user, expires_at);
         self.store_effect(lsn, &record, campaign, Some(&code_string));
         Ok(Reserved {
@@ -1386,7 +1400,7 @@ impl<J: Journal> Engine<J> {
             fingerprint: k.fingerprint,
         });
         self.release_locked(campaign, slot, guard, &hold, false, now, tag)?;
-        Ok(self.status_of(CodeRef { campaign, slot }, now))
+        Ok(self.status_of(CodeRef { campaign, slot, printed: None }, now))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1507,6 +1521,10 @@ impl<J: Journal> Engine<J> {
 
     fn after_depletion(&self, campaign: &Campaign, now: Timestamp) {
         let threshold = campaign.settings.read().low_stock_threshold;
+        // Summing the counters costs O(shards): skip it when no threshold is set.
+        if threshold == 0 {
+            return;
+        }
         let available = campaign.available();
         // Relaxed load, then a CAS that elects exactly one reporter.
         if available < threshold
@@ -1533,7 +1551,7 @@ impl<J: Journal> Engine<J> {
 
     fn after_stock_added(&self, campaign: &Campaign) {
         let threshold = campaign.settings.read().low_stock_threshold;
-        if campaign.available() >= threshold {
+        if threshold == 0 || campaign.available() >= threshold {
             // Relaxed: a flag for event de-duplication, not for state.
             campaign.low_stock_reported.store(false, Ordering::Relaxed);
         }
