@@ -35,7 +35,9 @@ fn engine(codes: u64) -> Engine<NullJournal> {
 
 fn codes(engine: &Engine<NullJournal>, range: std::ops::Range<u64>) -> Vec<String> {
     let campaign = engine.campaign("bench").unwrap();
-    range.map(|i| campaign.code_of(Slot::generated(i))).collect()
+    range
+        .map(|i| campaign.code_of(Slot::generated(i)))
+        .collect()
 }
 
 /// Redeems `iters` fresh codes split over `threads` threads; returns the
@@ -43,8 +45,9 @@ fn codes(engine: &Engine<NullJournal>, range: std::ops::Range<u64>) -> Vec<Strin
 fn redeem_fresh(threads: u64, iters: u64) -> Duration {
     let per_thread = iters.div_ceil(threads);
     let engine = engine(per_thread * threads);
-    let batches: Vec<Vec<String>> =
-        (0..threads).map(|t| codes(&engine, t * per_thread..(t + 1) * per_thread)).collect();
+    let batches: Vec<Vec<String>> = (0..threads)
+        .map(|t| codes(&engine, t * per_thread..(t + 1) * per_thread))
+        .collect();
     let barrier = Barrier::new(threads as usize + 1);
     std::thread::scope(|scope| {
         for (t, batch) in batches.iter().enumerate() {
@@ -53,7 +56,9 @@ fn redeem_fresh(threads: u64, iters: u64) -> Duration {
                 let user = format!("user{t}");
                 barrier.wait();
                 for code in batch {
-                    engine.redeem(code, &user, None, NOW, None).expect("fresh code redeems");
+                    engine
+                        .redeem(code, &user, None, NOW, None)
+                        .expect("fresh code redeems");
                 }
                 barrier.wait();
             });

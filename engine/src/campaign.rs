@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use crate::Timestamp;
 use crate::codec::Codec;
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, ReservationId, Slot};
-use crate::state::{PublicState, StateMap};
+use crate::state::{CodeState, PublicState, StateMap};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
 
 /// Metadata of a touched code. Never-touched codes have none, so a campaign
@@ -304,6 +304,16 @@ impl Campaign {
             created_at: self.created_at,
             stats: self.stats(now),
         }
+    }
+
+    /// The metadata of a code known to be in `state`. An available code was
+    /// never assigned, held or redeemed (release and rollback of an assigned
+    /// code return it to assigned), so it has none to look up.
+    pub(crate) fn meta_in(&self, slot: Slot, state: CodeState) -> CodeMeta {
+        if state == CodeState::Available {
+            return CodeMeta::default();
+        }
+        self.meta_of(slot)
     }
 
     pub(crate) fn meta_of(&self, slot: Slot) -> CodeMeta {

@@ -539,7 +539,11 @@ impl Codec {
     /// prefix (body and check symbol, as `decode_body` accepted them): the
     /// prefix, then the symbols grouped by hyphens in fives. No decryption.
     pub fn display(&self, symbols: &[u8]) -> Code {
-        assert_eq!(symbols.len(), self.format.symbols_len(), "display of a wrong-length code");
+        assert_eq!(
+            symbols.len(),
+            self.format.symbols_len(),
+            "display of a wrong-length code"
+        );
         let mut code = Code {
             bytes: [0; CODE_BYTES_MAX],
             len: 0,

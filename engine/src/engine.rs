@@ -736,7 +736,11 @@ impl<J: Journal> Engine<J> {
                 .campaign_by_number(number)
                 .ok_or(Refusal::UnknownCode)?;
             if slot.index() < campaign.imported.len() {
-                return Ok(CodeRef { campaign, slot, printed: None });
+                return Ok(CodeRef {
+                    campaign,
+                    slot,
+                    printed: None,
+                });
             }
             return Err(Refusal::UnknownCode);
         }
@@ -1013,7 +1017,7 @@ impl<J: Journal> Engine<J> {
         let slot = code.slot;
         self.window_check(campaign, now)?;
         let guard = self.lock(campaign, slot).expect("resolved slot exists");
-        let meta = campaign.meta_of(slot);
+        let meta = campaign.meta_in(slot, guard.state());
         Self::code_usable(guard.state(), &meta, now)?;
         let limit = campaign.spec.per_user_limit;
         let mut reservation = None;
@@ -1226,7 +1230,7 @@ impl<J: Journal> Engine<J> {
         let ttl = ttl_seconds.unwrap_or(campaign.spec.reservation_ttl_seconds);
         let expires_at = Timestamp(now.0.saturating_add(ttl.saturating_mul(1000)));
         let guard = self.lock(campaign, slot).expect("resolved slot exists");
-        let meta = campaign.meta_of(slot);
+        let meta = campaign.meta_in(slot, guard.state());
         Self::code_usable(guard.state(), &meta, now)?;
         if guard.state().public() == PublicState::Reserved {
             let hold = meta.hold.expect("a reserved code has its hold");
@@ -1355,7 +1359,7 @@ impl<J: Journal> Engine<J> {
             return Err(Refusal::ReservationExpired);
         }
         self.window_check(campaign, now)?;
-        let meta = campaign.meta_of(slot);
+        let meta = campaign.meta_in(slot, guard.state());
         Self::code_usable(guard.state(), &meta, now)?;
         let record = Record::Redeemed {
             at: now,
@@ -1400,7 +1404,14 @@ impl<J: Journal> Engine<J> {
             fingerprint: k.fingerprint,
         });
         self.release_locked(campaign, slot, guard, &hold, false, now, tag)?;
-        Ok(self.status_of(CodeRef { campaign, slot, printed: None }, now))
+        Ok(self.status_of(
+            CodeRef {
+                campaign,
+                slot,
+                printed: None,
+            },
+            now,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]

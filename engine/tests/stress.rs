@@ -25,7 +25,10 @@ fn engine_with(spec: CampaignSpec) -> Engine<MemoryJournal> {
 }
 
 fn code(engine: &Engine<MemoryJournal>, index: u64) -> String {
-    engine.campaign("race").unwrap().code_of(Slot::generated(index))
+    engine
+        .campaign("race")
+        .unwrap()
+        .code_of(Slot::generated(index))
 }
 
 #[track_caller]
@@ -67,12 +70,17 @@ fn threads_racing_on_one_code_redeem_it_once() {
                 ..CampaignSpec::default()
             });
             let target = code(&engine, (round % 4) as u64);
-            let results = race(threads, |t| engine.redeem(&target, &format!("user{t}"), None, NOW, None));
+            let results = race(threads, |t| {
+                engine.redeem(&target, &format!("user{t}"), None, NOW, None)
+            });
             let wins = results.iter().filter(|r| r.is_ok()).count();
             assert_eq!(wins, 1, "{threads} threads, round {round}");
             for result in &results {
                 if let Err(refusal) = result {
-                    assert!(matches!(refusal, Refusal::AlreadyRedeemed { .. }), "{refusal:?}");
+                    assert!(
+                        matches!(refusal, Refusal::AlreadyRedeemed { .. }),
+                        "{refusal:?}"
+                    );
                 }
             }
             let stats = engine.campaign("race").unwrap().view(NOW).stats;
@@ -104,7 +112,11 @@ fn one_user_racing_over_many_codes_gets_exactly_its_limit() {
         let all: Vec<_> = results.into_iter().flatten().collect();
         let wins = all.iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, limit as usize);
-        assert!(all.iter().filter_map(|r| r.as_ref().err()).all(|e| e.code() == "user_limit_reached"));
+        assert!(
+            all.iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| e.code() == "user_limit_reached")
+        );
         let campaign = engine.campaign("race").unwrap();
         assert_eq!(campaign.user_claimed("greedy"), limit);
         assert_eq!(campaign.view(NOW).stats.redeemed, u64::from(limit));
@@ -149,13 +161,27 @@ fn recipients_racing_for_a_small_pool_never_share_a_code() {
     let threads = 8;
     let per_thread = 20;
     let results = race(threads, |t| {
-        (0..per_thread).map(|i| engine.assign("race", &format!("r{t}-{i}"), NOW, None)).collect::<Vec<_>>()
+        (0..per_thread)
+            .map(|i| engine.assign("race", &format!("r{t}-{i}"), NOW, None))
+            .collect::<Vec<_>>()
     });
     let all: Vec<_> = results.into_iter().flatten().collect();
-    let codes: Vec<_> = all.iter().filter_map(|r| r.as_ref().ok()).map(|a| a.code.clone()).collect();
+    let codes: Vec<_> = all
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|a| a.code.clone())
+        .collect();
     assert_eq!(codes.len(), pool as usize, "exhaustion is exact");
-    assert_eq!(codes.iter().collect::<HashSet<_>>().len(), codes.len(), "no code assigned twice");
-    assert!(all.iter().filter_map(|r| r.as_ref().err()).all(|e| e.code() == "pool_exhausted"));
+    assert_eq!(
+        codes.iter().collect::<HashSet<_>>().len(),
+        codes.len(),
+        "no code assigned twice"
+    );
+    assert!(
+        all.iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.code() == "pool_exhausted")
+    );
     let stats = engine.campaign("race").unwrap().view(NOW).stats;
     assert_eq!((stats.assigned, stats.available), (pool, 0));
     check_replay(&engine);
@@ -175,7 +201,10 @@ fn one_recipient_racing_with_itself_gets_one_code() {
         assert_eq!(new.len(), limit as usize);
         let distinct: HashSet<_> = results.iter().map(|a| a.code.clone()).collect();
         assert_eq!(distinct.len(), limit as usize);
-        assert_eq!(engine.campaign("race").unwrap().view(NOW).stats.assigned, u64::from(limit));
+        assert_eq!(
+            engine.campaign("race").unwrap().view(NOW).stats.assigned,
+            u64::from(limit)
+        );
         check_replay(&engine);
     }
 }
@@ -193,10 +222,14 @@ fn redeem_rollback_void_storm_keeps_log_order() {
         for i in 0..300 {
             let c = &codes[(i + t) % 4];
             let _ = match (i + t) % 5 {
-                0 | 1 => engine.redeem(c, &format!("u{t}"), None, NOW, None).map(|_| ()),
+                0 | 1 => engine
+                    .redeem(c, &format!("u{t}"), None, NOW, None)
+                    .map(|_| ()),
                 2 | 3 => engine.rollback(c, NOW, None).map(|_| ()),
                 _ if i % 97 == 0 => engine.void(c, NOW, None).map(|_| ()),
-                _ => engine.reserve(c, &format!("u{t}"), None, NOW, None).map(|_| ()),
+                _ => engine
+                    .reserve(c, &format!("u{t}"), None, NOW, None)
+                    .map(|_| ()),
             };
         }
     });
