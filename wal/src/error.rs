@@ -89,15 +89,31 @@ pub enum CorruptionReason {
     /// The record's previous-CRC field does not match the record before it.
     ChainBroken { expected: u32, found: u32 },
     LsnOutOfSequence { expected: Lsn, found: Lsn },
-    /// A damaged record that was already durable: a later frame at
-    /// `evidence_offset` (LSN `evidence_lsn`) was appended after it.
-    DamagedDurableRecord { evidence_offset: u64, evidence_lsn: Lsn, durable_mark: Lsn },
+    /// `problem` hit a record that was already durable, so it cannot be a
+    /// torn tail: the later frame at `evidence_offset` (LSN `evidence_lsn`)
+    /// was appended when `durable_mark` was durable.
+    DamagedDurableRecord {
+        problem: Box<CorruptionReason>,
+        evidence_offset: u64,
+        evidence_lsn: Lsn,
+        durable_mark: Lsn,
+    },
     /// The newest snapshot covers records the log does not reach.
     SnapshotBeyondLog { snapshot: Lsn, last: Lsn },
     /// Records between the snapshot and the oldest segment are gone.
     RecordsMissing { snapshot: Lsn, first: Lsn },
     /// Snapshots exist but no segment does.
     NoSegments,
+}
+
+impl CorruptionReason {
+    /// The underlying problem, looking through `DamagedDurableRecord`.
+    pub fn problem(&self) -> &CorruptionReason {
+        match self {
+            CorruptionReason::DamagedDurableRecord { problem, .. } => problem.problem(),
+            other => other,
+        }
+    }
 }
 
 impl From<FrameProblem> for CorruptionReason {
@@ -158,11 +174,11 @@ impl fmt::Display for CorruptionReason {
             LsnOutOfSequence { expected, found } => {
                 write!(f, "record has LSN {found}, expected {expected}")
             }
-            DamagedDurableRecord { evidence_offset, evidence_lsn, durable_mark } => write!(
+            DamagedDurableRecord { problem, evidence_offset, evidence_lsn, durable_mark } => write!(
                 f,
-                "damaged record was already durable: the record at byte offset \
-                 {evidence_offset} (LSN {evidence_lsn}) was appended when LSN \
-                 {durable_mark} was durable"
+                "{problem}, in a record that was already durable: the record at \
+                 byte offset {evidence_offset} (LSN {evidence_lsn}) was appended \
+                 when LSN {durable_mark} was durable"
             ),
             SnapshotBeyondLog { snapshot, last } => {
                 write!(f, "snapshot covers LSN {snapshot} but the log ends at {last}")

@@ -97,8 +97,9 @@ enum Tail {
     Clean,
     /// Nonzero bytes up to `dirty_end`, none of them proof of durability.
     Torn { dirty_end: usize },
-    /// A later, valid frame was appended after the bad one became durable.
-    Corrupt(CorruptionReason),
+    /// A later, valid frame at `offset` (LSN `lsn`) was appended when the bad
+    /// one was already durable (`durable_mark`).
+    Corrupt { offset: u64, lsn: Lsn, durable_mark: Lsn },
 }
 
 /// Validates every segment in `listing`. `Ok(None)` means there are none.
@@ -210,7 +211,15 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
                         reason,
                     });
                 }
-                Tail::Corrupt(evidence) => return Err(corrupt(offset, expected_lsn, evidence)),
+                Tail::Corrupt { offset: evidence_offset, lsn: evidence_lsn, durable_mark } => {
+                    let evidence = CorruptionReason::DamagedDurableRecord {
+                        problem: Box::new(reason),
+                        evidence_offset,
+                        evidence_lsn,
+                        durable_mark,
+                    };
+                    return Err(corrupt(offset, expected_lsn, evidence));
+                }
             }
         }
         segments.push(ScannedSegment { path: path.clone(), header, map, end: offset, sealed });
@@ -250,11 +259,11 @@ fn classify_tail(
         dirty_end = word_end;
         if let Ok(frame) = parse_frame(bytes, capacity, at, seed) {
             if frame.header.durable_mark >= expected_lsn {
-                return Tail::Corrupt(CorruptionReason::DamagedDurableRecord {
-                    evidence_offset: at as u64,
-                    evidence_lsn: frame.header.lsn,
+                return Tail::Corrupt {
+                    offset: at as u64,
+                    lsn: frame.header.lsn,
                     durable_mark: frame.header.durable_mark,
-                });
+                };
             }
             dirty_end = dirty_end.max(frame.payload.end);
             at = frame.end;
