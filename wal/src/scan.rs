@@ -1,0 +1,337 @@
+//! Recovery scan: lists the directory, validates every segment and record,
+//! classifies the first failure as torn tail or corruption, finds snapshots.
+//!
+//! Read-only: open, verify and dump all start here; only open then repairs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Corruption, CorruptionReason, IoFailure, TornTail};
+use crate::format::{
+    self, FRAME_ALIGN_BYTES, FrameKind, Lsn, SEGMENT_HEADER_BYTES, SegmentHeader,
+    SnapshotProblem, crc_seed, parse_frame,
+};
+use crate::storage::{PAGE_BYTES, map_read_only};
+use crate::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SNAPSHOT_BYTES_MAX};
+
+/// What is in a data directory, by file name.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// `LSN.wal` files, sorted by LSN.
+    pub(crate) segments: Vec<(Lsn, PathBuf)>,
+    /// `snapshot-LSN.snap` files, sorted by LSN.
+    pub(crate) snapshots: Vec<(Lsn, PathBuf)>,
+    /// Spares and snapshot temp files: never part of the log.
+    pub(crate) leftovers: Vec<PathBuf>,
+}
+
+pub(crate) fn list(dir: &Path) -> Result<Listing, IoFailure> {
+    let mut listing = Listing::default();
+    let entries = fs::read_dir(dir).map_err(|e| IoFailure::new("list directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| IoFailure::new("list directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        if let Some(lsn) = format::parse_segment_name(name) {
+            listing.segments.push((lsn, path));
+        } else if let Some(lsn) = format::parse_snapshot_name(name) {
+            listing.snapshots.push((lsn, path));
+        } else if (name.starts_with(format::SPARE_PREFIX) && name.ends_with(format::SEGMENT_SUFFIX))
+            || (name.starts_with(format::SNAPSHOT_PREFIX)
+                && name.ends_with(format::SNAPSHOT_TEMP_SUFFIX))
+        {
+            listing.leftovers.push(path);
+        }
+    }
+    listing.segments.sort();
+    listing.snapshots.sort();
+    Ok(listing)
+}
+
+/// One validated segment.
+#[derive(Debug)]
+pub(crate) struct ScannedSegment {
+    pub(crate) path: PathBuf,
+    pub(crate) header: SegmentHeader,
+    pub(crate) map: Mmap,
+    /// Offset just past the last valid frame (the seal, if sealed).
+    pub(crate) end: usize,
+    pub(crate) sealed: bool,
+}
+
+/// The whole log as found on disk.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub(crate) epoch: u64,
+    pub(crate) segments: Vec<ScannedSegment>,
+    pub(crate) first_lsn: Lsn,
+    /// The LSN the next record gets.
+    pub(crate) next_lsn: Lsn,
+    /// CRC of the last record (the chain value the next record continues).
+    pub(crate) last_crc: u32,
+    pub(crate) torn: Option<TornTail>,
+    /// Bytes of the newest segment from the torn offset up to here are not
+    /// zero and must be cleared before appending.
+    pub(crate) dirty_end: usize,
+}
+
+impl Scan {
+    pub(crate) fn records(&self) -> u64 {
+        self.next_lsn - self.first_lsn
+    }
+}
+
+/// Why the scan stopped.
+#[derive(Debug)]
+pub(crate) enum ScanError {
+    Io(IoFailure),
+    Corrupt(Corruption),
+}
+
+/// How the bytes after the first bad frame of the newest segment look.
+enum Tail {
+    /// All zero: the log simply ends there.
+    Clean,
+    /// Nonzero bytes up to `dirty_end`, none of them proof of durability.
+    Torn { dirty_end: usize },
+    /// A later, valid frame at `offset` (LSN `lsn`) was appended when the bad
+    /// one was already durable (`durable_mark`).
+    Corrupt { offset: u64, lsn: Lsn, durable_mark: Lsn },
+}
+
+/// Validates every segment in `listing`. `Ok(None)` means there are none.
+pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
+    let Some(((first_name_lsn, _), _)) = listing.segments.split_first() else {
+        return Ok(None);
+    };
+    let mut segments = Vec::with_capacity(listing.segments.len());
+    let mut log: Option<(u64, crc32fast::Hasher)> = None;
+    let mut expected_number = 0;
+    let mut expected_lsn = *first_name_lsn;
+    let mut first_lsn = *first_name_lsn;
+    let mut prev_crc = 0;
+    let mut torn = None;
+    let mut dirty_end = 0;
+    let count = listing.segments.len();
+
+    for (index, (name_lsn, path)) in listing.segments.iter().enumerate() {
+        let newest = index + 1 == count;
+        let corrupt = |offset: usize, lsn: Lsn, reason: CorruptionReason| {
+            ScanError::Corrupt(Corruption {
+                segment: path.clone(),
+                offset: offset as u64,
+                lsn,
+                reason,
+            })
+        };
+        let map = map_read_only(path).map_err(|e| ScanError::Io(IoFailure::new("map segment", path, e)))?;
+        let header = SegmentHeader::decode(&map).map_err(|r| corrupt(0, expected_lsn, r))?;
+        let (epoch, seed) = match &log {
+            Some((epoch, seed)) => (*epoch, seed.clone()),
+            None => {
+                expected_number = header.number;
+                expected_lsn = header.first_lsn;
+                first_lsn = header.first_lsn;
+                prev_crc = header.prev_crc;
+                log = Some((header.epoch, crc_seed(header.epoch)));
+                (header.epoch, crc_seed(header.epoch))
+            }
+        };
+        let checks = [
+            (header.epoch != epoch, CorruptionReason::EpochMismatch { expected: epoch, found: header.epoch }),
+            (
+                header.number != expected_number,
+                CorruptionReason::SegmentNumber { expected: expected_number, found: header.number },
+            ),
+            (
+                header.first_lsn != expected_lsn || header.first_lsn != *name_lsn,
+                CorruptionReason::FirstLsn { expected: expected_lsn, found: header.first_lsn },
+            ),
+            (
+                header.prev_crc != prev_crc,
+                CorruptionReason::HeaderChain { expected: prev_crc, found: header.prev_crc },
+            ),
+        ];
+        if let Some((_, reason)) = checks.into_iter().find(|(failed, _)| *failed) {
+            return Err(corrupt(0, expected_lsn, reason));
+        }
+        let file_bytes = map.len() as u64;
+        let size_ok = (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes)
+            && header.segment_bytes.is_multiple_of(PAGE_BYTES as u64)
+            && (file_bytes == header.segment_bytes || (newest && file_bytes < header.segment_bytes));
+        if !size_ok {
+            return Err(corrupt(
+                0,
+                expected_lsn,
+                CorruptionReason::SegmentBytes { expected: file_bytes, found: header.segment_bytes },
+            ));
+        }
+        let capacity = header.segment_bytes as usize;
+
+        let mut offset = SEGMENT_HEADER_BYTES;
+        let mut sealed = false;
+        let failure = loop {
+            let frame = match parse_frame(&map, capacity, offset, &seed) {
+                Ok(frame) => frame,
+                Err(problem) => break Some(CorruptionReason::from(problem)),
+            };
+            if frame.header.lsn != expected_lsn {
+                break Some(CorruptionReason::LsnOutOfSequence { expected: expected_lsn, found: frame.header.lsn });
+            }
+            if frame.header.prev_crc != prev_crc {
+                break Some(CorruptionReason::ChainBroken { expected: prev_crc, found: frame.header.prev_crc });
+            }
+            offset = frame.end;
+            match frame.header.kind {
+                FrameKind::Record => {
+                    prev_crc = frame.header.crc;
+                    expected_lsn += 1;
+                }
+                FrameKind::Seal => {
+                    sealed = true;
+                    break None;
+                }
+            }
+        };
+        if let Some(reason) = failure {
+            if !newest {
+                return Err(corrupt(offset, expected_lsn, reason));
+            }
+            match classify_tail(&map, capacity, offset, expected_lsn, &seed) {
+                Tail::Clean => {}
+                Tail::Torn { dirty_end: end } => {
+                    dirty_end = end;
+                    torn = Some(TornTail {
+                        segment: path.clone(),
+                        offset: offset as u64,
+                        lsn: expected_lsn,
+                        reason,
+                    });
+                }
+                Tail::Corrupt { offset: evidence_offset, lsn: evidence_lsn, durable_mark } => {
+                    let evidence = CorruptionReason::DamagedDurableRecord {
+                        problem: Box::new(reason),
+                        evidence_offset,
+                        evidence_lsn,
+                        durable_mark,
+                    };
+                    return Err(corrupt(offset, expected_lsn, evidence));
+                }
+            }
+        }
+        segments.push(ScannedSegment { path: path.clone(), header, map, end: offset, sealed });
+        expected_number += 1;
+    }
+    let (epoch, _) = log.expect("at least one segment was scanned");
+    Ok(Some(Scan {
+        epoch,
+        segments,
+        first_lsn,
+        next_lsn: expected_lsn,
+        last_crc: prev_crc,
+        torn,
+        dirty_end,
+    }))
+}
+
+/// Looks at every 8-byte word after the failure at `from` in the newest
+/// segment. A frame there that validates on its own and carries a durable
+/// mark at or past `expected_lsn` proves the failed record was acknowledged.
+fn classify_tail(
+    bytes: &[u8],
+    capacity: usize,
+    from: usize,
+    expected_lsn: Lsn,
+    seed: &crc32fast::Hasher,
+) -> Tail {
+    let end = bytes.len().min(capacity);
+    let mut dirty_end = from;
+    let mut at = from;
+    while at < end {
+        let word_end = (at + FRAME_ALIGN_BYTES).min(end);
+        if bytes[at..word_end].iter().all(|&b| b == 0) {
+            at = word_end;
+            continue;
+        }
+        dirty_end = word_end;
+        if let Ok(frame) = parse_frame(bytes, capacity, at, seed) {
+            if frame.header.durable_mark >= expected_lsn {
+                return Tail::Corrupt {
+                    offset: at as u64,
+                    lsn: frame.header.lsn,
+                    durable_mark: frame.header.durable_mark,
+                };
+            }
+            dirty_end = dirty_end.max(frame.payload.end);
+            at = frame.end;
+            continue;
+        }
+        at = word_end;
+    }
+    if dirty_end == from { Tail::Clean } else { Tail::Torn { dirty_end } }
+}
+
+/// A snapshot found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last LSN the blob covers; replay starts at `lsn + 1`.
+    pub lsn: Lsn,
+    pub blob: Vec<u8>,
+}
+
+/// The newest valid snapshot, and the newer ones that failed validation.
+pub(crate) fn load_snapshot(
+    listing: &Listing,
+    epoch: Option<u64>,
+) -> Result<(Option<Snapshot>, Vec<(PathBuf, SnapshotProblem)>), IoFailure> {
+    let mut ignored = Vec::new();
+    for (name_lsn, path) in listing.snapshots.iter().rev() {
+        let file_bytes = fs::metadata(path).map_err(|e| IoFailure::new("stat snapshot", path, e))?.len();
+        if file_bytes > SNAPSHOT_BYTES_MAX + format::SNAPSHOT_HEADER_BYTES as u64 {
+            ignored.push((path.clone(), SnapshotProblem::Length { stored: 0, actual: file_bytes }));
+            continue;
+        }
+        let bytes = fs::read(path).map_err(|e| IoFailure::new("read snapshot", path, e))?;
+        let problem = match format::decode_snapshot(&bytes) {
+            Err(problem) => problem,
+            Ok((_, stored, _)) if stored != *name_lsn => {
+                SnapshotProblem::LsnMismatch { name: *name_lsn, stored }
+            }
+            Ok((found, _, _)) if epoch.is_some_and(|expected| expected != found) => {
+                SnapshotProblem::EpochMismatch { expected: epoch.unwrap_or_default(), found }
+            }
+            Ok((_, lsn, blob)) => {
+                return Ok((Some(Snapshot { lsn, blob: bytes[blob].to_vec() }), ignored));
+            }
+        };
+        ignored.push((path.clone(), problem));
+    }
+    Ok((None, ignored))
+}
+
+/// Checks that the snapshot and the segments fit together.
+pub(crate) fn check_snapshot(scan: &Scan, snapshot: &Snapshot) -> Result<(), Corruption> {
+    let newest = scan.segments.last().expect("a scan has segments");
+    let oldest = scan.segments.first().expect("a scan has segments");
+    let last = scan.next_lsn - 1;
+    if snapshot.lsn > last {
+        return Err(Corruption {
+            segment: newest.path.clone(),
+            offset: newest.end as u64,
+            lsn: scan.next_lsn,
+            reason: CorruptionReason::SnapshotBeyondLog { snapshot: snapshot.lsn, last },
+        });
+    }
+    if scan.first_lsn > snapshot.lsn + 1 {
+        return Err(Corruption {
+            segment: oldest.path.clone(),
+            offset: 0,
+            lsn: snapshot.lsn + 1,
+            reason: CorruptionReason::RecordsMissing { snapshot: snapshot.lsn, first: scan.first_lsn },
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The only module of the WAL that names atomics, locks and threads.
+//!
+//! Under `--cfg loom` every primitive is loom's, so the append reservation,
+//! the durable-LSN advance and the waiter wakeup can be model-checked;
+//! otherwise they are std's and parking_lot's. Code elsewhere in the crate
+//! imports from here, never from `std::sync` or `std::thread` directly.
+//!
+//! The one exception loom cannot model is the commit word stored in a mapped
+//! segment: [`store_commit_word`] and [`load_commit_word`] always use std's
+//! atomics on the mapping's memory.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::thread::{JoinHandle, spawn};
+#[cfg(not(loom))]
+pub(crate) use std::thread::{JoinHandle, spawn};
+
+/// Backs off while waiting for another thread to finish a short step.
+///
+/// Spins briefly, then yields: on a two-core machine the thread being waited
+/// for may be descheduled, and spinning would only delay it.
+#[inline]
+pub(crate) fn backoff(round: u32) {
+    #[cfg(loom)]
+    {
+        let _ = round;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    {
+        if round < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// A mutual-exclusion lock with parking_lot's infallible `lock()` in both
+/// builds, so callers need not know which implementation is underneath.
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T> {
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<T>,
+    #[cfg(not(loom))]
+    inner: parking_lot::Mutex<T>,
+}
+
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Mutex<T> {
+        Mutex {
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(value),
+            #[cfg(not(loom))]
+            inner: parking_lot::Mutex::new(value),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(loom)]
+        {
+            // A poisoned lock means a thread panicked while holding it, which
+            // in a model run is already a reported failure.
+            self.inner.lock().expect("lock poisoned")
+        }
+        #[cfg(not(loom))]
+        {
+            self.inner.lock()
+        }
+    }
+}
+
+/// A condition variable paired with [`Mutex`].
+#[derive(Debug, Default)]
+pub(crate) struct Condvar {
+    #[cfg(loom)]
+    inner: loom::sync::Condvar,
+    #[cfg(not(loom))]
+    inner: parking_lot::Condvar,
+}
+
+impl Condvar {
+    pub(crate) fn new() -> Condvar {
+        Condvar {
+            #[cfg(loom)]
+            inner: loom::sync::Condvar::new(),
+            #[cfg(not(loom))]
+            inner: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// Releases the guard's lock, sleeps until notified (or spuriously), and
+    /// reacquires it. Callers re-check their condition in a loop.
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        #[cfg(loom)]
+        {
+            self.inner.wait(guard).expect("lock poisoned")
+        }
+        #[cfg(not(loom))]
+        {
+            let mut guard = guard;
+            self.inner.wait(&mut guard);
+            guard
+        }
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.inner.notify_one();
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.inner.notify_all();
+    }
+}
+
+/// Publishes a frame's commit word after the rest of the frame is written.
+///
+/// # Safety
+/// `ptr` must be 8-byte aligned, valid for writes of 8 bytes for the whole
+/// time any thread may access it, and only ever accessed through these two
+/// functions while other threads may read it.
+pub(crate) unsafe fn store_commit_word(ptr: *mut u8, word: u64) {
+    // SAFETY: the caller guarantees alignment, validity and atomic-only
+    // access, which is what `AtomicU64::from_ptr` requires.
+    let atomic = unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr.cast::<u64>()) };
+    // Release: the flusher that sees this word must also see every byte of
+    // the frame written before it.
+    atomic.store(word, std::sync::atomic::Ordering::Release);
+}
+
+/// Reads a frame's commit word; zero means the frame is not written yet.
+///
+/// # Safety
+/// As for [`store_commit_word`].
+pub(crate) unsafe fn load_commit_word(ptr: *mut u8) -> u64 {
+    // SAFETY: as above, guaranteed by the caller.
+    let atomic = unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr.cast::<u64>()) };
+    // Acquire: pairs with the writer's release store, so the frame's other
+    // bytes are visible once the word is.
+    atomic.load(std::sync::atomic::Ordering::Acquire)
+}
