@@ -192,8 +192,8 @@ pub struct Effect<'a> {
     pub lsn: Lsn,
     pub record: &'a Record<'a>,
     pub campaign: &'a Campaign,
-    /// The display form of the code the record is about, if any.
-    pub code: Option<&'a str>,
+    /// The status, just after the record, of the code it is about, if any.
+    pub status: Option<&'a CodeStatus>,
 }
 
 /// Turns a transition into the response stored under its idempotency key.
@@ -456,13 +456,16 @@ impl<J: Journal> Engine<J> {
     }
 
     /// Stores the rendered response of a keyed transition.
-    fn store_effect(&self, lsn: Lsn, record: &Record<'_>, campaign: &Campaign, code: Option<&str>) {
+    fn store_effect(&self, lsn: Lsn, record: &Record<'_>, campaign: &Campaign) {
         if let Some(tag) = record.idem() {
+            let code_status = record.code().map(|(_, slot)| {
+                self.status_of(CodeRef { campaign, slot, printed: None }, record.at())
+            });
             let (status, body) = (self.render)(&Effect {
                 lsn,
                 record,
                 campaign,
-                code,
+                status: code_status.as_ref(),
             });
             self.idempotency.complete(
                 tag.key,
@@ -572,7 +575,7 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         let campaign = self.install(number, spec, format, key, now);
-        self.store_effect(lsn, &record, campaign, None);
+        self.store_effect(lsn, &record, campaign);
         Ok(campaign.view(now))
     }
 
@@ -668,7 +671,7 @@ impl<J: Journal> Engine<J> {
             unreachable!()
         };
         campaign.apply_patch(patch);
-        self.store_effect(lsn, &record, campaign, None);
+        self.store_effect(lsn, &record, campaign);
         Ok(campaign.view(now))
     }
 
@@ -954,7 +957,7 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         self.effect_assigned(campaign, guard, slot, recipient, test, now);
-        self.store_effect(lsn, &record, campaign, Some(&campaign.code_string(slot)));
+        self.store_effect(lsn, &record, campaign);
         self.after_depletion(campaign, now);
         Ok((slot, lsn))
     }
@@ -1060,7 +1063,7 @@ impl<J: Journal> Engine<J> {
         };
         let code_string = code.code_string();
         self.effect_redeemed(campaign, guard, slot, user, order, reservation, now);
-        self.store_effect(lsn, &record, campaign, Some(&code_string));
+        self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
             campaign: campaign.id().into(),
@@ -1142,7 +1145,7 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         self.effect_rolled_back(campaign, guard, slot);
-        self.store_effect(lsn, &record, campaign, Some(&campaign.code_string(slot)));
+        self.store_effect(lsn, &record, campaign);
         Ok(self.status_of(code, now))
     }
 
@@ -1193,7 +1196,7 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         self.effect_voided(campaign, guard, slot);
-        self.store_effect(lsn, &record, campaign, Some(&campaign.code_string(slot)));
+        self.store_effect(lsn, &record, campaign);
         Ok(self.status_of(code, now))
     }
 
@@ -1273,7 +1276,7 @@ impl<J: Journal> Engine<J> {
         };
         let code_string = code.code_string();
         self.effect_reserved(campaign, guard, slot, id, user, expires_at);
-        self.store_effect(lsn, &record, campaign, Some(&code_string));
+        self.store_effect(lsn, &record, campaign);
         Ok(Reserved {
             reservation: id,
             code: code_string,
@@ -1376,7 +1379,7 @@ impl<J: Journal> Engine<J> {
         let lsn = self.append(&record)?;
         let code_string = campaign.code_string(slot);
         self.effect_redeemed(campaign, guard, slot, &hold.user, order, Some(id), now);
-        self.store_effect(lsn, &record, campaign, Some(&code_string));
+        self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
             campaign: campaign.id().into(),
@@ -1435,7 +1438,7 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         self.effect_released(campaign, guard, slot, hold, expired, now);
-        self.store_effect(lsn, &record, campaign, Some(&campaign.code_string(slot)));
+        self.store_effect(lsn, &record, campaign);
         Ok(lsn)
     }
 
@@ -1618,14 +1621,14 @@ impl<J: Journal> Engine<J> {
                     CodeKey::from_bytes(*key),
                     *at,
                 );
-                self.store_effect(lsn, record, campaign, None);
+                self.store_effect(lsn, record, campaign);
             }
             Record::CampaignUpdated {
                 campaign, patch, ..
             } => {
                 let campaign = campaign_of(*campaign)?;
                 campaign.apply_patch(patch);
-                self.store_effect(lsn, record, campaign, None);
+                self.store_effect(lsn, record, campaign);
             }
             Record::CodesGenerated {
                 campaign, count, ..
@@ -1697,7 +1700,7 @@ impl<J: Journal> Engine<J> {
                     entry.slots.push(*slot);
                 }
                 self.effect_assigned(campaign, guard, *slot, recipient, *test, *at);
-                self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
+                self.store_effect(lsn, record, campaign);
             }
             Record::Reserved {
                 at: _,
@@ -1724,7 +1727,7 @@ impl<J: Journal> Engine<J> {
                 self.next_reservation
                     .fetch_max(reservation + 1, Ordering::Relaxed);
                 self.effect_reserved(campaign, guard, *slot, *reservation, user, *expires_at);
-                self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
+                self.store_effect(lsn, record, campaign);
             }
             Record::Released {
                 at,
@@ -1753,7 +1756,7 @@ impl<J: Journal> Engine<J> {
                     }
                 };
                 self.effect_released(campaign, guard, *slot, &hold, *expired, *at);
-                self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
+                self.store_effect(lsn, record, campaign);
             }
             Record::Redeemed {
                 at,
@@ -1795,7 +1798,7 @@ impl<J: Journal> Engine<J> {
                     }
                 }
                 self.effect_redeemed(campaign, guard, *slot, user, *order, *reservation, *at);
-                self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
+                self.store_effect(lsn, record, campaign);
             }
             Record::RolledBack { campaign, slot, .. } => {
                 let campaign = campaign_of(*campaign)?;
@@ -1807,7 +1810,7 @@ impl<J: Journal> Engine<J> {
                     ));
                 }
                 self.effect_rolled_back(campaign, guard, *slot);
-                self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
+                self.store_effect(lsn, record, campaign);
             }
             Record::Voided { campaign, slot, .. } => {
                 let campaign = campaign_of(*campaign)?;
@@ -1822,7 +1825,7 @@ impl<J: Journal> Engine<J> {
                     ));
                 }
                 self.effect_voided(campaign, guard, *slot);
-                self.store_effect(lsn, record, campaign, Some(&campaign.code_string(*slot)));
+                self.store_effect(lsn, record, campaign);
             }
             Record::IdempotentResponse {
                 at,

@@ -17,7 +17,7 @@ fn renderer() -> Renderer {
                 "{}:{}:{:?}",
                 effect.lsn,
                 effect.record.kind().event_name(),
-                effect.code
+                effect.status.map(|s| &s.code)
             )
             .into_bytes(),
         )
