@@ -309,6 +309,14 @@ impl Campaign {
     /// The metadata of a code known to be in `state`. An available code was
     /// never assigned, held or redeemed (release and rollback of an assigned
     /// code return it to assigned), so it has none to look up.
+    /// Every code's slot and public state, generated codes first: for
+    /// exports. Waits out transitions in progress, one code at a time.
+    pub fn states(&self) -> impl Iterator<Item = (Slot, PublicState)> + '_ {
+        self.maps().into_iter().flat_map(|(map, make)| {
+            (0..map.len()).filter_map(move |i| map.get(i).map(|s| (make(i), s.public())))
+        })
+    }
+
     pub(crate) fn meta_in(&self, slot: Slot, state: CodeState) -> CodeMeta {
         if state == CodeState::Available {
             return CodeMeta::default();

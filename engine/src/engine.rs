@@ -459,7 +459,14 @@ impl<J: Journal> Engine<J> {
     fn store_effect(&self, lsn: Lsn, record: &Record<'_>, campaign: &Campaign) {
         if let Some(tag) = record.idem() {
             let code_status = record.code().map(|(_, slot)| {
-                self.status_of(CodeRef { campaign, slot, printed: None }, record.at())
+                self.status_of(
+                    CodeRef {
+                        campaign,
+                        slot,
+                        printed: None,
+                    },
+                    record.at(),
+                )
             });
             let (status, body) = (self.render)(&Effect {
                 lsn,
@@ -1019,8 +1026,7 @@ impl<J: Journal> Engine<J> {
         let campaign = code.campaign;
         let slot = code.slot;
         self.window_check(campaign, now)?;
-        let guard = self.lock(campaign, slot).expect("resolved slot exists");
-        let meta = campaign.meta_in(slot, guard.state());
+        let (guard, meta) = self.lock_live(campaign, slot, now)?;
         Self::code_usable(guard.state(), &meta, now)?;
         let limit = campaign.spec.per_user_limit;
         let mut reservation = None;
@@ -1113,6 +1119,28 @@ impl<J: Journal> Engine<J> {
         if from == CodeState::Available {
             campaign.depletions.note(at);
             self.after_depletion(campaign, at);
+        }
+    }
+
+    /// Locks a code for a new hold or redemption. A hold already past its
+    /// deadline that the sweeper has not reached yet is released first (its
+    /// own record), so an expired hold never blocks or is handed out again.
+    fn lock_live<'c>(
+        &self,
+        campaign: &'c Campaign,
+        slot: Slot,
+        now: Timestamp,
+    ) -> Result<(Guard<'c>, CodeMeta), Refusal> {
+        let guard = self.lock(campaign, slot).expect("resolved slot exists");
+        let meta = campaign.meta_in(slot, guard.state());
+        match &meta.hold {
+            Some(hold) if guard.state().public() == PublicState::Reserved && now >= hold.until => {
+                self.release_locked(campaign, slot, guard, hold, true, now, None)?;
+                let guard = self.lock(campaign, slot).expect("resolved slot exists");
+                let meta = campaign.meta_in(slot, guard.state());
+                Ok((guard, meta))
+            }
+            _ => Ok((guard, meta)),
         }
     }
 
@@ -1232,8 +1260,7 @@ impl<J: Journal> Engine<J> {
         self.window_check(campaign, now)?;
         let ttl = ttl_seconds.unwrap_or(campaign.spec.reservation_ttl_seconds);
         let expires_at = Timestamp(now.0.saturating_add(ttl.saturating_mul(1000)));
-        let guard = self.lock(campaign, slot).expect("resolved slot exists");
-        let meta = campaign.meta_in(slot, guard.state());
+        let (guard, meta) = self.lock_live(campaign, slot, now)?;
         Self::code_usable(guard.state(), &meta, now)?;
         if guard.state().public() == PublicState::Reserved {
             let hold = meta.hold.expect("a reserved code has its hold");

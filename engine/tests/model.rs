@@ -18,12 +18,11 @@
 //! - replaying the emitted journal into a fresh engine rebuilds an identical
 //!   `dump_state()`.
 //!
-//! Holds expire lazily, as the engine's contract with its server says: a hold
-//! past its deadline is released by `sweep` or by the confirm or release that
-//! finds it expired; until then it still holds its code and its user's slot
-//! (API.md allows a released hold to linger for up to a second, and the
-//! server sweeps several times a second). The one exception the model makes
-//! is that a success never hands out a reservation that has already expired.
+//! Holds expire by the sweeper, or when a redeem, reserve, confirm or release
+//! finds the code's hold past its deadline: it is released first, as
+//! expired. Until one of those, an expired hold still counts against its
+//! user's limit elsewhere in the campaign (API.md allows a released hold to
+//! linger for up to a second, and the server sweeps five times a second).
 //!
 //! Assignment picks any available code: the model accepts the engine's choice
 //! when the model agrees that code was available, then follows it.
@@ -59,7 +58,7 @@ fn renderer() -> Renderer {
                 "{}:{}:{:?}",
                 effect.lsn,
                 effect.record.kind().event_name(),
-                effect.code
+                effect.status.map(|s| &s.code)
             )
             .into_bytes(),
         )
@@ -419,6 +418,7 @@ impl Model {
         }
         let code = self.resolve(sel)?;
         self.window(self.codes[code].campaign)?;
+        self.release_if_expired(code);
         self.usable(code)?;
         if let Some(res) = self.codes[code].hold {
             if self.reservations[res].user != user {
@@ -445,6 +445,7 @@ impl Model {
         let code = self.resolve(sel)?;
         let campaign = self.codes[code].campaign;
         self.window(campaign)?;
+        self.release_if_expired(code);
         self.usable(code)?;
         if let Some(res) = self.codes[code].hold {
             if self.reservations[res].user != user {
@@ -463,6 +464,15 @@ impl Model {
             code,
             until: plus_seconds(self.now, ttl),
         })
+    }
+
+    /// A hold past its deadline is released before the code is used again.
+    fn release_if_expired(&mut self, code: usize) {
+        if let Some(res) = self.codes[code].hold
+            && self.now >= self.reservations[res].until
+        {
+            self.drop_hold(res, ResStatus::Expired);
+        }
     }
 
     fn add_hold(&mut self, code: usize, user: &str, until: Timestamp, id: ReservationId) {

@@ -1,0 +1,174 @@
+//! `GET /v1/events`: the log's transitions as NDJSON, oldest first,
+//! long-polling when nothing newer than `after` is durable yet.
+
+use std::time::Duration;
+
+use http::Response;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http_body_util::BodyExt;
+use redeem_engine::{Record, RecordKind};
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::http::Body;
+use crate::render;
+use crate::timefmt;
+
+const LIMIT_DEFAULT: u64 = 1000;
+const LIMIT_MAX: u64 = 10_000;
+const WAIT_SECONDS_MAX: u64 = 30;
+
+fn bad(field: &str, message: &str) -> Response<Body> {
+    let mut r = Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(render::error_body(
+            "invalid_request",
+            message,
+            &[("field", field.into())],
+        )))
+        .boxed(),
+    );
+    *r.status_mut() = http::StatusCode::BAD_REQUEST;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
+    let mut after = 0u64;
+    let mut limit = LIMIT_DEFAULT;
+    let mut wait = 0u64;
+    for pair in parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Ok(n) = v.parse::<u64>() else {
+            return bad(k, &format!("{k} must be a non-negative integer"));
+        };
+        match k {
+            "after" => after = n,
+            "limit" if (1..=LIMIT_MAX).contains(&n) => limit = n,
+            "limit" => return bad("limit", &format!("limit must be 1 to {LIMIT_MAX}")),
+            "wait_seconds" => wait = n.min(WAIT_SECONDS_MAX),
+            other => return bad(other, &format!("unknown parameter `{other}`")),
+        }
+    }
+    if app.wal.durable_lsn() <= after && wait > 0 {
+        // Nothing newer yet: wait for the next durable record, or time out.
+        let _ = tokio::time::timeout(Duration::from_secs(wait), app.wal.durable(after + 1)).await;
+    }
+    let through = app.wal.durable_lsn();
+    let mut out = Vec::new();
+    if through > after {
+        let mut records = match app.wal.read_from(after + 1) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut r = Response::new(
+                    http_body_util::Full::new(bytes::Bytes::from(render::error_body(
+                        "events_unavailable",
+                        &e.to_string(),
+                        &[],
+                    )))
+                    .boxed(),
+                );
+                *r.status_mut() = http::StatusCode::GONE;
+                return r;
+            }
+        };
+        let mut sent = 0;
+        while let Some(next) = records.next_record() {
+            let Ok(record) = next else { break };
+            if record.lsn > through || sent >= limit {
+                break;
+            }
+            let Ok(decoded) = Record::decode(record.record_type, record.payload) else {
+                continue;
+            };
+            if let Some(line) = event_line(app, record.lsn, &decoded) {
+                serde_json::to_writer(&mut out, &line).expect("serializes");
+                out.push(b'\n');
+                sent += 1;
+            }
+        }
+    }
+    let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(out)).boxed());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// One event line, or `None` for records that are not events.
+fn event_line(app: &App, lsn: u64, record: &Record<'_>) -> Option<Value> {
+    if record.kind() == RecordKind::IdempotentResponse {
+        return None;
+    }
+    let campaign = record
+        .campaign()
+        .and_then(|n| app.engine.campaign_by_number(n));
+    let mut map = Map::new();
+    map.insert("lsn".into(), lsn.into());
+    map.insert("at".into(), timefmt::format(record.at()).into());
+    map.insert("kind".into(), record.kind().event_name().into());
+    map.insert(
+        "campaign".into(),
+        campaign.map(|c| c.id().to_owned()).into(),
+    );
+    let code = record
+        .code()
+        .and_then(|(_, slot)| campaign.map(|c| c.code_of(slot)));
+    map.insert("code".into(), code.into());
+    let mut put = |k: &str, v: Value| {
+        map.insert(k.into(), v);
+    };
+    match record {
+        Record::Assigned {
+            recipient, test, ..
+        } => {
+            put("recipient", (*recipient).into());
+            put("test", (*test).into());
+        }
+        Record::Reserved {
+            reservation,
+            user,
+            expires_at,
+            ..
+        } => {
+            put("reservation", render::reservation_id(*reservation).into());
+            put("user", (*user).into());
+            put("expires_at", timefmt::format(*expires_at).into());
+        }
+        Record::Released {
+            reservation,
+            expired,
+            ..
+        } => {
+            put("reservation", render::reservation_id(*reservation).into());
+            put("expired", (*expired).into());
+        }
+        Record::Redeemed {
+            user,
+            order,
+            reservation,
+            ..
+        } => {
+            put("user", (*user).into());
+            put("order", order.map(str::to_owned).into());
+            put(
+                "reservation",
+                reservation.map(render::reservation_id).into(),
+            );
+        }
+        Record::CodesGenerated { count, .. } => put("count", (*count).into()),
+        Record::CodesImported { codes, .. } => put("count", codes.len().into()),
+        Record::LowStock { available, .. } => put("available", (*available).into()),
+        Record::CampaignUpdated { .. } | Record::CampaignCreated { .. } => {}
+        _ => {}
+    }
+    let _ = json!(null);
+    Some(Value::Object(map))
+}

@@ -1,0 +1,217 @@
+//! The `redeemd` binary: parses flags, binds, and calls `redeemd::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use redeemd::tokens::Role;
+use redeemd::{ServeConfig, cli};
+
+#[derive(Parser)]
+#[command(
+    name = "redeemd",
+    version,
+    about = "Single-use coupon codes, redeemed exactly once, durably."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API. Replays the log on start, with progress.
+    Serve {
+        /// Data directory (created if missing): the log and the token hashes.
+        #[arg(long, default_value = "./redeemd-data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// `always`: answer only after msync (the default, survives power
+        /// loss). `none`: never msync (benchmarks only; loses acknowledged
+        /// writes on power loss).
+        #[arg(long, value_enum, default_value_t = Sync::Always)]
+        sync: Sync,
+        /// Accept requests without a token. For local load tests only.
+        #[arg(long)]
+        no_auth: bool,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Largest JSON request body, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        body_bytes_max: usize,
+        /// Most open connections.
+        #[arg(long, default_value_t = 10_000)]
+        connections_max: usize,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Inspect the write-ahead log without serving (never writes to it).
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new token for a role; works while the server runs.
+    Add {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// admin, checkout or issuer.
+        #[arg(long)]
+        role: String,
+        /// A label kept next to the token's hash.
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Check every record: exit 0 when clean (a torn tail is reported, not
+    /// an error), 1 on corruption, naming segment, offset, LSN and reason.
+    Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Print records, one a line.
+    Dump {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// First LSN to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Only records about this code.
+        #[arg(long)]
+        code: Option<String>,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the state in memory; print per-campaign stats and the rate.
+    Replay {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sync {
+    Always,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("redeemd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            listen,
+            sync,
+            no_auth,
+            log_format,
+            body_bytes_max,
+            connections_max,
+        } => {
+            init_logs(log_format);
+            let mut config = ServeConfig::new(data_dir);
+            config.sync = match sync {
+                Sync::Always => redeem_wal::SyncMode::Always,
+                Sync::None => redeem_wal::SyncMode::None,
+            };
+            config.no_auth = no_auth;
+            config.body_bytes_max = body_bytes_max;
+            config.connections_max = connections_max;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+                tracing::info!(addr = %listener.local_addr()?, "listening");
+                redeemd::run(listener, config, shutdown_signal()).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command:
+                TokenCommand::Add {
+                    data_dir,
+                    role,
+                    name,
+                },
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("unknown role `{role}`: use admin, checkout or issuer")
+            })?;
+            println!("{}", redeemd::tokens::add(&data_dir, role, &name)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wal { command } => match command {
+            WalCommand::Verify { data_dir } => Ok(if cli::verify(&data_dir)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }),
+            WalCommand::Dump {
+                data_dir,
+                from,
+                code,
+                json,
+            } => {
+                cli::dump(&data_dir, from, code.as_deref(), json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            WalCommand::Replay { data_dir } => {
+                cli::replay(&data_dir)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,135 @@
+//! Prometheus text-format metrics: requests by route and status with
+//! latency histograms, WAL commit waits and group-commit batches, and
+//! per-campaign pool gauges.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Latency bucket upper bounds, in seconds.
+const BUCKETS_SECONDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS_SECONDS.len()],
+    count: u64,
+    sum_seconds: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS_SECONDS.iter().position(|&b| secs <= b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum_seconds += secs;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, n) in BUCKETS_SECONDS.iter().zip(self.counts) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// Shards of the request table, so workers rarely contend on one lock.
+const SHARDS: usize = 16;
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// (route, status) -> latency histogram, in shards by thread.
+    requests: Vec<Mutex<BTreeMap<(&'static str, u16), Histogram>>>,
+    commit_wait: Mutex<Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            commit_wait: Mutex::default(),
+        }
+    }
+}
+
+fn shard_index() -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // Any stable spread of threads over shards will do.
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(std::thread::current().id()) as usize
+        % SHARDS
+}
+
+impl Metrics {
+    pub fn observe_request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests[shard_index()]
+            .lock()
+            .entry((route, status))
+            .or_default()
+            .observe(elapsed);
+    }
+
+    pub fn observe_commit_wait(&self, elapsed: Duration) {
+        self.commit_wait.lock().observe(elapsed);
+    }
+
+    /// Renders everything; `extra` adds gauges the caller knows.
+    pub fn render(&self, extra: &str) -> String {
+        let mut merged: BTreeMap<(&'static str, u16), Histogram> = BTreeMap::new();
+        for shard in &self.requests {
+            for (key, h) in shard.lock().iter() {
+                let m = merged.entry(*key).or_default();
+                for (a, b) in m.counts.iter_mut().zip(h.counts) {
+                    *a += b;
+                }
+                m.count += h.count;
+                m.sum_seconds += h.sum_seconds;
+            }
+        }
+        let mut out = String::new();
+        out.push_str("# HELP redeemd_requests_total Requests answered, by route and status.\n");
+        out.push_str("# TYPE redeemd_requests_total counter\n");
+        for ((route, status), h) in &merged {
+            let _ = writeln!(
+                out,
+                "redeemd_requests_total{{route=\"{route}\",status=\"{status}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str(
+            "# HELP redeemd_request_duration_seconds Request latency, by route and status.\n",
+        );
+        out.push_str("# TYPE redeemd_request_duration_seconds histogram\n");
+        for ((route, status), h) in &merged {
+            h.write(
+                &mut out,
+                "redeemd_request_duration_seconds",
+                &format!("route=\"{route}\",status=\"{status}\""),
+            );
+        }
+        out.push_str("# HELP redeemd_wal_commit_wait_seconds Time a request waited for its record to be durable.\n");
+        out.push_str("# TYPE redeemd_wal_commit_wait_seconds histogram\n");
+        self.commit_wait
+            .lock()
+            .write(&mut out, "redeemd_wal_commit_wait_seconds", "");
+        out.push_str(extra);
+        out
+    }
+}

@@ -1,0 +1,260 @@
+//! JSON bodies of every response, and the engine's renderer for responses
+//! stored under idempotency keys. Live answers and replayed ones are built
+//! by the same functions, so a retry gets the same bytes.
+
+use redeem_engine::{
+    Assigned, CampaignView, CodeStatus, Effect, Record, Redeemed, Refusal, Renderer, ReservationId,
+    Reserved, Timestamp,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::timefmt;
+
+fn opt_time(t: Option<Timestamp>) -> Option<String> {
+    t.map(timefmt::format)
+}
+
+pub fn reservation_id(id: ReservationId) -> String {
+    format!("rsv_{id}")
+}
+
+pub fn parse_reservation_id(s: &str) -> Option<ReservationId> {
+    s.strip_prefix("rsv_")?.parse().ok()
+}
+
+#[derive(Serialize)]
+struct RedemptionBody<'a> {
+    code: &'a str,
+    campaign: &'a str,
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<&'a str>,
+    redeemed_at: String,
+    lsn: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn redemption_body(
+    code: &str,
+    campaign: &str,
+    user: &str,
+    order: Option<&str>,
+    at: Timestamp,
+    lsn: u64,
+) -> Vec<u8> {
+    serde_json::to_vec(&RedemptionBody {
+        code,
+        campaign,
+        user,
+        order,
+        redeemed_at: timefmt::format(at),
+        lsn,
+    })
+    .expect("serializes")
+}
+
+pub fn redemption(r: &Redeemed) -> Vec<u8> {
+    redemption_body(
+        &r.code,
+        &r.campaign,
+        &r.user,
+        r.order.as_deref(),
+        r.redeemed_at,
+        r.lsn,
+    )
+}
+
+fn reservation_body(id: ReservationId, code: &str, user: &str, expires_at: Timestamp) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "reservation": reservation_id(id),
+        "code": code,
+        "user": user,
+        "expires_at": timefmt::format(expires_at),
+    }))
+    .expect("serializes")
+}
+
+pub fn reservation(r: &Reserved) -> Vec<u8> {
+    reservation_body(r.reservation, &r.code, &r.user, r.expires_at)
+}
+
+pub fn assignment(a: &Assigned) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "code": a.code,
+        "campaign": a.campaign,
+        "recipient": a.recipient,
+        "state": a.state.as_str(),
+    }))
+    .expect("serializes")
+}
+
+pub fn code_status_value(s: &CodeStatus) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("code".into(), s.code.clone().into());
+    map.insert("campaign".into(), s.campaign.clone().into());
+    map.insert("state".into(), s.state.into());
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(v) = value {
+            map.insert(key.into(), v.into());
+        }
+    };
+    put("recipient", s.recipient.clone());
+    put("assigned_at", opt_time(s.assigned_at));
+    put("reserved_until", opt_time(s.reserved_until));
+    put("redeemed_by", s.redeemed_by.clone());
+    put("redeemed_at", opt_time(s.redeemed_at));
+    put("order", s.order.clone());
+    put("expires_at", opt_time(s.expires_at));
+    Value::Object(map)
+}
+
+pub fn code_status(s: &CodeStatus) -> Vec<u8> {
+    serde_json::to_vec(&code_status_value(s)).expect("serializes")
+}
+
+pub fn campaign_value(v: &CampaignView) -> Value {
+    let s = &v.stats;
+    json!({
+        "id": v.spec.id,
+        "code": {"prefix": v.spec.prefix, "length": v.spec.length},
+        "starts_at": opt_time(v.spec.starts_at),
+        "expires_at": opt_time(v.spec.expires_at),
+        "paused": v.paused,
+        "per_user_limit": v.spec.per_user_limit,
+        "per_recipient_limit": v.spec.per_recipient_limit,
+        "code_valid_seconds_after_assignment": v.spec.code_valid_seconds_after_assignment,
+        "reservation_ttl_seconds": v.spec.reservation_ttl_seconds,
+        "low_stock_threshold": v.spec.low_stock_threshold,
+        "test_recipients": v.spec.test_recipients,
+        "created_at": timefmt::format(v.created_at),
+        "stats": {
+            "total": s.total,
+            "available": s.available,
+            "assigned": s.assigned,
+            "reserved": s.reserved,
+            "redeemed": s.redeemed,
+            "voided": s.voided,
+            "test_assignments": s.test_assignments,
+            "redemptions_per_second": s.redemptions_per_second,
+            "assignments_per_second": s.assignments_per_second,
+            "depletion_eta_seconds": s.depletion_eta_seconds,
+            "low_stock": s.low_stock,
+        },
+    })
+}
+
+pub fn campaign(v: &CampaignView) -> Vec<u8> {
+    serde_json::to_vec(&campaign_value(v)).expect("serializes")
+}
+
+/// An error body: `{"error": {"code", "message", ...extra}}`.
+pub fn error_body(code: &str, message: &str, extra: &[(&str, Value)]) -> Vec<u8> {
+    let mut error = serde_json::Map::new();
+    error.insert("code".into(), code.into());
+    error.insert("message".into(), message.into());
+    for (key, value) in extra {
+        error.insert((*key).into(), value.clone());
+    }
+    serde_json::to_vec(&json!({ "error": error })).expect("serializes")
+}
+
+/// The HTTP status of each refusal, as API.md gives it.
+pub fn refusal_status(refusal: &Refusal) -> u16 {
+    match refusal {
+        Refusal::InvalidRequest { .. }
+        | Refusal::CodeSpaceTooSmall { .. }
+        | Refusal::MalformedCode => 400,
+        Refusal::UnknownCampaign | Refusal::UnknownCode | Refusal::UnknownReservation => 404,
+        Refusal::CampaignExists
+        | Refusal::PrefixConflict { .. }
+        | Refusal::AlreadyRedeemed { .. }
+        | Refusal::CodeReserved
+        | Refusal::UserLimitReached { .. }
+        | Refusal::PoolExhausted
+        | Refusal::NotRedeemed => 409,
+        Refusal::CodeVoided | Refusal::CodeExpired | Refusal::ReservationExpired => 410,
+        Refusal::CampaignNotStarted | Refusal::CampaignPaused => 422,
+        Refusal::TooManyFailedAttempts { .. } => 429,
+        Refusal::TooManyCampaigns { .. } | Refusal::IdempotencyTableFull(_) => 507,
+        Refusal::Unavailable(_) => 503,
+        _ => 500,
+    }
+}
+
+/// The error body of a refusal, with its context fields.
+pub fn refusal_body(refusal: &Refusal) -> Vec<u8> {
+    let extra: Vec<(&str, Value)> = match refusal {
+        Refusal::InvalidRequest { field, .. } => vec![("field", (*field).into())],
+        Refusal::AlreadyRedeemed { redeemed_at } => {
+            vec![("redeemed_at", timefmt::format(*redeemed_at).into())]
+        }
+        Refusal::UserLimitReached { limit } => vec![("limit", (*limit).into())],
+        Refusal::TooManyFailedAttempts {
+            retry_after_seconds,
+        } => {
+            vec![("retry_after_seconds", (*retry_after_seconds).into())]
+        }
+        Refusal::PrefixConflict { other } => vec![("campaign", other.clone().into())],
+        Refusal::CodeSpaceTooSmall { issued, space } => {
+            vec![
+                ("given", (*issued).into()),
+                ("space", space.to_string().into()),
+            ]
+        }
+        Refusal::IdempotencyTableFull(full) => {
+            vec![("given", full.given.into()), ("limit", full.limit.into())]
+        }
+        Refusal::TooManyCampaigns { limit } => vec![("limit", (*limit).into())],
+        _ => vec![],
+    };
+    error_body(refusal.code(), &refusal.to_string(), &extra)
+}
+
+/// The renderer the engine calls for keyed transitions, live and in replay.
+pub fn renderer() -> Renderer {
+    Box::new(|effect: &Effect<'_>| {
+        let campaign = effect.campaign;
+        match effect.record {
+            Record::CampaignCreated { at, .. } => (201, self::campaign(&campaign.view(*at))),
+            Record::CampaignUpdated { at, .. } => (200, self::campaign(&campaign.view(*at))),
+            Record::Assigned { recipient, .. } => {
+                let status = effect.status.expect("a code record has a status");
+                let body = serde_json::to_vec(&json!({
+                    "code": status.code,
+                    "campaign": campaign.id(),
+                    "recipient": recipient,
+                    "state": "assigned",
+                }))
+                .expect("serializes");
+                (201, body)
+            }
+            Record::Reserved {
+                reservation,
+                user,
+                expires_at,
+                ..
+            } => {
+                let status = effect.status.expect("a code record has a status");
+                (
+                    201,
+                    reservation_body(*reservation, &status.code, user, *expires_at),
+                )
+            }
+            Record::Redeemed {
+                at, user, order, ..
+            } => {
+                let status = effect.status.expect("a code record has a status");
+                (
+                    201,
+                    redemption_body(&status.code, campaign.id(), user, *order, *at, effect.lsn),
+                )
+            }
+            Record::Released { .. } | Record::RolledBack { .. } | Record::Voided { .. } => {
+                let status = effect.status.expect("a code record has a status");
+                (200, code_status(status))
+            }
+            other => panic!("no idempotent response for a {:?} record", other.kind()),
+        }
+    })
+}

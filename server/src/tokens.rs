@@ -1,0 +1,242 @@
+//! API tokens: random secrets shown once, stored only as SHA-256 hashes in
+//! `DATA_DIR/tokens`, one `role name hash` line each.
+//!
+//! `redeemd token add` may write the file while the server runs; the server
+//! re-reads it when a presented token is unknown and the file has changed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Checkout,
+    Issuer,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "checkout" => Some(Role::Checkout),
+            "issuer" => Some(Role::Issuer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Checkout => "checkout",
+            Role::Issuer => "issuer",
+        }
+    }
+}
+
+/// File name of the token list inside the data dir.
+pub const TOKENS_FILE: &str = "tokens";
+/// Bytes of randomness in a token.
+const TOKEN_RANDOM_BYTES: usize = 24;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    role: Role,
+    name: String,
+    hash: [u8; 32],
+}
+
+/// The tokens a server accepts.
+#[derive(Debug)]
+pub struct TokenStore {
+    path: PathBuf,
+    state: parking_lot::Mutex<(Vec<Entry>, Option<SystemTime>)>,
+}
+
+/// Who a request is from.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub role: Role,
+    pub name: String,
+    /// Scopes idempotency keys: the first 16 hex digits of the token's hash.
+    pub scope: String,
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Compares two hashes in time independent of where they differ.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn read_entries(path: &Path) -> std::io::Result<(Vec<Entry>, Option<SystemTime>)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
+        Err(e) => return Err(e),
+    };
+    let modified = std::fs::metadata(path)?.modified().ok();
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split(' ');
+        let parsed = (|| {
+            let role = Role::parse(parts.next()?)?;
+            let name = parts.next()?.to_owned();
+            let hash = unhex(parts.next()?)?;
+            parts.next().is_none().then_some(Entry { role, name, hash })
+        })();
+        match parsed {
+            Some(entry) => entries.push(entry),
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: line {} is not `role name sha256hex`",
+                        path.display(),
+                        i + 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((entries, modified))
+}
+
+impl TokenStore {
+    pub fn open(data_dir: &Path) -> std::io::Result<TokenStore> {
+        let path = data_dir.join(TOKENS_FILE);
+        let state = read_entries(&path)?;
+        Ok(TokenStore {
+            path,
+            state: parking_lot::Mutex::new(state),
+        })
+    }
+
+    pub fn has_admin(&self) -> bool {
+        self.state.lock().0.iter().any(|e| e.role == Role::Admin)
+    }
+
+    /// The principal a bearer token stands for, re-reading the file once
+    /// when the token is unknown and the file changed since it was read.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        let presented = hash(token);
+        let find = |entries: &[Entry]| {
+            // Every entry is compared, so timing tells nothing about which.
+            let mut found = None;
+            for entry in entries {
+                if constant_time_eq(&entry.hash, &presented) {
+                    found = Some(entry.clone());
+                }
+            }
+            found
+        };
+        let mut state = self.state.lock();
+        let mut found = find(&state.0);
+        if found.is_none() {
+            let modified = std::fs::metadata(&self.path)
+                .ok()
+                .and_then(|m| m.modified().ok());
+            if modified != state.1
+                && let Ok(fresh) = read_entries(&self.path)
+            {
+                *state = fresh;
+                found = find(&state.0);
+            }
+        }
+        found.map(|e| Principal {
+            role: e.role,
+            name: e.name,
+            scope: hex(&e.hash[..8]),
+        })
+    }
+}
+
+/// Creates a token for `role`, appends its hash to the data dir's token
+/// file (creating the dir), and returns the token. Safe while a server
+/// runs: lines are appended whole under an exclusive lock.
+pub fn add(data_dir: &Path, role: Role, name: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic()),
+        "a token name is 1 to 64 visible ASCII characters without spaces"
+    );
+    std::fs::create_dir_all(data_dir)?;
+    let mut random = [0u8; TOKEN_RANDOM_BYTES];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    let token = format!("rdm_{}_{}", role.as_str(), hex(&random));
+    let path = data_dir.join(TOKENS_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    lock_exclusive(&file)?;
+    writeln!(file, "{} {} {}", role.as_str(), name, hex(&hash(&token)))?;
+    file.sync_all()?;
+    Ok(token)
+}
+
+fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, open descriptor owned by `file`; the lock is
+    // released when the file is closed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_then_authenticate_while_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::open(dir.path()).unwrap();
+        assert!(!store.has_admin());
+        assert!(store.authenticate("nope").is_none());
+        let token = add(dir.path(), Role::Checkout, "shop").unwrap();
+        // The store picks up a token added after it was opened.
+        let principal = store.authenticate(&token).unwrap();
+        assert_eq!(
+            (principal.role, principal.name.as_str()),
+            (Role::Checkout, "shop")
+        );
+        assert!(store.authenticate(&format!("{token}x")).is_none());
+        let stored = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
+        assert!(!stored.contains(&token), "only the hash is kept");
+        assert!(add(dir.path(), Role::Admin, "has space").is_err());
+    }
+
+    #[test]
+    fn a_damaged_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(TOKENS_FILE), "admin x nothex\n").unwrap();
+        let err = TokenStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+}
