@@ -71,19 +71,28 @@ pub async fn run(
     tokio::pin!(serving);
     let mut replay_done = false;
     let mut replayer = replayer;
+    let mut sweeper = None;
     loop {
         tokio::select! {
             result = &mut replayer, if !replay_done => {
                 replay_done = true;
                 let summary = result??;
                 tracing::info!(records = summary.records, seconds = summary.elapsed.as_secs_f64(), rate = summary.rate() as u64, "replay done; serving");
-                spawn_sweeper(app.clone());
+                sweeper = Some(spawn_sweeper(app.clone()));
             }
             result = &mut serving => {
                 result?;
                 break;
             }
         }
+    }
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+        let _ = sweeper.await;
+    }
+    if !replay_done {
+        // Stopped during replay: let it finish so the log closes cleanly.
+        replayer.await??;
     }
     let app = Arc::try_unwrap(app)
         .map_err(|_| anyhow::anyhow!("requests still hold the state after the drain"));
@@ -101,7 +110,7 @@ pub async fn run(
     Ok(())
 }
 
-fn spawn_sweeper(app: Arc<App>) {
+fn spawn_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(SWEEP_INTERVAL_MS));
         loop {
@@ -112,7 +121,7 @@ fn spawn_sweeper(app: Arc<App>) {
                 Err(e) => tracing::error!(error = %e, "sweeping reservations failed"),
             }
         }
-    });
+    })
 }
 
 async fn serve(
