@@ -117,6 +117,8 @@ pub struct Campaign {
     pub(crate) spec: CampaignSpec,
     pub(crate) created_at: Timestamp,
     pub(crate) codec: Codec,
+    /// The codec's key, kept for snapshots; never shown by any route.
+    pub(crate) codec_key: [u8; 16],
     pub(crate) settings: RwLock<Settings>,
     /// Read on every redemption without taking `settings`.
     pub(crate) paused: AtomicBool,
@@ -179,6 +181,7 @@ impl Campaign {
         number: CampaignNo,
         spec: CampaignSpec,
         codec: Codec,
+        codec_key: [u8; 16],
         created_at: Timestamp,
     ) -> Campaign {
         let settings = Settings {
@@ -194,6 +197,7 @@ impl Campaign {
             spec,
             created_at,
             codec,
+            codec_key,
             settings: RwLock::new(settings),
             paused: AtomicBool::new(false),
             generated: StateMap::new(),

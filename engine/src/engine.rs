@@ -32,6 +32,8 @@ pub const IMPORTED_CODE_CHARS_MAX: usize = 64;
 pub const GUESS_PROBABILITY_MAX: f64 = 1e-6;
 /// Imported codes per `CodesImported` record.
 pub const IMPORT_BATCH_CODES: usize = 1024;
+/// The snapshot format's version byte.
+pub const SNAPSHOT_VERSION: u8 = 1;
 /// Rejected import lines reported in detail.
 pub const IMPORT_REJECTS_REPORTED_MAX: usize = 100;
 
@@ -616,7 +618,7 @@ impl<J: Journal> Engine<J> {
     ) -> &Campaign {
         let generate = spec.generate;
         let codec = Codec::new(format, &key);
-        let campaign = Campaign::new(number, spec, codec, now);
+        let campaign = Campaign::new(number, spec, codec, key.to_bytes(), now);
         campaign
             .generated
             .grow(generate)
@@ -1872,11 +1874,271 @@ impl<J: Journal> Engine<J> {
                     *at,
                 );
             }
+            Record::Counters {
+                next_reservation, ..
+            } => {
+                // Relaxed: replay is single-threaded.
+                self.next_reservation
+                    .fetch_max(*next_reservation, Ordering::Relaxed);
+            }
             Record::LowStock { campaign, .. } => {
                 let campaign = campaign_of(*campaign)?;
                 // Relaxed: replay is single-threaded.
                 campaign.low_stock_reported.store(true, Ordering::Relaxed);
             }
+        }
+        Ok(())
+    }
+
+    /// The whole state as a snapshot: a sequence of synthetic records that,
+    /// applied by [`Engine::restore`] to a fresh engine, rebuild it exactly
+    /// (the same `dump_state`). Re-applying goes through replay's checks, so
+    /// a damaged snapshot is refused like a damaged log.
+    ///
+    /// The engine must not change while this runs: the server takes
+    /// snapshots of a shadow engine that only replays the log.
+    pub fn snapshot(&self, lsn: Lsn, at: Timestamp) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        let mut emit = |lsn: Lsn, record: &Record<'_>| {
+            out.push(record.kind() as u8);
+            out.extend_from_slice(&lsn.to_le_bytes());
+            let len_at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            record.encode(&mut out);
+            let len = u32::try_from(out.len() - len_at - 4).expect("record under 4 GiB");
+            out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+        };
+        for campaign in self.campaigns() {
+            self.snapshot_campaign(campaign, lsn, &mut emit);
+        }
+        for (lsn, key, fingerprint, response, stored_at) in self.idempotency.entries() {
+            emit(
+                lsn,
+                &Record::IdempotentResponse {
+                    at: stored_at,
+                    key: &key,
+                    fingerprint,
+                    status: response.status,
+                    body: &response.body,
+                },
+            );
+        }
+        // Relaxed: the engine is quiescent (see above).
+        let next_reservation = self.next_reservation.load(Ordering::Relaxed);
+        emit(
+            lsn,
+            &Record::Counters {
+                at,
+                next_reservation,
+            },
+        );
+        out
+    }
+
+    fn snapshot_campaign(
+        &self,
+        campaign: &Campaign,
+        lsn: Lsn,
+        emit: &mut impl FnMut(Lsn, &Record<'_>),
+    ) {
+        let number = campaign.number;
+        let view = campaign.view(campaign.created_at);
+        let mut spec = view.spec.clone();
+        spec.generate = campaign.generated.len();
+        emit(
+            lsn,
+            &Record::CampaignCreated {
+                at: campaign.created_at,
+                campaign: number,
+                key: campaign.codec_key,
+                spec,
+                idem: None,
+            },
+        );
+        if view.paused {
+            let patch = CampaignPatch {
+                paused: Some(true),
+                ..CampaignPatch::default()
+            };
+            emit(
+                lsn,
+                &Record::CampaignUpdated {
+                    at: campaign.created_at,
+                    campaign: number,
+                    patch,
+                    idem: None,
+                },
+            );
+        }
+        let imported = campaign.imported_codes.read().clone();
+        for (i, batch) in imported.chunks(IMPORT_BATCH_CODES).enumerate() {
+            let codes = batch.iter().map(|c| &**c).collect();
+            let first = (i * IMPORT_BATCH_CODES) as u64;
+            emit(
+                lsn,
+                &Record::CodesImported {
+                    at: campaign.created_at,
+                    campaign: number,
+                    first,
+                    codes,
+                },
+            );
+        }
+        let mut touched: Vec<(Slot, CodeMeta)> = Vec::new();
+        campaign
+            .meta
+            .for_each_shard(|map| touched.extend(map.iter().map(|(s, m)| (*s, m.clone()))));
+        touched.sort_by_key(|(slot, _)| *slot);
+        let meta_of = |slot: Slot| {
+            &touched[touched
+                .binary_search_by_key(&slot, |(s, _)| *s)
+                .expect("assigned code has meta")]
+            .1
+        };
+        // Assignments first, each recipient's codes in the order it got
+        // them (its first code is the one it is given again).
+        let mut recipients: Vec<(String, Vec<Slot>)> =
+            campaign.recipients_snapshot().into_iter().collect();
+        recipients.sort();
+        let mut in_recipients = std::collections::HashSet::new();
+        for (recipient, slots) in &recipients {
+            for slot in slots {
+                let at = meta_of(*slot)
+                    .assigned_at
+                    .expect("an assigned code has its time");
+                in_recipients.insert(*slot);
+                emit(
+                    lsn,
+                    &Record::Assigned {
+                        at,
+                        campaign: number,
+                        slot: *slot,
+                        recipient,
+                        test: false,
+                        idem: None,
+                    },
+                );
+            }
+        }
+        for (slot, meta) in &touched {
+            if let (Some(recipient), Some(at)) = (&meta.recipient, meta.assigned_at)
+                && !in_recipients.contains(slot)
+            {
+                emit(
+                    lsn,
+                    &Record::Assigned {
+                        at,
+                        campaign: number,
+                        slot: *slot,
+                        recipient,
+                        test: true,
+                        idem: None,
+                    },
+                );
+            }
+        }
+        for (slot, meta) in &touched {
+            let state = campaign
+                .map(*slot)
+                .get(slot.index())
+                .expect("touched slot exists");
+            match state.public() {
+                PublicState::Available | PublicState::Assigned => {}
+                PublicState::Reserved => {
+                    let hold = meta.hold.as_ref().expect("a reserved code has its hold");
+                    emit(
+                        lsn,
+                        &Record::Reserved {
+                            at: hold.until,
+                            campaign: number,
+                            slot: *slot,
+                            reservation: hold.id,
+                            user: &hold.user,
+                            expires_at: hold.until,
+                            idem: None,
+                        },
+                    );
+                }
+                PublicState::Redeemed => {
+                    let r = meta
+                        .redemption
+                        .as_ref()
+                        .expect("a redeemed code has its redemption");
+                    emit(
+                        lsn,
+                        &Record::Redeemed {
+                            at: r.at,
+                            campaign: number,
+                            slot: *slot,
+                            user: &r.user,
+                            order: r.order.as_deref(),
+                            reservation: None,
+                            idem: None,
+                        },
+                    );
+                }
+                PublicState::Voided => {
+                    emit(
+                        lsn,
+                        &Record::Voided {
+                            at: campaign.created_at,
+                            campaign: number,
+                            slot: *slot,
+                            idem: None,
+                        },
+                    );
+                }
+            }
+        }
+        // Relaxed: the engine is quiescent.
+        if campaign.low_stock_reported.load(Ordering::Relaxed) {
+            emit(
+                lsn,
+                &Record::LowStock {
+                    at: campaign.created_at,
+                    campaign: number,
+                    available: campaign.available(),
+                },
+            );
+        }
+    }
+
+    /// Rebuilds a fresh engine's state from [`Engine::snapshot`]'s bytes.
+    pub fn restore(&self, blob: &[u8]) -> Result<(), ReplayError> {
+        let bad = |reason: &str| ReplayError {
+            lsn: 0,
+            reason: format!("snapshot: {reason}"),
+        };
+        let (&version, mut rest) = blob.split_first().ok_or_else(|| bad("empty"))?;
+        if version != SNAPSHOT_VERSION {
+            return Err(bad(&format!("unknown version {version}")));
+        }
+        if self.campaign_total() != 0 {
+            return Err(bad("restore into an engine that has state"));
+        }
+        // The counters entry closes every snapshot: a cut at an entry
+        // boundary is caught too.
+        let mut closed = false;
+        while !rest.is_empty() {
+            if closed {
+                return Err(bad("entries after the closing counters"));
+            }
+            if rest.len() < 13 {
+                return Err(bad("truncated entry header"));
+            }
+            let kind = rest[0];
+            let lsn = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(rest[9..13].try_into().expect("4 bytes")) as usize;
+            let payload = rest
+                .get(13..13 + len)
+                .ok_or_else(|| bad("truncated entry"))?;
+            let record = Record::decode(kind, payload).map_err(|e| bad(&e.to_string()))?;
+            closed = record.kind() == crate::record::RecordKind::Counters;
+            self.apply_replayed(lsn, &record)?;
+            rest = &rest[13 + len..];
+        }
+        if !closed {
+            return Err(bad("truncated: no closing counters entry"));
         }
         Ok(())
     }

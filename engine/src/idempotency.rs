@@ -183,6 +183,28 @@ impl IdempotencyTable {
         done.join(",")
     }
 
+    /// Stored responses oldest first, for snapshots:
+    /// (lsn, key, fingerprint, response, stored at).
+    pub(crate) fn entries(&self) -> Vec<(Lsn, String, u128, StoredResponse, Timestamp)> {
+        let order: Vec<(Timestamp, Box<str>)> = self.order.lock().iter().cloned().collect();
+        order
+            .into_iter()
+            .filter_map(|(at, key)| match self.entries.shard(&*key).get(&*key) {
+                Some(Slot::Done {
+                    fingerprint,
+                    response,
+                }) => Some((
+                    response.lsn,
+                    key.to_string(),
+                    *fingerprint,
+                    response.clone(),
+                    at,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.order.lock().len()
     }

@@ -194,6 +194,13 @@ pub enum Record<'a> {
         campaign: CampaignNo,
         available: u64,
     },
+    /// Engine counters a snapshot carries that no other record implies.
+    Counters {
+        at: Timestamp,
+        /// The next reservation id: ids are never reused, even after the
+        /// holds that used them are gone.
+        next_reservation: ReservationId,
+    },
 }
 
 /// The type byte of each record kind, as stored in the log. Never reuse one.
@@ -212,6 +219,7 @@ pub enum RecordKind {
     Voided = 10,
     IdempotentResponse = 11,
     LowStock = 12,
+    Counters = 13,
 }
 
 impl RecordKind {
@@ -230,6 +238,7 @@ impl RecordKind {
             Voided,
             IdempotentResponse,
             LowStock,
+            Counters,
         ]
         .into_iter()
         .find(|k| *k as u8 == byte)
@@ -249,6 +258,7 @@ impl RecordKind {
             RecordKind::Voided => "voided",
             RecordKind::IdempotentResponse => "idempotent_response",
             RecordKind::LowStock => "low_stock",
+            RecordKind::Counters => "counters",
         }
     }
 }
@@ -310,6 +320,7 @@ impl<'a> Record<'a> {
             Record::Voided { .. } => RecordKind::Voided,
             Record::IdempotentResponse { .. } => RecordKind::IdempotentResponse,
             Record::LowStock { .. } => RecordKind::LowStock,
+            Record::Counters { .. } => RecordKind::Counters,
         }
     }
 
@@ -326,7 +337,8 @@ impl<'a> Record<'a> {
             | Record::RolledBack { at, .. }
             | Record::Voided { at, .. }
             | Record::IdempotentResponse { at, .. }
-            | Record::LowStock { at, .. } => *at,
+            | Record::LowStock { at, .. }
+            | Record::Counters { at, .. } => *at,
         }
     }
 
@@ -350,7 +362,7 @@ impl<'a> Record<'a> {
             | Record::CodesGenerated { campaign, .. }
             | Record::CodesImported { campaign, .. }
             | Record::LowStock { campaign, .. } => Some(campaign),
-            Record::IdempotentResponse { .. } => None,
+            Record::IdempotentResponse { .. } | Record::Counters { .. } => None,
             _ => self.code().map(|(c, _)| c),
         }
     }
@@ -545,6 +557,9 @@ impl<'a> Record<'a> {
                 w.u32(*campaign);
                 w.u64(*available);
             }
+            Record::Counters {
+                next_reservation, ..
+            } => w.u64(*next_reservation),
         }
     }
 
@@ -685,6 +700,10 @@ impl<'a> Record<'a> {
                 at,
                 campaign: r.u32()?,
                 available: r.u64()?,
+            },
+            RecordKind::Counters => Record::Counters {
+                at,
+                next_reservation: r.u64()?,
             },
         };
         if !r.bytes.is_empty() {
@@ -965,6 +984,10 @@ mod tests {
             fingerprint: 1,
             status: 409,
             body: b"{}",
+        });
+        check(Record::Counters {
+            at,
+            next_reservation: 42,
         });
         check(Record::LowStock {
             at,

@@ -84,6 +84,12 @@ fn check_replay(engine: &Engine<MemoryJournal>) -> Result<(), TestCaseError> {
         }
     }
     prop_assert_eq!(fresh.dump_state(), engine.dump_state());
+    // A snapshot of the replayed state restores to the same state.
+    let restored = self::engine();
+    if let Err(err) = restored.restore(&fresh.snapshot(0, Timestamp(0))) {
+        return Err(TestCaseError::fail(format!("restore: {err}")));
+    }
+    prop_assert_eq!(restored.dump_state(), engine.dump_state());
     Ok(())
 }
 
