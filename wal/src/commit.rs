@@ -81,7 +81,10 @@ impl Commit {
             }
             // Relaxed: only the flusher stores, so it reads its own value.
             let before = self.durable.load(Ordering::Relaxed);
-            assert!(lsn >= before, "durable LSN went back from {before} to {lsn}");
+            assert!(
+                lsn >= before,
+                "durable LSN went back from {before} to {lsn}"
+            );
             // Release: pairs with `durable()`; the synced bytes happen-before.
             self.durable.store(lsn, Ordering::Release);
             take_wakers(&mut waiters.wakers, |awaited| awaited <= lsn)
@@ -233,7 +236,10 @@ mod tests {
         let commit = Commit::new(5);
         assert_eq!(commit.wait(3), Ok(()));
         assert_eq!(commit.wait(5), Ok(()));
-        assert_eq!(commit.wait(6), Err(DurabilityError::NotAppended { given: 6, last: 5 }));
+        assert_eq!(
+            commit.wait(6),
+            Err(DurabilityError::NotAppended { given: 6, last: 5 })
+        );
     }
 
     #[test]
@@ -251,7 +257,10 @@ mod tests {
         assert_eq!(commit.poll(1, &mut early_id, &early), Poll::Ready(Ok(())));
         commit.poison();
         assert!(late_flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        assert_eq!(commit.poll(3, &mut late_id, &late), Poll::Ready(Err(DurabilityError::Poisoned)));
+        assert_eq!(
+            commit.poll(3, &mut late_id, &late),
+            Poll::Ready(Err(DurabilityError::Poisoned))
+        );
         // Already durable stays durable; nothing after is acknowledged.
         commit.advance(3);
         assert_eq!(commit.durable(), 2);

@@ -18,7 +18,11 @@ pub struct IoFailure {
 
 impl IoFailure {
     pub(crate) fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> IoFailure {
-        IoFailure { op, path: path.into(), source }
+        IoFailure {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// True when the failure is a full disk (`ENOSPC`).
@@ -69,26 +73,58 @@ impl std::error::Error for Corruption {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CorruptionReason {
-    FileTooShort { given: u64, limit: u64 },
+    FileTooShort {
+        given: u64,
+        limit: u64,
+    },
     BadMagic,
-    HeaderChecksum { stored: u32, computed: u32 },
-    UnsupportedVersion { found: u32 },
+    HeaderChecksum {
+        stored: u32,
+        computed: u32,
+    },
+    UnsupportedVersion {
+        found: u32,
+    },
     /// The segment belongs to another log (or a recycled file of one).
-    EpochMismatch { expected: u64, found: u64 },
-    SegmentNumber { expected: u64, found: u64 },
-    FirstLsn { expected: Lsn, found: Lsn },
-    SegmentBytes { expected: u64, found: u64 },
-    HeaderChain { expected: u32, found: u32 },
+    EpochMismatch {
+        expected: u64,
+        found: u64,
+    },
+    SegmentNumber {
+        expected: u64,
+        found: u64,
+    },
+    FirstLsn {
+        expected: Lsn,
+        found: Lsn,
+    },
+    SegmentBytes {
+        expected: u64,
+        found: u64,
+    },
+    HeaderChain {
+        expected: u32,
+        found: u32,
+    },
     /// No frame was written where one must be.
     Unwritten,
     /// The frame runs past the end of the file.
     Truncated,
     BadKind(u8),
     BadLength(u32),
-    RecordChecksum { stored: u32, computed: u32 },
+    RecordChecksum {
+        stored: u32,
+        computed: u32,
+    },
     /// The record's previous-CRC field does not match the record before it.
-    ChainBroken { expected: u32, found: u32 },
-    LsnOutOfSequence { expected: Lsn, found: Lsn },
+    ChainBroken {
+        expected: u32,
+        found: u32,
+    },
+    LsnOutOfSequence {
+        expected: Lsn,
+        found: Lsn,
+    },
     /// `problem` hit a record that was already durable, so it cannot be a
     /// torn tail: the later frame at `evidence_offset` (LSN `evidence_lsn`)
     /// was appended when `durable_mark` was durable.
@@ -99,9 +135,15 @@ pub enum CorruptionReason {
         durable_mark: Lsn,
     },
     /// The newest snapshot covers records the log does not reach.
-    SnapshotBeyondLog { snapshot: Lsn, last: Lsn },
+    SnapshotBeyondLog {
+        snapshot: Lsn,
+        last: Lsn,
+    },
     /// Records between the snapshot and the oldest segment are gone.
-    RecordsMissing { snapshot: Lsn, first: Lsn },
+    RecordsMissing {
+        snapshot: Lsn,
+        first: Lsn,
+    },
     /// Snapshots exist but no segment does.
     NoSegments,
 }
@@ -165,7 +207,10 @@ impl fmt::Display for CorruptionReason {
             BadKind(kind) => write!(f, "bad frame kind {kind}"),
             BadLength(length) => write!(f, "bad record length {length}"),
             RecordChecksum { stored, computed } => {
-                write!(f, "record checksum {stored:#010x} != computed {computed:#010x}")
+                write!(
+                    f,
+                    "record checksum {stored:#010x} != computed {computed:#010x}"
+                )
             }
             ChainBroken { expected, found } => write!(
                 f,
@@ -174,14 +219,22 @@ impl fmt::Display for CorruptionReason {
             LsnOutOfSequence { expected, found } => {
                 write!(f, "record has LSN {found}, expected {expected}")
             }
-            DamagedDurableRecord { problem, evidence_offset, evidence_lsn, durable_mark } => write!(
+            DamagedDurableRecord {
+                problem,
+                evidence_offset,
+                evidence_lsn,
+                durable_mark,
+            } => write!(
                 f,
                 "{problem}, in a record that was already durable: the record at \
                  byte offset {evidence_offset} (LSN {evidence_lsn}) was appended \
                  when LSN {durable_mark} was durable"
             ),
             SnapshotBeyondLog { snapshot, last } => {
-                write!(f, "snapshot covers LSN {snapshot} but the log ends at {last}")
+                write!(
+                    f,
+                    "snapshot covers LSN {snapshot} but the log ends at {last}"
+                )
             }
             RecordsMissing { snapshot, first } => write!(
                 f,
@@ -220,11 +273,22 @@ impl fmt::Display for TornTail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OptionsError {
-    SegmentBytesNotPageMultiple { given: u64 },
-    SegmentBytesTooSmall { given: u64, limit: u64 },
-    SegmentBytesTooLarge { given: u64, limit: u64 },
+    SegmentBytesNotPageMultiple {
+        given: u64,
+    },
+    SegmentBytesTooSmall {
+        given: u64,
+        limit: u64,
+    },
+    SegmentBytesTooLarge {
+        given: u64,
+        limit: u64,
+    },
     /// `record_bytes_max` does not fit in a segment.
-    RecordBytesMaxTooLarge { given: u64, limit: u64 },
+    RecordBytesMaxTooLarge {
+        given: u64,
+        limit: u64,
+    },
 }
 
 impl fmt::Display for OptionsError {
@@ -240,7 +304,10 @@ impl fmt::Display for OptionsError {
                 write!(f, "segment_bytes {given} is above the maximum {limit}")
             }
             OptionsError::RecordBytesMaxTooLarge { given, limit } => {
-                write!(f, "record_bytes_max {given} exceeds what a segment holds, {limit}")
+                write!(
+                    f,
+                    "record_bytes_max {given} exceeds what a segment holds, {limit}"
+                )
             }
         }
     }
@@ -252,7 +319,9 @@ impl fmt::Display for OptionsError {
 pub enum OpenError {
     Options(OptionsError),
     /// Another process (or `Wal`) holds the directory's lock.
-    Locked { dir: PathBuf },
+    Locked {
+        dir: PathBuf,
+    },
     Io(IoFailure),
     Corrupt(Corruption),
 }
@@ -262,7 +331,11 @@ impl fmt::Display for OpenError {
         match self {
             OpenError::Options(e) => write!(f, "invalid WAL options: {e}"),
             OpenError::Locked { dir } => {
-                write!(f, "WAL directory {} is locked by another process", dir.display())
+                write!(
+                    f,
+                    "WAL directory {} is locked by another process",
+                    dir.display()
+                )
             }
             OpenError::Io(e) => write!(f, "WAL open failed: {e}"),
             OpenError::Corrupt(e) => e.fmt(f),
@@ -290,7 +363,10 @@ impl From<IoFailure> for OpenError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AppendError {
-    TooLarge { given: u64, limit: u64 },
+    TooLarge {
+        given: u64,
+        limit: u64,
+    },
     /// A sync failed earlier; the log accepts nothing more.
     Poisoned,
     /// A new segment could not be created (for example, the disk is full).
@@ -301,7 +377,10 @@ impl fmt::Display for AppendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AppendError::TooLarge { given, limit } => {
-                write!(f, "record payload of {given} bytes exceeds the limit {limit}")
+                write!(
+                    f,
+                    "record payload of {given} bytes exceeds the limit {limit}"
+                )
             }
             AppendError::Poisoned => write!(f, "WAL is poisoned by an earlier sync failure"),
             AppendError::Storage(e) => write!(f, "WAL append failed: {e}"),
@@ -343,9 +422,15 @@ impl std::error::Error for DurabilityError {}
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SnapshotError {
-    TooLarge { given: u64, limit: u64 },
+    TooLarge {
+        given: u64,
+        limit: u64,
+    },
     /// Snapshots must move forward.
-    Stale { given: Lsn, newest: Lsn },
+    Stale {
+        given: Lsn,
+        newest: Lsn,
+    },
     Durability(DurabilityError),
     Io(IoFailure),
 }
@@ -357,7 +442,10 @@ impl fmt::Display for SnapshotError {
                 write!(f, "snapshot of {given} bytes exceeds the limit {limit}")
             }
             SnapshotError::Stale { given, newest } => {
-                write!(f, "snapshot at LSN {given} is not newer than the existing {newest}")
+                write!(
+                    f,
+                    "snapshot at LSN {given} is not newer than the existing {newest}"
+                )
             }
             SnapshotError::Durability(e) => write!(f, "snapshot LSN not durable: {e}"),
             SnapshotError::Io(e) => write!(f, "snapshot write failed: {e}"),
@@ -372,7 +460,10 @@ impl std::error::Error for SnapshotError {}
 #[non_exhaustive]
 pub enum RemoveError {
     /// No durable snapshot covers the records that would be removed.
-    NotCovered { given: Lsn, covered: Lsn },
+    NotCovered {
+        given: Lsn,
+        covered: Lsn,
+    },
     Io(IoFailure),
 }
 
@@ -395,7 +486,10 @@ impl std::error::Error for RemoveError {}
 #[non_exhaustive]
 pub enum ReadError {
     /// The records before `first` were removed after a snapshot.
-    Removed { given: Lsn, first: Lsn },
+    Removed {
+        given: Lsn,
+        first: Lsn,
+    },
     Corrupt(Corruption),
 }
 
@@ -425,7 +519,11 @@ impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VerifyError::Locked { dir } => {
-                write!(f, "WAL directory {} is open in another process", dir.display())
+                write!(
+                    f,
+                    "WAL directory {} is open in another process",
+                    dir.display()
+                )
             }
             VerifyError::Io(e) => write!(f, "WAL verify failed: {e}"),
             VerifyError::Corrupt(e) => e.fmt(f),

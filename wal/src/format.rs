@@ -168,13 +168,20 @@ impl FrameHeader {
 /// Splits a commit word back into (kind byte, payload length).
 pub(crate) fn commit_word_fields(word: u64) -> (u8, u32) {
     let bytes = word.to_ne_bytes();
-    (bytes[FRAME_KIND_OFFSET], get_u32(&bytes, FRAME_LENGTH_OFFSET))
+    (
+        bytes[FRAME_KIND_OFFSET],
+        get_u32(&bytes, FRAME_LENGTH_OFFSET),
+    )
 }
 
 /// Reads (kind byte, payload length, LSN) from the first bytes of a frame
 /// without validating anything; for skipping over known-good frames.
 pub(crate) fn peek_frame(head: &[u8]) -> (u8, u32, Lsn) {
-    (head[FRAME_KIND_OFFSET], get_u32(head, FRAME_LENGTH_OFFSET), get_u64(head, FRAME_LSN_OFFSET))
+    (
+        head[FRAME_KIND_OFFSET],
+        get_u32(head, FRAME_LENGTH_OFFSET),
+        get_u64(head, FRAME_LSN_OFFSET),
+    )
 }
 
 /// Bytes a frame with `payload_bytes` of payload occupies, padding included.
@@ -200,7 +207,10 @@ pub(crate) enum FrameProblem {
     Truncated,
     BadKind(u8),
     BadLength(u32),
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        stored: u32,
+        computed: u32,
+    },
 }
 
 /// Parses the frame at `offset` of `segment`, checking kind, bounds and CRC.
@@ -339,7 +349,10 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(u64, Lsn, Range<usize>), 
     let stored_len = get_u64(bytes, SNAP_BLOB_BYTES_OFFSET);
     let actual = (bytes.len() - SNAPSHOT_HEADER_BYTES) as u64;
     if stored_len != actual {
-        return Err(SnapshotProblem::Length { stored: stored_len, actual });
+        return Err(SnapshotProblem::Length {
+            stored: stored_len,
+            actual,
+        });
     }
     let blob = SNAPSHOT_HEADER_BYTES..bytes.len();
     let stored = get_u32(bytes, SNAP_CRC_OFFSET);
@@ -350,7 +363,11 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(u64, Lsn, Range<usize>), 
     if stored != computed {
         return Err(SnapshotProblem::Checksum { stored, computed });
     }
-    Ok((get_u64(bytes, SNAP_EPOCH_OFFSET), get_u64(bytes, SNAP_LSN_OFFSET), blob))
+    Ok((
+        get_u64(bytes, SNAP_EPOCH_OFFSET),
+        get_u64(bytes, SNAP_LSN_OFFSET),
+        blob,
+    ))
 }
 
 // ---- File names -----------------------------------------------------------
@@ -385,7 +402,9 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<Lsn> {
 
 /// Parses `snapshot-NNNNNNNNNNNNNNNNNNNN.snap` into its LSN.
 pub(crate) fn parse_snapshot_name(name: &str) -> Option<Lsn> {
-    let digits = name.strip_prefix(SNAPSHOT_PREFIX)?.strip_suffix(SNAPSHOT_SUFFIX)?;
+    let digits = name
+        .strip_prefix(SNAPSHOT_PREFIX)?
+        .strip_suffix(SNAPSHOT_SUFFIX)?;
     parse_lsn_digits(digits)
 }
 
@@ -488,7 +507,10 @@ mod tests {
                 assert_eq!(parsed.end, 64 + frame_bytes(payload.len()));
             }
             Expect::ChecksumMismatch => {
-                assert!(matches!(parsed, Err(FrameProblem::Checksum { .. })), "{parsed:?}")
+                assert!(
+                    matches!(parsed, Err(FrameProblem::Checksum { .. })),
+                    "{parsed:?}"
+                )
             }
             Expect::Problem(problem) => assert_eq!(parsed.map(|_| ()), Err(problem)),
         }
@@ -499,9 +521,25 @@ mod tests {
         check_frame(b"", None, Expect::Valid);
         check_frame(b"hello", None, Expect::Valid);
         check_frame(&[0xab; 300], None, Expect::Valid);
-        check_frame(b"hello", Some((FRAME_HEADER_BYTES + 1, 0x10)), Expect::ChecksumMismatch);
-        check_frame(b"hello", Some((FRAME_LSN_OFFSET, 0x01)), Expect::ChecksumMismatch);
-        check_frame(b"hello", Some((FRAME_KIND_OFFSET, 0x01)), Expect::Problem(FrameProblem::BadKind(0)));
-        check_frame(b"hello", Some((FRAME_LENGTH_OFFSET + 3, 0x40)), Expect::Problem(FrameProblem::BadLength(0x4000_0005)));
+        check_frame(
+            b"hello",
+            Some((FRAME_HEADER_BYTES + 1, 0x10)),
+            Expect::ChecksumMismatch,
+        );
+        check_frame(
+            b"hello",
+            Some((FRAME_LSN_OFFSET, 0x01)),
+            Expect::ChecksumMismatch,
+        );
+        check_frame(
+            b"hello",
+            Some((FRAME_KIND_OFFSET, 0x01)),
+            Expect::Problem(FrameProblem::BadKind(0)),
+        );
+        check_frame(
+            b"hello",
+            Some((FRAME_LENGTH_OFFSET + 3, 0x40)),
+            Expect::Problem(FrameProblem::BadLength(0x4000_0005)),
+        );
     }
 }

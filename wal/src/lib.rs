@@ -67,4 +67,6 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 32;
 
 const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(storage::PAGE_BYTES as u64));
 const _: () = assert!(SEGMENT_BYTES_DEFAULT.is_multiple_of(storage::PAGE_BYTES as u64));
-const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(
+    SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX
+);

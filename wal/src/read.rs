@@ -1,7 +1,9 @@
 //! Replay: iterating records in LSN order over mapped segments.
 
 use crate::error::{Corruption, CorruptionReason, ReadError};
-use crate::format::{FRAME_HEADER_BYTES, FrameKind, Lsn, SEGMENT_HEADER_BYTES, frame_bytes, parse_frame, peek_frame};
+use crate::format::{
+    FRAME_HEADER_BYTES, FrameKind, Lsn, SEGMENT_HEADER_BYTES, frame_bytes, parse_frame, peek_frame,
+};
 use crate::segment::Segment;
 use crate::sync::Arc;
 
@@ -15,7 +17,11 @@ pub struct RecordRef<'a> {
 
 impl RecordRef<'_> {
     pub fn to_owned(&self) -> Record {
-        Record { lsn: self.lsn, record_type: self.record_type, payload: self.payload.to_vec() }
+        Record {
+            lsn: self.lsn,
+            record_type: self.record_type,
+            payload: self.payload.to_vec(),
+        }
     }
 }
 
@@ -72,7 +78,11 @@ impl Records {
         if from < first {
             return Err(ReadError::Removed { given: from, first });
         }
-        records.index = records.segments.iter().rposition(|s| s.first_lsn <= from).expect("from >= first");
+        records.index = records
+            .segments
+            .iter()
+            .rposition(|s| s.first_lsn <= from)
+            .expect("from >= first");
         // Skip the frames before `from`: they are durable, so their headers
         // can be trusted for lengths; the records yielded are fully checked.
         let segment = &records.segments[records.index];
@@ -80,7 +90,10 @@ impl Records {
         while lsn < from {
             let (kind, length, found) = records.peek(records.index, records.offset)?;
             if kind != FrameKind::Record as u8 || found != lsn {
-                return Err(records.corrupt(CorruptionReason::LsnOutOfSequence { expected: lsn, found }));
+                return Err(records.corrupt(CorruptionReason::LsnOutOfSequence {
+                    expected: lsn,
+                    found,
+                }));
             }
             records.offset += frame_bytes(length as usize);
             lsn += 1;
@@ -120,7 +133,11 @@ impl Records {
                     // SAFETY: the frame is complete and durable (checked in
                     // `step`) and never rewritten while mapped.
                     let payload = unsafe { segment.slice(payload_offset, length) };
-                    return Some(Ok(RecordRef { lsn: self.next_lsn - 1, record_type, payload }));
+                    return Some(Ok(RecordRef {
+                        lsn: self.next_lsn - 1,
+                        record_type,
+                        payload,
+                    }));
                 }
                 Err(e) => {
                     self.failed = true;
@@ -153,7 +170,10 @@ impl Records {
         if let Some(expected) = self.prev_crc
             && frame.header.prev_crc != expected
         {
-            return Err(self.corrupt(CorruptionReason::ChainBroken { expected, found: frame.header.prev_crc }));
+            return Err(self.corrupt(CorruptionReason::ChainBroken {
+                expected,
+                found: frame.header.prev_crc,
+            }));
         }
         match frame.header.kind {
             FrameKind::Seal => {
@@ -175,7 +195,11 @@ impl Records {
                 self.offset += frame.end;
                 self.prev_crc = Some(frame.header.crc);
                 self.next_lsn += 1;
-                Ok(Some((payload_offset, length as usize, frame.header.record_type)))
+                Ok(Some((
+                    payload_offset,
+                    length as usize,
+                    frame.header.record_type,
+                )))
             }
         }
     }

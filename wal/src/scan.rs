@@ -10,8 +10,8 @@ use memmap2::Mmap;
 
 use crate::error::{Corruption, CorruptionReason, IoFailure, TornTail};
 use crate::format::{
-    self, FRAME_ALIGN_BYTES, FrameKind, Lsn, SEGMENT_HEADER_BYTES, SegmentHeader,
-    SnapshotProblem, crc_seed, parse_frame,
+    self, FRAME_ALIGN_BYTES, FrameKind, Lsn, SEGMENT_HEADER_BYTES, SegmentHeader, SnapshotProblem,
+    crc_seed, parse_frame,
 };
 use crate::storage::{PAGE_BYTES, map_read_only};
 use crate::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SNAPSHOT_BYTES_MAX};
@@ -99,7 +99,11 @@ enum Tail {
     Torn { dirty_end: usize },
     /// A later, valid frame at `offset` (LSN `lsn`) was appended when the bad
     /// one was already durable (`durable_mark`).
-    Corrupt { offset: u64, lsn: Lsn, durable_mark: Lsn },
+    Corrupt {
+        offset: u64,
+        lsn: Lsn,
+        durable_mark: Lsn,
+    },
 }
 
 /// Validates every segment in `listing`. `Ok(None)` means there are none.
@@ -127,7 +131,8 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
                 reason,
             })
         };
-        let map = map_read_only(path).map_err(|e| ScanError::Io(IoFailure::new("map segment", path, e)))?;
+        let map = map_read_only(path)
+            .map_err(|e| ScanError::Io(IoFailure::new("map segment", path, e)))?;
         let header = SegmentHeader::decode(&map).map_err(|r| corrupt(0, expected_lsn, r))?;
         let (epoch, seed) = match &log {
             Some((epoch, seed)) => (*epoch, seed.clone()),
@@ -141,18 +146,33 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
             }
         };
         let checks = [
-            (header.epoch != epoch, CorruptionReason::EpochMismatch { expected: epoch, found: header.epoch }),
+            (
+                header.epoch != epoch,
+                CorruptionReason::EpochMismatch {
+                    expected: epoch,
+                    found: header.epoch,
+                },
+            ),
             (
                 header.number != expected_number,
-                CorruptionReason::SegmentNumber { expected: expected_number, found: header.number },
+                CorruptionReason::SegmentNumber {
+                    expected: expected_number,
+                    found: header.number,
+                },
             ),
             (
                 header.first_lsn != expected_lsn || header.first_lsn != *name_lsn,
-                CorruptionReason::FirstLsn { expected: expected_lsn, found: header.first_lsn },
+                CorruptionReason::FirstLsn {
+                    expected: expected_lsn,
+                    found: header.first_lsn,
+                },
             ),
             (
                 header.prev_crc != prev_crc,
-                CorruptionReason::HeaderChain { expected: prev_crc, found: header.prev_crc },
+                CorruptionReason::HeaderChain {
+                    expected: prev_crc,
+                    found: header.prev_crc,
+                },
             ),
         ];
         if let Some((_, reason)) = checks.into_iter().find(|(failed, _)| *failed) {
@@ -161,12 +181,16 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
         let file_bytes = map.len() as u64;
         let size_ok = (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes)
             && header.segment_bytes.is_multiple_of(PAGE_BYTES as u64)
-            && (file_bytes == header.segment_bytes || (newest && file_bytes < header.segment_bytes));
+            && (file_bytes == header.segment_bytes
+                || (newest && file_bytes < header.segment_bytes));
         if !size_ok {
             return Err(corrupt(
                 0,
                 expected_lsn,
-                CorruptionReason::SegmentBytes { expected: file_bytes, found: header.segment_bytes },
+                CorruptionReason::SegmentBytes {
+                    expected: file_bytes,
+                    found: header.segment_bytes,
+                },
             ));
         }
         let capacity = header.segment_bytes as usize;
@@ -179,10 +203,16 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
                 Err(problem) => break Some(CorruptionReason::from(problem)),
             };
             if frame.header.lsn != expected_lsn {
-                break Some(CorruptionReason::LsnOutOfSequence { expected: expected_lsn, found: frame.header.lsn });
+                break Some(CorruptionReason::LsnOutOfSequence {
+                    expected: expected_lsn,
+                    found: frame.header.lsn,
+                });
             }
             if frame.header.prev_crc != prev_crc {
-                break Some(CorruptionReason::ChainBroken { expected: prev_crc, found: frame.header.prev_crc });
+                break Some(CorruptionReason::ChainBroken {
+                    expected: prev_crc,
+                    found: frame.header.prev_crc,
+                });
             }
             offset = frame.end;
             match frame.header.kind {
@@ -211,7 +241,11 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
                         reason,
                     });
                 }
-                Tail::Corrupt { offset: evidence_offset, lsn: evidence_lsn, durable_mark } => {
+                Tail::Corrupt {
+                    offset: evidence_offset,
+                    lsn: evidence_lsn,
+                    durable_mark,
+                } => {
                     let evidence = CorruptionReason::DamagedDurableRecord {
                         problem: Box::new(reason),
                         evidence_offset,
@@ -222,7 +256,13 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
                 }
             }
         }
-        segments.push(ScannedSegment { path: path.clone(), header, map, end: offset, sealed });
+        segments.push(ScannedSegment {
+            path: path.clone(),
+            header,
+            map,
+            end: offset,
+            sealed,
+        });
         expected_number += 1;
     }
     let (epoch, _) = log.expect("at least one segment was scanned");
@@ -271,7 +311,11 @@ fn classify_tail(
         }
         at = word_end;
     }
-    if dirty_end == from { Tail::Clean } else { Tail::Torn { dirty_end } }
+    if dirty_end == from {
+        Tail::Clean
+    } else {
+        Tail::Torn { dirty_end }
+    }
 }
 
 /// A snapshot found on disk.
@@ -282,29 +326,50 @@ pub struct Snapshot {
     pub blob: Vec<u8>,
 }
 
+/// Snapshot files that failed validation, with why.
+pub(crate) type IgnoredSnapshots = Vec<(PathBuf, SnapshotProblem)>;
+
 /// The newest valid snapshot, and the newer ones that failed validation.
 pub(crate) fn load_snapshot(
     listing: &Listing,
     epoch: Option<u64>,
-) -> Result<(Option<Snapshot>, Vec<(PathBuf, SnapshotProblem)>), IoFailure> {
+) -> Result<(Option<Snapshot>, IgnoredSnapshots), IoFailure> {
     let mut ignored = Vec::new();
     for (name_lsn, path) in listing.snapshots.iter().rev() {
-        let file_bytes = fs::metadata(path).map_err(|e| IoFailure::new("stat snapshot", path, e))?.len();
+        let file_bytes = fs::metadata(path)
+            .map_err(|e| IoFailure::new("stat snapshot", path, e))?
+            .len();
         if file_bytes > SNAPSHOT_BYTES_MAX + format::SNAPSHOT_HEADER_BYTES as u64 {
-            ignored.push((path.clone(), SnapshotProblem::Length { stored: 0, actual: file_bytes }));
+            ignored.push((
+                path.clone(),
+                SnapshotProblem::Length {
+                    stored: 0,
+                    actual: file_bytes,
+                },
+            ));
             continue;
         }
         let bytes = fs::read(path).map_err(|e| IoFailure::new("read snapshot", path, e))?;
         let problem = match format::decode_snapshot(&bytes) {
             Err(problem) => problem,
-            Ok((_, stored, _)) if stored != *name_lsn => {
-                SnapshotProblem::LsnMismatch { name: *name_lsn, stored }
-            }
+            Ok((_, stored, _)) if stored != *name_lsn => SnapshotProblem::LsnMismatch {
+                name: *name_lsn,
+                stored,
+            },
             Ok((found, _, _)) if epoch.is_some_and(|expected| expected != found) => {
-                SnapshotProblem::EpochMismatch { expected: epoch.unwrap_or_default(), found }
+                SnapshotProblem::EpochMismatch {
+                    expected: epoch.unwrap_or_default(),
+                    found,
+                }
             }
             Ok((_, lsn, blob)) => {
-                return Ok((Some(Snapshot { lsn, blob: bytes[blob].to_vec() }), ignored));
+                return Ok((
+                    Some(Snapshot {
+                        lsn,
+                        blob: bytes[blob].to_vec(),
+                    }),
+                    ignored,
+                ));
             }
         };
         ignored.push((path.clone(), problem));
@@ -322,7 +387,10 @@ pub(crate) fn check_snapshot(scan: &Scan, snapshot: &Snapshot) -> Result<(), Cor
             segment: newest.path.clone(),
             offset: newest.end as u64,
             lsn: scan.next_lsn,
-            reason: CorruptionReason::SnapshotBeyondLog { snapshot: snapshot.lsn, last },
+            reason: CorruptionReason::SnapshotBeyondLog {
+                snapshot: snapshot.lsn,
+                last,
+            },
         });
     }
     if scan.first_lsn > snapshot.lsn + 1 {
@@ -330,7 +398,10 @@ pub(crate) fn check_snapshot(scan: &Scan, snapshot: &Snapshot) -> Result<(), Cor
             segment: oldest.path.clone(),
             offset: 0,
             lsn: snapshot.lsn + 1,
-            reason: CorruptionReason::RecordsMissing { snapshot: snapshot.lsn, first: scan.first_lsn },
+            reason: CorruptionReason::RecordsMissing {
+                snapshot: snapshot.lsn,
+                first: scan.first_lsn,
+            },
         });
     }
     Ok(())

@@ -36,7 +36,13 @@ impl Segment {
         capacity: usize,
         bytes: SegmentBytes,
     ) -> Segment {
-        let segment = Segment { number, first_lsn, path, capacity, bytes };
+        let segment = Segment {
+            number,
+            first_lsn,
+            path,
+            capacity,
+            bytes,
+        };
         assert!(segment.len() >= capacity || matches!(segment.bytes, SegmentBytes::ReadOnly(_)));
         assert!((segment.ptr() as usize).is_multiple_of(FRAME_ALIGN_BYTES));
         segment
@@ -75,7 +81,9 @@ impl Segment {
         assert!(offset + bytes.len() <= self.len());
         // SAFETY: in bounds (asserted), writable mapping, and exclusive access
         // to the range is guaranteed by the caller.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr().add(offset), bytes.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr().add(offset), bytes.len())
+        };
     }
 
     /// Writes a frame: header tail and payload first, then the commit word.
@@ -95,7 +103,8 @@ impl Segment {
             self.write_bytes(offset + COMMIT_WORD_BYTES, &header[COMMIT_WORD_BYTES..]);
             self.write_bytes(offset + FRAME_HEADER_BYTES, payload);
         }
-        let word: [u8; COMMIT_WORD_BYTES] = header[..COMMIT_WORD_BYTES].try_into().expect("8 bytes");
+        let word: [u8; COMMIT_WORD_BYTES] =
+            header[..COMMIT_WORD_BYTES].try_into().expect("8 bytes");
         let word = u64::from_ne_bytes(word);
         assert_ne!(word, 0, "a written frame's commit word is never zero");
         // SAFETY: 8-aligned (frames are, and the mapping is page-aligned), in
@@ -106,7 +115,9 @@ impl Segment {
 
     /// The commit word at `offset`; zero while the frame is not written.
     pub(crate) fn commit_word(&self, offset: usize) -> u64 {
-        assert!(offset.is_multiple_of(FRAME_ALIGN_BYTES) && offset + COMMIT_WORD_BYTES <= self.len());
+        assert!(
+            offset.is_multiple_of(FRAME_ALIGN_BYTES) && offset + COMMIT_WORD_BYTES <= self.len()
+        );
         // SAFETY: aligned and in bounds (asserted); writers store it atomically.
         unsafe { load_commit_word(self.ptr().add(offset)) }
     }

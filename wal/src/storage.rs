@@ -63,7 +63,9 @@ struct OsSegmentMap {
 
 impl fmt::Debug for OsSegmentMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OsSegmentMap").field("len", &self.map.len()).finish()
+        f.debug_struct("OsSegmentMap")
+            .field("len", &self.map.len())
+            .finish()
     }
 }
 
@@ -101,7 +103,8 @@ fn map_file(file: &File, bytes: u64) -> io::Result<Box<dyn SegmentMap>> {
 
 /// Allocates real blocks for `0..bytes` of `file`.
 fn preallocate(file: &File, bytes: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        libc::off_t::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: plain syscall on a valid, open file descriptor.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     if rc != 0 {
@@ -113,7 +116,11 @@ fn preallocate(file: &File, bytes: u64) -> io::Result<()> {
 
 impl Storage for OsStorage {
     fn create_segment(&self, path: &Path, bytes: u64) -> io::Result<Box<dyn SegmentMap>> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         let allocated = preallocate(&file, bytes).and_then(|()| file.sync_all());
         if let Err(e) = allocated {
             drop(file);
@@ -146,7 +153,11 @@ impl Storage for OsStorage {
     }
 
     fn write_file_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         file.write_all(bytes)?;
         file.sync_all()
     }
@@ -169,7 +180,11 @@ pub(crate) struct DirLock {
 /// Takes the directory lock without blocking; `Ok(None)` if someone holds it.
 pub(crate) fn lock_dir(dir: &Path, exclusive: bool) -> io::Result<Option<DirLock>> {
     let file = File::open(dir)?;
-    let mode = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    let mode = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     // SAFETY: plain syscall on a valid, open file descriptor.
     let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
     if rc == 0 {
@@ -226,7 +241,11 @@ mod tests {
         assert_eq!(map.len(), 1 << 20);
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.len(), 1 << 20);
-        assert!(meta.blocks() * 512 >= 1 << 20, "only {} blocks", meta.blocks());
+        assert!(
+            meta.blocks() * 512 >= 1 << 20,
+            "only {} blocks",
+            meta.blocks()
+        );
         assert!(OsStorage.create_segment(&path, 4096).is_err(), "create_new");
     }
 }

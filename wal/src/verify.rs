@@ -37,13 +37,16 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
 pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
     let lock = storage::lock_dir(dir, false)
         .map_err(|e| IoFailure::new("lock directory", dir, e))?
-        .ok_or_else(|| VerifyError::Locked { dir: dir.to_path_buf() })?;
+        .ok_or_else(|| VerifyError::Locked {
+            dir: dir.to_path_buf(),
+        })?;
     let listing = scan::list(dir)?;
     let scanned = scan::scan(&listing).map_err(|e| match e {
         ScanError::Io(e) => VerifyError::Io(e),
         ScanError::Corrupt(c) => VerifyError::Corrupt(c),
     })?;
-    let (snapshot, ignored_snapshots) = scan::load_snapshot(&listing, scanned.as_ref().map(|s| s.epoch))?;
+    let (snapshot, ignored_snapshots) =
+        scan::load_snapshot(&listing, scanned.as_ref().map(|s| s.epoch))?;
     let Some(scan) = scanned else {
         let report = Report {
             segments: 0,
@@ -54,7 +57,10 @@ pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
             snapshot_lsn: snapshot.map(|s| s.lsn),
             ignored_snapshots,
         };
-        return Ok((report, Records::new(Vec::new(), 1, 0, crc_seed(0)).expect("empty")));
+        return Ok((
+            report,
+            Records::new(Vec::new(), 1, 0, crc_seed(0)).expect("empty"),
+        ));
     };
     if let Some(snapshot) = &snapshot {
         scan::check_snapshot(&scan, snapshot).map_err(VerifyError::Corrupt)?;
@@ -83,7 +89,12 @@ pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
             ))
         })
         .collect();
-    let records = Records::new(segments, report.first_lsn, report.last_lsn, crc_seed(scan.epoch))
-        .expect("the oldest segment holds the first LSN");
+    let records = Records::new(
+        segments,
+        report.first_lsn,
+        report.last_lsn,
+        crc_seed(scan.epoch),
+    )
+    .expect("the oldest segment holds the first LSN");
     Ok((report, records))
 }

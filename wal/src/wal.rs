@@ -22,8 +22,13 @@ use crate::read::Records;
 use crate::scan::{self, ScanError, Snapshot};
 use crate::segment::{Segment, SegmentBytes};
 use crate::storage::{self, DirLock, OsStorage, PAGE_BYTES, SegmentMap, Storage};
-use crate::sync::{Arc, AtomicU64, Condvar, JoinHandle, Mutex, MutexGuard, Ordering, backoff, spawn};
-use crate::{RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SNAPSHOT_BYTES_MAX};
+use crate::sync::{
+    Arc, AtomicU64, Condvar, JoinHandle, Mutex, MutexGuard, Ordering, backoff, spawn,
+};
+use crate::{
+    RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    SNAPSHOT_BYTES_MAX,
+};
 
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -189,18 +194,25 @@ fn validate(options: &Options) -> Result<u32, OptionsError> {
         return Err(OptionsError::SegmentBytesNotPageMultiple { given });
     }
     if given < SEGMENT_BYTES_MIN {
-        return Err(OptionsError::SegmentBytesTooSmall { given, limit: SEGMENT_BYTES_MIN });
+        return Err(OptionsError::SegmentBytesTooSmall {
+            given,
+            limit: SEGMENT_BYTES_MIN,
+        });
     }
     if given > SEGMENT_BYTES_MAX {
-        return Err(OptionsError::SegmentBytesTooLarge { given, limit: SEGMENT_BYTES_MAX });
+        return Err(OptionsError::SegmentBytesTooLarge {
+            given,
+            limit: SEGMENT_BYTES_MAX,
+        });
     }
     // A record must fit in an empty segment together with the seal after it.
     let limit = given - (SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + SEAL_BYTES) as u64;
     let limit = u32::try_from(limit).unwrap_or(u32::MAX);
     match options.record_bytes_max {
-        Some(max) if max > limit => {
-            Err(OptionsError::RecordBytesMaxTooLarge { given: u64::from(max), limit: u64::from(limit) })
-        }
+        Some(max) if max > limit => Err(OptionsError::RecordBytesMaxTooLarge {
+            given: u64::from(max),
+            limit: u64::from(limit),
+        }),
         Some(max) => Ok(max),
         None => Ok(RECORD_BYTES_MAX_DEFAULT.min(limit)),
     }
@@ -233,9 +245,14 @@ fn install_segment(
     // SAFETY: a fresh mapping nobody else has seen yet.
     unsafe { segment.write_bytes(0, &header.encode()) };
     let map = segment.map().expect("writable");
-    map.sync(0, PAGE_BYTES).map_err(io_failure("sync segment header", &spare))?;
-    storage.rename(&spare, &path).map_err(io_failure("rename segment", &path))?;
-    storage.sync_dir(dir).map_err(io_failure("sync directory", dir))?;
+    map.sync(0, PAGE_BYTES)
+        .map_err(io_failure("sync segment header", &spare))?;
+    storage
+        .rename(&spare, &path)
+        .map_err(io_failure("rename segment", &path))?;
+    storage
+        .sync_dir(dir)
+        .map_err(io_failure("sync directory", dir))?;
     Ok(segment)
 }
 
@@ -247,23 +264,35 @@ impl Wal {
     /// anything but an unacknowledged tail is damaged.
     pub fn open(dir: &Path, options: Options) -> Result<(Wal, Recovered), OpenError> {
         let record_bytes_max = validate(&options).map_err(OpenError::Options)?;
-        let Options { segment_bytes, sync, storage, .. } = options;
+        let Options {
+            segment_bytes,
+            sync,
+            storage,
+            ..
+        } = options;
         fs::create_dir_all(dir).map_err(io_failure("create directory", dir))?;
         let lock = storage::lock_dir(dir, true)
             .map_err(io_failure("lock directory", dir))?
-            .ok_or_else(|| OpenError::Locked { dir: dir.to_path_buf() })?;
+            .ok_or_else(|| OpenError::Locked {
+                dir: dir.to_path_buf(),
+            })?;
         let listing = scan::list(dir)?;
         for leftover in &listing.leftovers {
-            storage.remove_file(leftover).map_err(io_failure("remove leftover", leftover))?;
+            storage
+                .remove_file(leftover)
+                .map_err(io_failure("remove leftover", leftover))?;
         }
         // Also makes renames from before a crash durable.
-        storage.sync_dir(dir).map_err(io_failure("sync directory", dir))?;
+        storage
+            .sync_dir(dir)
+            .map_err(io_failure("sync directory", dir))?;
 
         let scanned = scan::scan(&listing).map_err(|e| match e {
             ScanError::Io(e) => OpenError::Io(e),
             ScanError::Corrupt(c) => OpenError::Corrupt(c),
         })?;
-        let (snapshot, ignored_snapshots) = scan::load_snapshot(&listing, scanned.as_ref().map(|s| s.epoch))?;
+        let (snapshot, ignored_snapshots) =
+            scan::load_snapshot(&listing, scanned.as_ref().map(|s| s.epoch))?;
 
         let epoch;
         let mut segments = Vec::new();
@@ -287,24 +316,37 @@ impl Wal {
                         reason: CorruptionReason::NoSegments,
                     }));
                 }
-                epoch = getrandom::u64()
-                    .map_err(|e| IoFailure::new("choose epoch", dir, io::Error::other(e.to_string())))?;
-                let header = SegmentHeader { epoch, number: 1, first_lsn: 1, segment_bytes: segment_bytes, prev_crc: 0 };
-                let segment = install_segment(storage.as_ref(), dir, format::spare_file_name(0), header)?;
+                epoch = getrandom::u64().map_err(|e| {
+                    IoFailure::new("choose epoch", dir, io::Error::other(e.to_string()))
+                })?;
+                let header = SegmentHeader {
+                    epoch,
+                    number: 1,
+                    first_lsn: 1,
+                    segment_bytes,
+                    prev_crc: 0,
+                };
+                let segment =
+                    install_segment(storage.as_ref(), dir, format::spare_file_name(0), header)?;
                 segments.push(Arc::new(segment));
                 (next_lsn, prev_crc, offset, sealed) = (1, 0, SEGMENT_HEADER_BYTES, false);
                 recovered.created = true;
             }
             Some(scan) => {
                 match &snapshot {
-                    Some(snapshot) => scan::check_snapshot(&scan, snapshot).map_err(OpenError::Corrupt)?,
+                    Some(snapshot) => {
+                        scan::check_snapshot(&scan, snapshot).map_err(OpenError::Corrupt)?
+                    }
                     None if scan.first_lsn != 1 => {
                         let oldest = &scan.segments[0];
                         return Err(OpenError::Corrupt(Corruption {
                             segment: oldest.path.clone(),
                             offset: 0,
                             lsn: scan.first_lsn,
-                            reason: CorruptionReason::RecordsMissing { snapshot: 0, first: scan.first_lsn },
+                            reason: CorruptionReason::RecordsMissing {
+                                snapshot: 0,
+                                first: scan.first_lsn,
+                            },
                         }));
                     }
                     None => {}
@@ -316,7 +358,10 @@ impl Wal {
                 recovered.torn_tail = scan.torn.clone();
                 (next_lsn, prev_crc) = (scan.next_lsn, scan.last_crc);
                 let newest_index = scan.segments.len() - 1;
-                (offset, sealed) = (scan.segments[newest_index].end, scan.segments[newest_index].sealed);
+                (offset, sealed) = (
+                    scan.segments[newest_index].end,
+                    scan.segments[newest_index].sealed,
+                );
                 let dirty_end = scan.dirty_end;
                 for (index, found) in scan.segments.into_iter().enumerate() {
                     let header = found.header;
@@ -330,23 +375,32 @@ impl Wal {
                             .map_err(io_failure("map newest segment", &found.path))?;
                         SegmentBytes::Writable(map)
                     };
-                    segments.push(Arc::new(Segment::new(header.number, header.first_lsn, found.path, capacity, bytes)));
+                    segments.push(Arc::new(Segment::new(
+                        header.number,
+                        header.first_lsn,
+                        found.path,
+                        capacity,
+                        bytes,
+                    )));
                 }
                 let newest = segments.last().expect("scan has segments");
                 let map = newest.map().expect("newest segment is writable");
                 if let Some(torn) = &recovered.torn_tail {
-                    let from = usize::try_from(torn.offset).expect("offset within a mapped segment");
+                    let from =
+                        usize::try_from(torn.offset).expect("offset within a mapped segment");
                     let zeros = vec![0u8; dirty_end - from];
                     // SAFETY: no writer or reader exists yet; the range is
                     // inside the newest segment's mapping.
                     unsafe { newest.write_bytes(from, &zeros) };
                     let (start, len) = storage::page_range(from, dirty_end);
-                    map.sync(start, len).map_err(io_failure("sync truncated tail", &newest.path))?;
+                    map.sync(start, len)
+                        .map_err(io_failure("sync truncated tail", &newest.path))?;
                 }
                 // A crashed process may have left recovered records in the
                 // page cache only; they are acknowledged from now on.
                 let (start, len) = storage::page_range(0, offset);
-                map.sync(start, len).map_err(io_failure("sync recovered segment", &newest.path))?;
+                map.sync(start, len)
+                    .map_err(io_failure("sync recovered segment", &newest.path))?;
             }
         }
         recovered.snapshot = snapshot;
@@ -359,10 +413,11 @@ impl Wal {
                 epoch,
                 number: newest.number + 1,
                 first_lsn: next_lsn,
-                segment_bytes: segment_bytes,
+                segment_bytes,
                 prev_crc,
             };
-            let segment = install_segment(storage.as_ref(), dir, format::spare_file_name(0), header)?;
+            let segment =
+                install_segment(storage.as_ref(), dir, format::spare_file_name(0), header)?;
             segments.push(Arc::new(segment));
             offset = SEGMENT_HEADER_BYTES;
             sealed = false;
@@ -401,12 +456,24 @@ impl Wal {
         });
         // A full disk here is not fatal: appends fail only when they need it.
         shared.replenish_spare();
-        let cursor = Cursor { segment: current, offset, synced: offset, rename_from: None };
+        let cursor = Cursor {
+            segment: current,
+            offset,
+            synced: offset,
+            rename_from: None,
+        };
         let flusher = {
             let shared = Arc::clone(&shared);
             spawn(move || shared.run_flusher(cursor))
         };
-        Ok((Wal { shared, flusher: Some(flusher), _lock: lock }, recovered))
+        Ok((
+            Wal {
+                shared,
+                flusher: Some(flusher),
+                _lock: lock,
+            },
+            recovered,
+        ))
     }
 
     /// Appends a record and returns its LSN. Never waits for a sync; call
@@ -416,7 +483,10 @@ impl Wal {
         let shared = &*self.shared;
         let limit = shared.record_bytes_max;
         if payload.len() as u64 > u64::from(limit) {
-            return Err(AppendError::TooLarge { given: payload.len() as u64, limit: u64::from(limit) });
+            return Err(AppendError::TooLarge {
+                given: payload.len() as u64,
+                limit: u64::from(limit),
+            });
         }
         if shared.commit.is_poisoned() {
             return Err(AppendError::Poisoned);
@@ -465,7 +535,11 @@ impl Wal {
 
     /// A future that resolves when `lsn` is durable.
     pub fn durable(&self, lsn: Lsn) -> Durable {
-        Durable { shared: Arc::clone(&self.shared), lsn, id: None }
+        Durable {
+            shared: Arc::clone(&self.shared),
+            lsn,
+            id: None,
+        }
     }
 
     /// Every LSN up to this one is durable.
@@ -511,31 +585,49 @@ impl Wal {
     pub fn write_snapshot(&self, lsn: Lsn, blob: &[u8]) -> Result<(), SnapshotError> {
         let shared = &*self.shared;
         if blob.len() as u64 > SNAPSHOT_BYTES_MAX {
-            return Err(SnapshotError::TooLarge { given: blob.len() as u64, limit: SNAPSHOT_BYTES_MAX });
+            return Err(SnapshotError::TooLarge {
+                given: blob.len() as u64,
+                limit: SNAPSHOT_BYTES_MAX,
+            });
         }
         self.wait_durable(lsn).map_err(SnapshotError::Durability)?;
         let mut newest = shared.snapshot_lsn.lock();
         if lsn <= *newest {
-            return Err(SnapshotError::Stale { given: lsn, newest: *newest });
+            return Err(SnapshotError::Stale {
+                given: lsn,
+                newest: *newest,
+            });
         }
         let bytes = format::encode_snapshot(shared.epoch, lsn, blob);
         let temp = shared.dir.join(format::snapshot_temp_name(lsn));
         let path = shared.dir.join(format::snapshot_file_name(lsn));
         let storage = &shared.storage;
-        storage.write_file_synced(&temp, &bytes).map_err(|e| SnapshotError::Io(IoFailure::new("write snapshot", &temp, e)))?;
-        storage.rename(&temp, &path).map_err(|e| SnapshotError::Io(IoFailure::new("rename snapshot", &path, e)))?;
-        storage.sync_dir(&shared.dir).map_err(|e| SnapshotError::Io(IoFailure::new("sync directory", &shared.dir, e)))?;
+        storage
+            .write_file_synced(&temp, &bytes)
+            .map_err(|e| SnapshotError::Io(IoFailure::new("write snapshot", &temp, e)))?;
+        storage
+            .rename(&temp, &path)
+            .map_err(|e| SnapshotError::Io(IoFailure::new("rename snapshot", &path, e)))?;
+        storage
+            .sync_dir(&shared.dir)
+            .map_err(|e| SnapshotError::Io(IoFailure::new("sync directory", &shared.dir, e)))?;
         let previous = std::mem::replace(&mut *newest, lsn);
         if previous > 0 {
             let old = shared.dir.join(format::snapshot_file_name(previous));
             match storage.remove_file(&old) {
-                Ok(()) => storage
-                    .sync_dir(&shared.dir)
-                    .map_err(|e| SnapshotError::Io(IoFailure::new("sync directory", &shared.dir, e)))?,
+                Ok(()) => storage.sync_dir(&shared.dir).map_err(|e| {
+                    SnapshotError::Io(IoFailure::new("sync directory", &shared.dir, e))
+                })?,
                 // Gone already (say, the snapshot recovered at open was an
                 // older one's successor): nothing to delete.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(SnapshotError::Io(IoFailure::new("remove old snapshot", &old, e))),
+                Err(e) => {
+                    return Err(SnapshotError::Io(IoFailure::new(
+                        "remove old snapshot",
+                        &old,
+                        e,
+                    )));
+                }
             }
         }
         Ok(())
@@ -548,7 +640,10 @@ impl Wal {
         let shared = &*self.shared;
         let covered = *shared.snapshot_lsn.lock();
         if lsn > covered + 1 {
-            return Err(RemoveError::NotCovered { given: lsn, covered });
+            return Err(RemoveError::NotCovered {
+                given: lsn,
+                covered,
+            });
         }
         let durable = shared.commit.durable();
         let victims: Vec<Arc<Segment>> = {
@@ -588,7 +683,9 @@ impl Wal {
     }
 
     fn stop(&mut self) {
-        let Some(flusher) = self.flusher.take() else { return };
+        let Some(flusher) = self.flusher.take() else {
+            return;
+        };
         self.shared.signal.lock().shutdown = true;
         self.shared.signal_wake.notify_one();
         if flusher.join().is_err() && !std::thread::panicking() {
@@ -642,7 +739,9 @@ impl Shared {
             .storage
             .create_segment(&path, self.segment_bytes as u64)
             .map_err(io_failure("preallocate segment", &path))?;
-        self.storage.sync_dir(&self.dir).map_err(io_failure("sync directory", &self.dir))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(io_failure("sync directory", &self.dir))?;
         Ok(Spare { path, map })
     }
 
@@ -654,7 +753,8 @@ impl Shared {
             Some(spare) => spare,
             None => {
                 tail.spare_counter += 1;
-                self.create_spare(tail.spare_counter).map_err(AppendError::Storage)?
+                self.create_spare(tail.spare_counter)
+                    .map_err(AppendError::Storage)?
             }
         };
         let mut seal = FrameHeader {
@@ -691,7 +791,10 @@ impl Shared {
         unsafe { segment.write_bytes(0, &header.encode()) };
         let segment = Arc::new(segment);
         self.segments.lock().push(Arc::clone(&segment));
-        tail.rolled.push(Rolled { segment: Arc::clone(&segment), spare_path: spare.path });
+        tail.rolled.push(Rolled {
+            segment: Arc::clone(&segment),
+            spare_path: spare.path,
+        });
         tail.current = segment;
         tail.offset = SEGMENT_HEADER_BYTES;
         tail.spare_failed = false;
@@ -743,7 +846,8 @@ impl Shared {
                 (tail.next_lsn - 1, Arc::clone(&tail.current), tail.offset)
             };
             if target > self.commit.durable() {
-                if let Err(failure) = self.flush(&mut cursor, &mut queue, &end_segment, end_offset) {
+                if let Err(failure) = self.flush(&mut cursor, &mut queue, &end_segment, end_offset)
+                {
                     // fsyncgate: after a failed sync the page cache may claim
                     // clean pages that never reached the disk. Never retry.
                     *self.failure.lock() = Some(failure.to_string());
@@ -773,7 +877,11 @@ impl Shared {
     ) -> Result<(), IoFailure> {
         loop {
             let last = Arc::ptr_eq(&cursor.segment, end_segment);
-            let limit = if last { end_offset } else { cursor.segment.capacity };
+            let limit = if last {
+                end_offset
+            } else {
+                cursor.segment.capacity
+            };
             let mut sealed = false;
             while cursor.offset < limit {
                 let word = wait_for_commit_word(&cursor.segment, cursor.offset);
@@ -783,7 +891,12 @@ impl Shared {
                     sealed = true;
                     break;
                 }
-                assert_eq!(kind, FrameKind::Record as u8, "frame kind at {}", cursor.offset);
+                assert_eq!(
+                    kind,
+                    FrameKind::Record as u8,
+                    "frame kind at {}",
+                    cursor.offset
+                );
                 cursor.offset += frame_bytes(length as usize);
             }
             assert!(sealed != last, "the flusher must end on the tail or a seal");
@@ -792,8 +905,12 @@ impl Shared {
             cursor.synced = cursor.offset;
             if let Some(spare) = cursor.rename_from.take() {
                 let path = &cursor.segment.path;
-                self.storage.rename(&spare, path).map_err(io_failure("rename segment", path))?;
-                self.storage.sync_dir(&self.dir).map_err(io_failure("sync directory", &self.dir))?;
+                self.storage
+                    .rename(&spare, path)
+                    .map_err(io_failure("rename segment", path))?;
+                self.storage
+                    .sync_dir(&self.dir)
+                    .map_err(io_failure("sync directory", &self.dir))?;
             }
             if !sealed {
                 return Ok(());
@@ -816,7 +933,8 @@ impl Shared {
         let (start, len) = storage::page_range(start, end);
         // Relaxed: a monitoring counter.
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        map.sync(start, len).map_err(io_failure("msync segment", &segment.path))
+        map.sync(start, len)
+            .map_err(io_failure("msync segment", &segment.path))
     }
 }
 

@@ -46,7 +46,10 @@ fn build_log(dir: &Path, sizes: &[usize]) -> Vec<Frame> {
     for (i, &size) in sizes.iter().enumerate() {
         let lsn = wal.append(i as u8, &payload(i as u64 + 1, size)).unwrap();
         wal.wait_durable(lsn).unwrap();
-        frames.push(Frame { offset, len: size as u64 });
+        frames.push(Frame {
+            offset,
+            len: size as u64,
+        });
         offset += frame_bytes(size as u64);
     }
     wal.close().unwrap();
@@ -75,24 +78,46 @@ fn cutting_the_last_records_at_every_byte_recovers_exactly_the_complete_prefix()
     let sizes = [10, 50, 3, 100, 0, 64, 17, 200, 9];
     let pristine = tempfile::tempdir().unwrap();
     let frames = build_log(pristine.path(), &sizes);
-    let segment_name = segment_paths(pristine.path())[0].file_name().unwrap().to_owned();
+    let segment_name = segment_paths(pristine.path())[0]
+        .file_name()
+        .unwrap()
+        .to_owned();
     let original = fs::read(pristine.path().join(&segment_name)).unwrap();
     let first_cut = frames[sizes.len() - 4].offset;
     let last_cut = frames.last().unwrap().payload_end();
     for cut in first_cut..=last_cut {
         for mode in [Cut::Truncate, Cut::Zero] {
-            check_cut(pristine.path(), &segment_name, &original, &frames, cut, mode);
+            check_cut(
+                pristine.path(),
+                &segment_name,
+                &original,
+                &frames,
+                cut,
+                mode,
+            );
         }
     }
 }
 
 #[track_caller]
-fn check_cut(pristine: &Path, segment: &std::ffi::OsStr, original: &[u8], frames: &[Frame], cut: u64, mode: Cut) {
+fn check_cut(
+    pristine: &Path,
+    segment: &std::ffi::OsStr,
+    original: &[u8],
+    frames: &[Frame],
+    cut: u64,
+    mode: Cut,
+) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(pristine, dir.path());
     let path = dir.path().join(segment);
     match mode {
-        Cut::Truncate => OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap(),
+        Cut::Truncate => OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap(),
         Cut::Zero => {
             let mut bytes = original.to_vec();
             bytes[cut as usize..].fill(0);
@@ -100,15 +125,24 @@ fn check_cut(pristine: &Path, segment: &std::ffi::OsStr, original: &[u8], frames
         }
     }
     let complete = frames.iter().filter(|f| f.payload_end() <= cut).count() as u64;
-    let prefix_end = frames[..complete as usize].last().map_or(SEGMENT_HEADER_BYTES, Frame::end);
-    let torn = original[prefix_end.min(cut) as usize..cut as usize].iter().any(|&b| b != 0);
+    let prefix_end = frames[..complete as usize]
+        .last()
+        .map_or(SEGMENT_HEADER_BYTES, Frame::end);
+    let torn = original[prefix_end.min(cut) as usize..cut as usize]
+        .iter()
+        .any(|&b| b != 0);
     let context = format!("cut at {cut} ({mode:?})");
 
     let report = verify(dir.path()).unwrap_or_else(|e| panic!("{context}: {e}"));
     assert_eq!(report.last_lsn, complete, "{context}");
-    assert_eq!(report.torn_tail.as_ref().map(|t| (t.offset, t.lsn)), torn.then_some((prefix_end, complete + 1)), "{context}");
+    assert_eq!(
+        report.torn_tail.as_ref().map(|t| (t.offset, t.lsn)),
+        torn.then_some((prefix_end, complete + 1)),
+        "{context}"
+    );
 
-    let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap_or_else(|e| panic!("{context}: {e}"));
+    let (wal, recovered) =
+        Wal::open(dir.path(), small_options()).unwrap_or_else(|e| panic!("{context}: {e}"));
     assert_eq!(recovered.last_lsn, complete, "{context}");
     assert_eq!(recovered.torn_tail.is_some(), torn, "{context}");
     check_prefix(&wal, complete);
@@ -116,7 +150,11 @@ fn check_cut(pristine: &Path, segment: &std::ffi::OsStr, original: &[u8], frames
     assert_eq!(next, complete + 1, "{context}");
     wal.close().unwrap();
     let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
-    assert_eq!((recovered.last_lsn, recovered.torn_tail), (complete + 1, None), "{context}");
+    assert_eq!(
+        (recovered.last_lsn, recovered.torn_tail),
+        (complete + 1, None),
+        "{context}"
+    );
     check_prefix(&wal, complete + 1);
 }
 
@@ -137,7 +175,10 @@ enum Expect {
     /// Torn tail at the frame of this LSN; records before it survive.
     Torn { lsn: u64 },
     /// Refused at the frame of this LSN.
-    Corrupt { lsn: u64, reason: fn(&CorruptionReason) -> bool },
+    Corrupt {
+        lsn: u64,
+        reason: fn(&CorruptionReason) -> bool,
+    },
 }
 
 const DAMAGE_SIZES: [usize; 12] = [40, 40, 40, 2000, 40, 40, 40, 40, 40, 40, 40, 2000];
@@ -147,26 +188,81 @@ fn damage_in_the_last_record_is_a_torn_tail_and_elsewhere_is_refused() {
     let last = DAMAGE_SIZES.len() - 1;
     let lsn_field = 8;
     let payload_byte = FRAME_HEADER_BYTES + 17;
-    check_damage(Damage::FlipBit { record: last, at: payload_byte }, Expect::Torn { lsn: last as u64 + 1 });
-    check_damage(Damage::FlipBit { record: last, at: lsn_field }, Expect::Torn { lsn: last as u64 + 1 });
-    check_damage(Damage::FlipBit { record: last, at: 0 }, Expect::Torn { lsn: last as u64 + 1 });
-    check_damage(Damage::ZeroSector { record: last }, Expect::Torn { lsn: last as u64 + 1 });
-    check_damage(Damage::GarbageAfterTail, Expect::Torn { lsn: last as u64 + 2 });
     check_damage(
-        Damage::FlipBit { record: 3, at: payload_byte },
-        Expect::Corrupt { lsn: 4, reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }) },
+        Damage::FlipBit {
+            record: last,
+            at: payload_byte,
+        },
+        Expect::Torn {
+            lsn: last as u64 + 1,
+        },
+    );
+    check_damage(
+        Damage::FlipBit {
+            record: last,
+            at: lsn_field,
+        },
+        Expect::Torn {
+            lsn: last as u64 + 1,
+        },
+    );
+    check_damage(
+        Damage::FlipBit {
+            record: last,
+            at: 0,
+        },
+        Expect::Torn {
+            lsn: last as u64 + 1,
+        },
+    );
+    check_damage(
+        Damage::ZeroSector { record: last },
+        Expect::Torn {
+            lsn: last as u64 + 1,
+        },
+    );
+    check_damage(
+        Damage::GarbageAfterTail,
+        Expect::Torn {
+            lsn: last as u64 + 2,
+        },
+    );
+    check_damage(
+        Damage::FlipBit {
+            record: 3,
+            at: payload_byte,
+        },
+        Expect::Corrupt {
+            lsn: 4,
+            reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }),
+        },
     );
     check_damage(
         Damage::ZeroSector { record: 3 },
-        Expect::Corrupt { lsn: 4, reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }) },
+        Expect::Corrupt {
+            lsn: 4,
+            reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }),
+        },
     );
     check_damage(
-        Damage::FlipBit { record: 0, at: lsn_field },
-        Expect::Corrupt { lsn: 1, reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }) },
+        Damage::FlipBit {
+            record: 0,
+            at: lsn_field,
+        },
+        Expect::Corrupt {
+            lsn: 1,
+            reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }),
+        },
     );
     check_damage(
-        Damage::FlipBit { record: last - 1, at: payload_byte },
-        Expect::Corrupt { lsn: last as u64, reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }) },
+        Damage::FlipBit {
+            record: last - 1,
+            at: payload_byte,
+        },
+        Expect::Corrupt {
+            lsn: last as u64,
+            reason: |r| matches!(r, CorruptionReason::RecordChecksum { .. }),
+        },
     );
 }
 
@@ -180,32 +276,54 @@ fn check_damage(damage: Damage, expect: Expect) {
         Damage::FlipBit { record, at } => bytes[(frames[record].offset + at) as usize] ^= 0x01,
         Damage::ZeroSector { record } => {
             let start = frames[record].offset.next_multiple_of(512) as usize;
-            assert!(start as u64 + 512 <= frames[record].payload_end(), "sector inside the record");
+            assert!(
+                start as u64 + 512 <= frames[record].payload_end(),
+                "sector inside the record"
+            );
             bytes[start..start + 512].fill(0);
         }
         Damage::GarbageAfterTail => {
             let end = frames.last().unwrap().end() as usize;
-            bytes[end..end + 300].iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8).wrapping_mul(37) | 0x80);
+            bytes[end..end + 300]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, b)| *b = (i as u8).wrapping_mul(37) | 0x80);
         }
     }
     fs::write(&path, &bytes).unwrap();
     let context = format!("{damage:?}");
-    let offset_of = |lsn: u64| frames.get(lsn as usize - 1).map_or(frames.last().unwrap().end(), |f| f.offset);
+    let offset_of = |lsn: u64| {
+        frames
+            .get(lsn as usize - 1)
+            .map_or(frames.last().unwrap().end(), |f| f.offset)
+    };
     match expect {
         Expect::Torn { lsn } => {
             let report = verify(dir.path()).unwrap_or_else(|e| panic!("{context}: {e}"));
             let torn = report.torn_tail.expect("torn tail reported");
-            assert_eq!((torn.segment.clone(), torn.offset, torn.lsn), (path.clone(), offset_of(lsn), lsn), "{context}");
+            assert_eq!(
+                (torn.segment.clone(), torn.offset, torn.lsn),
+                (path.clone(), offset_of(lsn), lsn),
+                "{context}"
+            );
             assert_eq!(report.last_lsn, lsn - 1);
-            let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap_or_else(|e| panic!("{context}: {e}"));
+            let (wal, recovered) =
+                Wal::open(dir.path(), small_options()).unwrap_or_else(|e| panic!("{context}: {e}"));
             assert_eq!(recovered.torn_tail, Some(torn), "{context}");
             assert_eq!(recovered.last_lsn, lsn - 1);
             check_prefix(&wal, lsn - 1);
             drop(wal);
             let after = fs::read(&path).unwrap();
-            assert!(after[offset_of(lsn) as usize..].iter().all(|&b| b == 0), "{context}: tail zeroed");
+            assert!(
+                after[offset_of(lsn) as usize..].iter().all(|&b| b == 0),
+                "{context}: tail zeroed"
+            );
             let (_wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
-            assert_eq!((recovered.torn_tail, recovered.last_lsn), (None, lsn - 1), "{context}");
+            assert_eq!(
+                (recovered.torn_tail, recovered.last_lsn),
+                (None, lsn - 1),
+                "{context}"
+            );
         }
         Expect::Corrupt { lsn, reason } => {
             let found = match Wal::open(dir.path(), small_options()) {
@@ -232,10 +350,17 @@ fn check_corruption(
     reason: fn(&CorruptionReason) -> bool,
     context: &str,
 ) {
-    assert_eq!((found.segment.as_path(), found.offset, found.lsn), (segment, offset, lsn), "{context}: {found}");
+    assert_eq!(
+        (found.segment.as_path(), found.offset, found.lsn),
+        (segment, offset, lsn),
+        "{context}: {found}"
+    );
     assert!(reason(found.reason.problem()), "{context}: {found}");
     let message = found.to_string();
-    assert!(message.contains(&segment.display().to_string()) && message.contains(&format!("LSN {lsn}")), "{message}");
+    assert!(
+        message.contains(&segment.display().to_string()) && message.contains(&format!("LSN {lsn}")),
+        "{message}"
+    );
 }
 
 /// Appends equal-sized records (LSN = index + 1) until the log spans three
@@ -257,7 +382,13 @@ fn damage_anywhere_in_an_older_segment_is_refused() {
     for victim in [Victim::First, Victim::LastOfSegment] {
         let dir = tempfile::tempdir().unwrap();
         let segments = build_multi_segment_log(dir.path());
-        let second_first_lsn: u64 = segments[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let second_first_lsn: u64 = segments[1]
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let lsn = match victim {
             Victim::First => 1,
             Victim::LastOfSegment => second_first_lsn - 1,
@@ -295,7 +426,13 @@ fn a_segment_from_another_log_is_refused() {
     // Same workload, so the same names; only the epoch differs.
     assert_eq!(our_segments[1].file_name(), their_segments[1].file_name());
     fs::copy(&their_segments[1], &our_segments[1]).unwrap();
-    let first_lsn: u64 = our_segments[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let first_lsn: u64 = our_segments[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     match Wal::open(ours.path(), small_options()) {
         Err(OpenError::Corrupt(found)) => check_corruption(
             &found,

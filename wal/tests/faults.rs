@@ -35,11 +35,17 @@ fn a_failed_msync_fails_every_waiter_and_acknowledges_nothing_more() {
             let wal = wal.clone();
             thread::spawn(move || {
                 let mine = wal.append(1, b"x");
-                (wal.wait_durable(doomed), mine.map(|lsn| wal.wait_durable(lsn)))
+                (
+                    wal.wait_durable(doomed),
+                    mine.map(|lsn| wal.wait_durable(lsn)),
+                )
             })
         })
         .collect();
-    assert_eq!(block_on(wal.durable(doomed)), Err(DurabilityError::Poisoned));
+    assert_eq!(
+        block_on(wal.durable(doomed)),
+        Err(DurabilityError::Poisoned)
+    );
     for waiter in waiters {
         let (first, mine) = waiter.join().unwrap();
         assert_eq!(first, Err(DurabilityError::Poisoned));
@@ -51,9 +57,20 @@ fn a_failed_msync_fails_every_waiter_and_acknowledges_nothing_more() {
     }
     assert!(wal.is_poisoned());
     assert!(wal.poison_cause().unwrap().contains("msync"));
-    assert_eq!(wal.durable_lsn(), 10, "nothing after the failure is acknowledged");
-    assert!(matches!(wal.append(1, b"later"), Err(AppendError::Poisoned)));
-    assert_eq!(wal.wait_durable(10), Ok(()), "what was durable stays durable");
+    assert_eq!(
+        wal.durable_lsn(),
+        10,
+        "nothing after the failure is acknowledged"
+    );
+    assert!(matches!(
+        wal.append(1, b"later"),
+        Err(AppendError::Poisoned)
+    ));
+    assert_eq!(
+        wal.wait_durable(10),
+        Ok(()),
+        "what was durable stays durable"
+    );
     // fsyncgate: the failed sync is not retried.
     assert_eq!(faults.syncs.load(Ordering::SeqCst), syncs_before + 1);
     let wal = Arc::into_inner(wal).unwrap();
@@ -62,7 +79,13 @@ fn a_failed_msync_fails_every_waiter_and_acknowledges_nothing_more() {
 
     let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
     assert!(recovered.last_lsn >= 10);
-    assert_eq!(all_records(&wal)[..10].iter().map(|r| r.lsn).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        all_records(&wal)[..10]
+            .iter()
+            .map(|r| r.lsn)
+            .collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -80,7 +103,10 @@ fn preallocation_on_a_full_disk_is_a_clean_error_through_the_storage_trait() {
     faults.no_space.store(true, Ordering::SeqCst);
     let appended = fill_until_full(&wal);
     // The spare made at open was used; the next rollover had no space.
-    assert!(appended as u64 * frame_bytes(1000) > TEST_SEGMENT_BYTES, "{appended}");
+    assert!(
+        appended * frame_bytes(1000) > TEST_SEGMENT_BYTES,
+        "{appended}"
+    );
     wal.wait_durable(appended).unwrap();
     assert_eq!(all_records(&wal).len() as u64, appended);
     assert!(!wal.is_poisoned(), "a full disk is not a sync failure");
@@ -150,7 +176,10 @@ fn preallocation_on_a_real_full_filesystem_is_a_clean_error() {
 
     let (wal, _) = Wal::open(tmpfs.dir.path(), small_options()).unwrap();
     let appended = fill_until_full(&wal);
-    assert!(appended as u64 * frame_bytes(1000) > 2 * TEST_SEGMENT_BYTES, "{appended}");
+    assert!(
+        appended * frame_bytes(1000) > 2 * TEST_SEGMENT_BYTES,
+        "{appended}"
+    );
     wal.wait_durable(appended).unwrap();
     let records = all_records(&wal);
     assert_eq!(records.len() as u64, appended);

@@ -52,7 +52,9 @@ fn child(dir: &Path) -> ! {
                 let mut burst = Vec::new();
                 for seq in 0..CHILD_RECORDS_MAX {
                     let key = round | thread_id << 56 | seq;
-                    let lsn = wal.append((thread_id + 1) as u8, &record_payload(key)).unwrap();
+                    let lsn = wal
+                        .append((thread_id + 1) as u8, &record_payload(key))
+                        .unwrap();
                     burst.push((lsn, key));
                     if burst.len() as u64 == BURST_RECORDS {
                         wal.wait_durable(lsn).unwrap();
@@ -90,7 +92,9 @@ fn kill_nine_while_appending_loses_no_acknowledged_record() {
         let mut killed = false;
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
-            let Some(fields) = line.strip_prefix("durable ") else { continue };
+            let Some(fields) = line.strip_prefix("durable ") else {
+                continue;
+            };
             let (lsn, key) = fields.split_once(' ').unwrap();
             reported.push((lsn.parse::<u64>().unwrap(), key.parse::<u64>().unwrap()));
             if !killed && reported.len() >= kill_after {
@@ -108,13 +112,25 @@ fn kill_nine_while_appending_loses_no_acknowledged_record() {
         for (index, record) in records.iter().enumerate() {
             assert_eq!(record.lsn, index as u64 + 1, "round {round}: dense");
             let key = u64::from_le_bytes(record.payload[..8].try_into().unwrap());
-            assert_eq!(record.payload, record_payload(key), "round {round}: LSN {}", record.lsn);
+            assert_eq!(
+                record.payload,
+                record_payload(key),
+                "round {round}: LSN {}",
+                record.lsn
+            );
         }
         for (lsn, key) in &reported {
             let record = records.get(*lsn as usize - 1).unwrap_or_else(|| {
-                panic!("round {round}: durable LSN {lsn} lost (log ends at {})", recovered.last_lsn)
+                panic!(
+                    "round {round}: durable LSN {lsn} lost (log ends at {})",
+                    recovered.last_lsn
+                )
             });
-            assert_eq!(record.payload, record_payload(*key), "round {round}: LSN {lsn}");
+            assert_eq!(
+                record.payload,
+                record_payload(*key),
+                "round {round}: LSN {lsn}"
+            );
         }
         wal.close().unwrap();
     }

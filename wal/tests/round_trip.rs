@@ -15,14 +15,19 @@ use redeem_wal::{
     dump, verify,
 };
 
-const SIZES: [usize; 16] = [0, 1, 7, 8, 9, 23, 24, 25, 31, 32, 33, 100, 255, 1000, 4000, 4096];
+const SIZES: [usize; 16] = [
+    0, 1, 7, 8, 9, 23, 24, 25, 31, 32, 33, 100, 255, 1000, 4000, 4096,
+];
 
 #[test]
 fn records_of_many_sizes_round_trip_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
     assert!(recovered.created);
-    assert_eq!((recovered.first_lsn, recovered.last_lsn, recovered.records), (1, 0, 0));
+    assert_eq!(
+        (recovered.first_lsn, recovered.last_lsn, recovered.records),
+        (1, 0, 0)
+    );
     let mut expected = Vec::new();
     for round in 0..20u64 {
         for (i, &size) in SIZES.iter().enumerate() {
@@ -32,7 +37,11 @@ fn records_of_many_sizes_round_trip_across_reopen() {
         }
     }
     let lsns: Vec<u64> = expected.iter().map(|e| e.0).collect();
-    assert_eq!(lsns, (1..=expected.len() as u64).collect::<Vec<_>>(), "dense from 1");
+    assert_eq!(
+        lsns,
+        (1..=expected.len() as u64).collect::<Vec<_>>(),
+        "dense from 1"
+    );
     wal.wait_durable(*lsns.last().unwrap()).unwrap();
     check_records(&wal, &expected);
     wal.close().unwrap();
@@ -76,7 +85,9 @@ fn concurrent_appenders_roll_over_segments_with_unique_dense_lsns() {
                 let mut mine = Vec::new();
                 for seq in 0..PER_THREAD {
                     let key = thread_id << 32 | seq;
-                    let lsn = wal.append(thread_id as u8, &payload(key, (seq % 200) as usize)).unwrap();
+                    let lsn = wal
+                        .append(thread_id as u8, &payload(key, (seq % 200) as usize))
+                        .unwrap();
                     if seq % 100 == 99 {
                         wal.wait_durable(lsn).unwrap();
                     }
@@ -92,7 +103,10 @@ fn concurrent_appenders_roll_over_segments_with_unique_dense_lsns() {
     let total = THREADS * PER_THREAD;
     let mut by_lsn = vec![None; total as usize + 1];
     for (lsn, key) in appended.iter().flatten() {
-        assert!(by_lsn[*lsn as usize].replace(*key).is_none(), "LSN {lsn} handed out twice");
+        assert!(
+            by_lsn[*lsn as usize].replace(*key).is_none(),
+            "LSN {lsn} handed out twice"
+        );
     }
     assert!(by_lsn[1..].iter().all(Option::is_some), "LSNs are dense");
     // Each thread saw its own LSNs increase.
@@ -107,14 +121,20 @@ fn concurrent_appenders_roll_over_segments_with_unique_dense_lsns() {
         for record in records {
             let key = by_lsn[record.lsn as usize].unwrap();
             assert_eq!(u64::from(record.record_type), key >> 32);
-            assert_eq!(record.payload, payload(key, ((key & 0xffff_ffff) % 200) as usize));
+            assert_eq!(
+                record.payload,
+                payload(key, ((key & 0xffff_ffff) % 200) as usize)
+            );
         }
     };
     check(all_records(&wal));
     let stats = wal.stats();
     assert!(stats.syncs > 0 && stats.commits > 0);
     Arc::into_inner(wal).unwrap().close().unwrap();
-    assert!(segment_paths(dir.path()).len() > 5, "rolled over several times");
+    assert!(
+        segment_paths(dir.path()).len() > 5,
+        "rolled over several times"
+    );
     let (report, records) = dump(dir.path()).unwrap();
     assert_eq!((report.last_lsn, report.torn_tail), (total, None));
     check(records.map(Result::unwrap).collect());
@@ -128,7 +148,10 @@ fn durability_waits_block_poll_and_return_at_once_when_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _) = Wal::open(dir.path(), small_options()).unwrap();
     assert_eq!(wal.wait_durable(0), Ok(()));
-    assert_eq!(wal.wait_durable(1), Err(DurabilityError::NotAppended { given: 1, last: 0 }));
+    assert_eq!(
+        wal.wait_durable(1),
+        Err(DurabilityError::NotAppended { given: 1, last: 0 })
+    );
     let first = wal.append(1, b"a").unwrap();
     let second = wal.append(1, b"b").unwrap();
     assert_eq!(block_on(wal.durable(second)), Ok(()));
@@ -139,11 +162,17 @@ fn durability_waits_block_poll_and_return_at_once_when_durable() {
     assert_eq!(wal.last_lsn(), second);
     assert_eq!(
         block_on(wal.durable(second + 1)),
-        Err(DurabilityError::NotAppended { given: second + 1, last: second })
+        Err(DurabilityError::NotAppended {
+            given: second + 1,
+            last: second
+        })
     );
     // Live reads see exactly the durable records.
     let records = all_records(&wal);
-    assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        records.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     let mut from_two = wal.read_from(2).unwrap();
     let record = from_two.next_record().unwrap().unwrap();
     assert_eq!((record.lsn, record.payload), (2, &b"b"[..]));
@@ -157,14 +186,29 @@ fn limits_and_the_directory_lock_are_enforced() {
     let too_big = vec![0u8; TEST_RECORD_BYTES_MAX as usize + 1];
     match wal.append(1, &too_big) {
         Err(AppendError::TooLarge { given, limit }) => {
-            assert_eq!((given, limit), (too_big.len() as u64, u64::from(TEST_RECORD_BYTES_MAX)))
+            assert_eq!(
+                (given, limit),
+                (too_big.len() as u64, u64::from(TEST_RECORD_BYTES_MAX))
+            )
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    assert!(matches!(Wal::open(dir.path(), small_options()), Err(OpenError::Locked { .. })));
-    assert!(matches!(verify(dir.path()), Err(redeem_wal::VerifyError::Locked { .. })));
-    let bad = Options { segment_bytes: 5000, ..small_options() };
-    assert!(matches!(Wal::open(dir.path(), bad), Err(OpenError::Options(_))));
+    assert!(matches!(
+        Wal::open(dir.path(), small_options()),
+        Err(OpenError::Locked { .. })
+    ));
+    assert!(matches!(
+        verify(dir.path()),
+        Err(redeem_wal::VerifyError::Locked { .. })
+    ));
+    let bad = Options {
+        segment_bytes: 5000,
+        ..small_options()
+    };
+    assert!(matches!(
+        Wal::open(dir.path(), bad),
+        Err(OpenError::Options(_))
+    ));
     drop(wal);
     let (_wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
     assert_eq!(recovered.last_lsn, 0);
@@ -182,24 +226,50 @@ fn snapshots_let_old_segments_go_and_recovery_resumes_after_them() {
     let segments_before = segment_paths(dir.path()).len();
     assert!(matches!(
         wal.remove_segments_before(10),
-        Err(RemoveError::NotCovered { given: 10, covered: 0 })
+        Err(RemoveError::NotCovered {
+            given: 10,
+            covered: 0
+        })
     ));
     wal.write_snapshot(2000, b"state at 2000").unwrap();
-    assert!(matches!(wal.write_snapshot(1500, b"older"), Err(SnapshotError::Stale { given: 1500, newest: 2000 })));
-    assert!(matches!(wal.remove_segments_before(2002), Err(RemoveError::NotCovered { .. })));
+    assert!(matches!(
+        wal.write_snapshot(1500, b"older"),
+        Err(SnapshotError::Stale {
+            given: 1500,
+            newest: 2000
+        })
+    ));
+    assert!(matches!(
+        wal.remove_segments_before(2002),
+        Err(RemoveError::NotCovered { .. })
+    ));
     let removed = wal.remove_segments_before(2001).unwrap();
     assert!(removed > 0);
     assert_eq!(segment_paths(dir.path()).len(), segments_before - removed);
-    assert!(matches!(wal.read_from(1), Err(ReadError::Removed { given: 1, .. })));
-    let replayed: Vec<u64> = wal.read_from(2001).unwrap().map(|r| r.unwrap().lsn).collect();
+    assert!(matches!(
+        wal.read_from(1),
+        Err(ReadError::Removed { given: 1, .. })
+    ));
+    let replayed: Vec<u64> = wal
+        .read_from(2001)
+        .unwrap()
+        .map(|r| r.unwrap().lsn)
+        .collect();
     assert_eq!(replayed, (2001..=3000).collect::<Vec<_>>());
     wal.close().unwrap();
     // A newer snapshot that fails its checksum is ignored, not trusted.
-    fs::write(dir.path().join("snapshot-00000000000000002500.snap"), b"RDMSNAP\ngarbage").unwrap();
+    fs::write(
+        dir.path().join("snapshot-00000000000000002500.snap"),
+        b"RDMSNAP\ngarbage",
+    )
+    .unwrap();
 
     let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
     let snapshot = recovered.snapshot.unwrap();
-    assert_eq!((snapshot.lsn, &snapshot.blob[..]), (2000, &b"state at 2000"[..]));
+    assert_eq!(
+        (snapshot.lsn, &snapshot.blob[..]),
+        (2000, &b"state at 2000"[..])
+    );
     assert_eq!(recovered.ignored_snapshots.len(), 1);
     assert!(recovered.first_lsn <= 2001);
     assert_eq!(recovered.last_lsn, 3000);
@@ -209,5 +279,9 @@ fn snapshots_let_old_segments_go_and_recovery_resumes_after_them() {
     }
     // Only the newest snapshot file is kept once a newer one is durable.
     wal.write_snapshot(3000, b"state at 3000").unwrap();
-    assert!(!dir.path().join("snapshot-00000000000000002000.snap").exists());
+    assert!(
+        !dir.path()
+            .join("snapshot-00000000000000002000.snap")
+            .exists()
+    );
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use redeem_wal::{OsStorage, Options, Record, SegmentMap, Storage, SyncMode, Wal};
+use redeem_wal::{Options, OsStorage, Record, SegmentMap, Storage, SyncMode, Wal};
 
 /// Small segments so tests roll over often.
 pub const TEST_SEGMENT_BYTES: u64 = 64 << 10;
@@ -31,7 +31,10 @@ pub fn small_options() -> Options {
 }
 
 pub fn options_with(storage: Box<dyn Storage>) -> Options {
-    Options { storage, ..small_options() }
+    Options {
+        storage,
+        ..small_options()
+    }
 }
 
 /// Bytes a frame with `len` payload bytes occupies (8-byte aligned).
@@ -54,7 +57,10 @@ pub fn payload(key: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn all_records(wal: &Wal) -> Vec<Record> {
-    wal.read_from(1).expect("read").map(|r| r.expect("valid record")).collect()
+    wal.read_from(1)
+        .expect("read")
+        .map(|r| r.expect("valid record"))
+        .collect()
 }
 
 /// The path of the only `.wal` segment, or the newest if `newest`.
@@ -97,7 +103,12 @@ pub struct FaultyStorage {
 impl FaultyStorage {
     pub fn new() -> (FaultyStorage, Arc<Faults>) {
         let faults = Arc::new(Faults::default());
-        (FaultyStorage { faults: faults.clone() }, faults)
+        (
+            FaultyStorage {
+                faults: faults.clone(),
+            },
+            faults,
+        )
     }
 }
 
@@ -135,12 +146,18 @@ impl Storage for FaultyStorage {
             return Err(io::Error::from_raw_os_error(ENOSPC));
         }
         let inner = OsStorage.create_segment(path, bytes)?;
-        Ok(Box::new(FaultyMap { inner, faults: self.faults.clone() }))
+        Ok(Box::new(FaultyMap {
+            inner,
+            faults: self.faults.clone(),
+        }))
     }
 
     fn open_segment(&self, path: &Path, bytes: u64) -> io::Result<Box<dyn SegmentMap>> {
         let inner = OsStorage.open_segment(path, bytes)?;
-        Ok(Box::new(FaultyMap { inner, faults: self.faults.clone() }))
+        Ok(Box::new(FaultyMap {
+            inner,
+            faults: self.faults.clone(),
+        }))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
