@@ -268,6 +268,8 @@ mod tests {
     }
 }
 
+/// Model checks of the durable-LSN advance and waiter wakeup. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test -p redeem-wal --lib loom`.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;

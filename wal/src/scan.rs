@@ -326,11 +326,14 @@ pub struct Snapshot {
     pub blob: Vec<u8>,
 }
 
+/// Snapshot files that failed validation, with why.
+pub(crate) type IgnoredSnapshots = Vec<(PathBuf, SnapshotProblem)>;
+
 /// The newest valid snapshot, and the newer ones that failed validation.
 pub(crate) fn load_snapshot(
     listing: &Listing,
     epoch: Option<u64>,
-) -> Result<(Option<Snapshot>, Vec<(PathBuf, SnapshotProblem)>), IoFailure> {
+) -> Result<(Option<Snapshot>, IgnoredSnapshots), IoFailure> {
     let mut ignored = Vec::new();
     for (name_lsn, path) in listing.snapshots.iter().rev() {
         let file_bytes = fs::metadata(path)

@@ -323,7 +323,7 @@ impl Wal {
                     epoch,
                     number: 1,
                     first_lsn: 1,
-                    segment_bytes: segment_bytes,
+                    segment_bytes,
                     prev_crc: 0,
                 };
                 let segment =
@@ -413,7 +413,7 @@ impl Wal {
                 epoch,
                 number: newest.number + 1,
                 first_lsn: next_lsn,
-                segment_bytes: segment_bytes,
+                segment_bytes,
                 prev_crc,
             };
             let segment =

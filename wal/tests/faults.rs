@@ -104,7 +104,7 @@ fn preallocation_on_a_full_disk_is_a_clean_error_through_the_storage_trait() {
     let appended = fill_until_full(&wal);
     // The spare made at open was used; the next rollover had no space.
     assert!(
-        appended as u64 * frame_bytes(1000) > TEST_SEGMENT_BYTES,
+        appended * frame_bytes(1000) > TEST_SEGMENT_BYTES,
         "{appended}"
     );
     wal.wait_durable(appended).unwrap();
@@ -177,7 +177,7 @@ fn preallocation_on_a_real_full_filesystem_is_a_clean_error() {
     let (wal, _) = Wal::open(tmpfs.dir.path(), small_options()).unwrap();
     let appended = fill_until_full(&wal);
     assert!(
-        appended as u64 * frame_bytes(1000) > 2 * TEST_SEGMENT_BYTES,
+        appended * frame_bytes(1000) > 2 * TEST_SEGMENT_BYTES,
         "{appended}"
     );
     wal.wait_durable(appended).unwrap();
