@@ -80,7 +80,10 @@ fn fsync_latency(c: &mut Criterion) {
 
 fn replay(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let options = || Options { sync: SyncMode::None, ..Options::default() };
+    let options = || Options {
+        sync: SyncMode::None,
+        ..Options::default()
+    };
     {
         let (wal, _) = Wal::open(dir.path(), options()).unwrap();
         let payload = [3u8; REPLAY_PAYLOAD_BYTES];

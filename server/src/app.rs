@@ -38,6 +38,10 @@ pub struct ServeConfig {
     /// WAL segment size.
     pub segment_bytes: u64,
     pub failed_lookups_per_minute: u32,
+    /// Take a snapshot once this many records follow the last one.
+    pub snapshot_records: u64,
+    /// Or once this many seconds passed with any record since the last one.
+    pub snapshot_seconds: u64,
 }
 
 impl ServeConfig {
@@ -54,6 +58,8 @@ impl ServeConfig {
             drain_seconds: 10,
             segment_bytes: redeem_wal::SEGMENT_BYTES_DEFAULT,
             failed_lookups_per_minute: redeem_engine::limiter::FAILURES_PER_WINDOW_DEFAULT,
+            snapshot_records: 1_000_000,
+            snapshot_seconds: 600,
         }
     }
 }
@@ -173,16 +179,91 @@ pub fn open(
 /// Replays the log into the engine, logging progress every second. Any
 /// record that does not decode or apply stops the start.
 pub fn replay(app: &App, recovered: &redeem_wal::Recovered) -> anyhow::Result<ReplaySummary> {
-    let summary = replay_into(
-        &app.engine,
-        &app.wal,
-        recovered.first_lsn,
-        recovered.last_lsn,
-        true,
-    )?;
+    let first = restore_snapshot(&app.engine, recovered)?;
+    let summary = replay_into(&app.engine, &app.wal, first, recovered.last_lsn, true)?;
     // Release: see `is_ready`.
     app.ready.store(true, Ordering::Release);
     Ok(summary)
+}
+
+/// Restores the recovered snapshot, if any, into a fresh engine; returns the
+/// first LSN to replay after it.
+pub fn restore_snapshot<J: Journal>(
+    engine: &Engine<J>,
+    recovered: &redeem_wal::Recovered,
+) -> anyhow::Result<Lsn> {
+    match &recovered.snapshot {
+        None => Ok(recovered.first_lsn),
+        Some(snapshot) => {
+            let start = Instant::now();
+            engine.restore(&snapshot.blob).map_err(|e| {
+                anyhow::anyhow!("snapshot at LSN {} does not restore: {e}", snapshot.lsn)
+            })?;
+            tracing::info!(
+                lsn = snapshot.lsn,
+                bytes = snapshot.blob.len(),
+                seconds = start.elapsed().as_secs_f64(),
+                "restored snapshot"
+            );
+            Ok(snapshot.lsn + 1)
+        }
+    }
+}
+
+/// Keeps a shadow engine that replays the durable log and snapshots it, so
+/// requests never stall for a snapshot. Runs on its own thread until `stop`.
+pub fn snapshotter(
+    app: Arc<App>,
+    base: Option<redeem_wal::Snapshot>,
+    stop: std::sync::mpsc::Receiver<()>,
+) {
+    use redeem_engine::NullJournal;
+    let check = Duration::from_millis(500);
+    let shadow = Engine::new(
+        NullJournal::default(),
+        EngineConfig::default(),
+        render::renderer(),
+    );
+    let mut shadow_lsn = 0;
+    if let Some(snapshot) = &base {
+        if let Err(e) = shadow.restore(&snapshot.blob) {
+            tracing::error!(error = %e, "snapshots disabled: the base snapshot does not restore");
+            return;
+        }
+        shadow_lsn = snapshot.lsn;
+    }
+    let mut last_snapshot_lsn = shadow_lsn;
+    let mut last_snapshot_at = Instant::now();
+    loop {
+        match stop.recv_timeout(check) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let durable = app.wal.durable_lsn();
+        let due = durable.saturating_sub(last_snapshot_lsn) >= app.config.snapshot_records
+            || (durable > last_snapshot_lsn
+                && last_snapshot_at.elapsed() >= Duration::from_secs(app.config.snapshot_seconds));
+        if !due {
+            continue;
+        }
+        let start = Instant::now();
+        match replay_into(&shadow, &app.wal, shadow_lsn + 1, durable, false) {
+            Ok(_) => shadow_lsn = durable,
+            Err(e) => {
+                tracing::error!(error = %e, "snapshots disabled: the shadow replay failed");
+                return;
+            }
+        }
+        let blob = shadow.snapshot(durable, crate::timefmt::now());
+        if let Err(e) = app.wal.write_snapshot(durable, &blob) {
+            tracing::error!(error = %e, lsn = durable, "writing a snapshot failed");
+            continue;
+        }
+        let removed = app.wal.remove_segments_before(durable + 1);
+        tracing::info!(lsn = durable, bytes = blob.len(), removed_segments = ?removed.ok(), seconds = start.elapsed().as_secs_f64(), "snapshot written");
+        last_snapshot_lsn = durable;
+        last_snapshot_at = Instant::now();
+    }
 }
 
 /// What a replay did.

@@ -63,10 +63,15 @@ pub async fn run(
         snapshot = ?recovered.snapshot.as_ref().map(|s| s.lsn),
         "replaying the log"
     );
+    let base_snapshot = recovered.snapshot.clone();
     let replayer = {
         let app = app.clone();
         tokio::task::spawn_blocking(move || app::replay(&app, &recovered))
     };
+    let (stop_snapshots, stop_rx) = std::sync::mpsc::channel::<()>();
+    let mut stop_rx_slot = Some(stop_rx);
+    let mut base_snapshot = base_snapshot;
+    let mut snapshotter = None;
     let serving = serve(app.clone(), listener, shutdown);
     tokio::pin!(serving);
     let mut replay_done = false;
@@ -79,6 +84,11 @@ pub async fn run(
                 let summary = result??;
                 tracing::info!(records = summary.records, seconds = summary.elapsed.as_secs_f64(), rate = summary.rate() as u64, "replay done; serving");
                 sweeper = Some(spawn_sweeper(app.clone()));
+                let (app, base) = (app.clone(), base_snapshot.take());
+                let stop_rx = std::mem::replace(&mut stop_rx_slot, None);
+                if let Some(stop_rx) = stop_rx {
+                    snapshotter = Some(std::thread::Builder::new().name("snapshotter".into()).spawn(move || app::snapshotter(app, base, stop_rx))?);
+                }
             }
             result = &mut serving => {
                 result?;
@@ -89,6 +99,10 @@ pub async fn run(
     if let Some(sweeper) = sweeper {
         sweeper.abort();
         let _ = sweeper.await;
+    }
+    drop(stop_snapshots);
+    if let Some(snapshotter) = snapshotter {
+        let _ = tokio::task::spawn_blocking(move || snapshotter.join()).await;
     }
     if !replay_done {
         // Stopped during replay: let it finish so the log closes cleanly.

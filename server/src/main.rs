@@ -45,6 +45,13 @@ enum Command {
         /// Most open connections.
         #[arg(long, default_value_t = 10_000)]
         connections_max: usize,
+        /// Snapshot once this many records follow the last snapshot (older
+        /// log segments are then deleted, bounding replay time).
+        #[arg(long, default_value_t = 1_000_000)]
+        snapshot_every_records: u64,
+        /// Or once this many seconds have passed with new records.
+        #[arg(long, default_value_t = 600)]
+        snapshot_every_seconds: u64,
     },
     /// Manage API tokens.
     Token {
@@ -147,6 +154,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_format,
             body_bytes_max,
             connections_max,
+            snapshot_every_records,
+            snapshot_every_seconds,
         } => {
             init_logs(log_format);
             let mut config = ServeConfig::new(data_dir);
@@ -157,6 +166,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.no_auth = no_auth;
             config.body_bytes_max = body_bytes_max;
             config.connections_max = connections_max;
+            config.snapshot_records = snapshot_every_records.max(1);
+            config.snapshot_seconds = snapshot_every_seconds.max(1);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
