@@ -685,7 +685,13 @@ impl<J: Journal> Engine<J> {
     }
 
     /// Adds `count` generated codes.
-    pub fn generate(&self, id: &str, count: u64, now: Timestamp) -> Result<ImportReport, Refusal> {
+    pub fn generate(
+        &self,
+        id: &str,
+        count: u64,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<ImportReport, Refusal> {
         let campaign = self.campaign(id).ok_or(Refusal::UnknownCampaign)?;
         let _order = campaign.add_lock.lock();
         let issued = campaign.generated.len();
@@ -697,16 +703,22 @@ impl<J: Journal> Engine<J> {
                 message: format!("a campaign holds at most {GENERATE_MAX} generated codes"),
             })?;
         Self::check_space(campaign.codec.format(), new_total)?;
-        self.append(&Record::CodesGenerated {
+        let record = Record::CodesGenerated {
             at: now,
             campaign: campaign.number,
             count,
-        })?;
+            idem: idem.map(|k| IdemTag {
+                key: k.key,
+                fingerprint: k.fingerprint,
+            }),
+        };
+        let lsn = self.append(&record)?;
         campaign
             .generated
             .grow(count)
             .expect("bounded by GENERATE_MAX");
         self.after_stock_added(campaign);
+        self.store_effect(lsn, &record, campaign);
         Ok(ImportReport {
             added: count,
             total: campaign.generated.len() + campaign.imported.len(),
@@ -812,6 +824,9 @@ impl<J: Journal> Engine<J> {
         user: Option<&str>,
         now: Timestamp,
     ) -> Result<CodeStatus, Refusal> {
+        if let Some(user) = user {
+            check_name("user", user)?;
+        }
         let code = match user {
             Some(user) => self.resolve_limited(input, user, now)?,
             None => self.resolve(input)?,
@@ -1027,9 +1042,11 @@ impl<J: Journal> Engine<J> {
         let code = self.resolve_limited(input, user, now)?;
         let campaign = code.campaign;
         let slot = code.slot;
-        self.window_check(campaign, now)?;
         let (guard, meta) = self.lock_live(campaign, slot, now)?;
+        // A code's own state first: a redeemed code reports `redeemed` even
+        // in a paused or ended campaign.
         Self::code_usable(guard.state(), &meta, now)?;
+        self.window_check(campaign, now)?;
         let limit = campaign.spec.per_user_limit;
         let mut reservation = None;
         let claimed = match &meta.hold {
@@ -1259,11 +1276,11 @@ impl<J: Journal> Engine<J> {
         }
         let code = self.resolve_limited(input, user, now)?;
         let (campaign, slot) = (code.campaign, code.slot);
-        self.window_check(campaign, now)?;
         let ttl = ttl_seconds.unwrap_or(campaign.spec.reservation_ttl_seconds);
         let expires_at = Timestamp(now.0.saturating_add(ttl.saturating_mul(1000)));
         let (guard, meta) = self.lock_live(campaign, slot, now)?;
         Self::code_usable(guard.state(), &meta, now)?;
+        self.window_check(campaign, now)?;
         if guard.state().public() == PublicState::Reserved {
             let hold = meta.hold.expect("a reserved code has its hold");
             if &*hold.user == user {
@@ -1672,6 +1689,7 @@ impl<J: Journal> Engine<J> {
                     .grow(*count)
                     .expect("bounded by GENERATE_MAX");
                 self.after_stock_added(campaign);
+                self.store_effect(lsn, record, campaign);
             }
             Record::CodesImported {
                 campaign,
@@ -2301,8 +2319,12 @@ impl<J: Journal> Importer<'_, J> {
             return Ok(());
         }
         // A generated code of any campaign would be ambiguous.
-        if self.engine.resolve(&normalized).is_ok() {
-            self.reject(line_no, "exists_in_other_campaign");
+        if let Ok(code) = self.engine.resolve(&normalized) {
+            if code.campaign.number == self.campaign.number {
+                self.report.duplicates += 1;
+            } else {
+                self.reject(line_no, "exists_in_other_campaign");
+            }
             return Ok(());
         }
         self.pending_set.insert(normalized.clone());

@@ -124,6 +124,7 @@ pub enum Record<'a> {
         at: Timestamp,
         campaign: CampaignNo,
         count: u64,
+        idem: Option<IdemTag<'a>>,
     },
     /// A batch of imported codes, normalized, in slot order from `first`.
     CodesImported {
@@ -371,6 +372,7 @@ impl<'a> Record<'a> {
         match *self {
             Record::CampaignCreated { idem, .. }
             | Record::CampaignUpdated { idem, .. }
+            | Record::CodesGenerated { idem, .. }
             | Record::Assigned { idem, .. }
             | Record::Reserved { idem, .. }
             | Record::Released { idem, .. }
@@ -446,10 +448,14 @@ impl<'a> Record<'a> {
                 w.idem(idem);
             }
             Record::CodesGenerated {
-                campaign, count, ..
+                campaign,
+                count,
+                idem,
+                ..
             } => {
                 w.u32(*campaign);
                 w.u64(*count);
+                w.idem(idem);
             }
             Record::CodesImported {
                 campaign,
@@ -636,6 +642,7 @@ impl<'a> Record<'a> {
                 at,
                 campaign: r.u32()?,
                 count: r.u64()?,
+                idem: r.idem()?,
             },
             RecordKind::CodesImported => Record::CodesImported {
                 at,
@@ -925,6 +932,7 @@ mod tests {
             at,
             campaign: 1,
             count: 5,
+            idem,
         });
         check(Record::CodesImported {
             at,
@@ -1005,6 +1013,7 @@ mod tests {
             at: Timestamp(1),
             campaign: 1,
             count: 1,
+            idem: None,
         }
         .encode(&mut bytes);
         bytes.push(0);

@@ -177,7 +177,7 @@ fn create_validates_and_refuses_conflicts() {
         None,
     )
     .unwrap();
-    check_refusal(e.generate("x", 100, T0), "code_space_too_small");
+    check_refusal(e.generate("x", 100, T0, None), "code_space_too_small");
     assert_eq!(e.campaigns().count(), 3);
     check_replay(&e);
 }
@@ -601,7 +601,7 @@ fn a_failing_journal_changes_nothing() {
     check_refusal(e.reserve(&c[0], "u", None, T0, None), "unavailable");
     check_refusal(e.assign("s", "r", T0, None), "unavailable");
     check_refusal(e.void(&c[0], T0, None), "unavailable");
-    check_refusal(e.generate("s", 5, T0), "unavailable");
+    check_refusal(e.generate("s", 5, T0, None), "unavailable");
     let mut importer = e.importer("s").unwrap();
     importer.push(1, "imp", T0).unwrap();
     check_refusal(importer.finish(T0), "unavailable");

@@ -423,9 +423,9 @@ impl Model {
             return Err("invalid_request");
         }
         let code = self.resolve(sel)?;
-        self.window(self.codes[code].campaign)?;
         self.release_if_expired(code);
         self.usable(code)?;
+        self.window(self.codes[code].campaign)?;
         if let Some(res) = self.codes[code].hold {
             if self.reservations[res].user != user {
                 return Err("code_reserved");
@@ -450,9 +450,9 @@ impl Model {
         }
         let code = self.resolve(sel)?;
         let campaign = self.codes[code].campaign;
-        self.window(campaign)?;
         self.release_if_expired(code);
         self.usable(code)?;
+        self.window(campaign)?;
         if let Some(res) = self.codes[code].hold {
             if self.reservations[res].user != user {
                 return Err("code_reserved");

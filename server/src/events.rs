@@ -17,20 +17,14 @@ use crate::timefmt;
 const LIMIT_DEFAULT: u64 = 1000;
 const LIMIT_MAX: u64 = 10_000;
 const WAIT_SECONDS_MAX: u64 = 30;
+/// How often a long-poll looks for a new record.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 fn bad(field: &str, message: &str) -> Response<Body> {
-    let mut r = Response::new(
-        http_body_util::Full::new(bytes::Bytes::from(render::error_body(
-            "invalid_request",
-            message,
-            &[("field", field.into())],
-        )))
-        .boxed(),
-    );
-    *r.status_mut() = http::StatusCode::BAD_REQUEST;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    crate::http::json_response(
+        400,
+        render::error_body("invalid_request", message, &[("field", field.into())]),
+    )
 }
 
 pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
@@ -57,8 +51,15 @@ pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
         }
     }
     if app.wal.durable_lsn() <= after && wait > 0 {
-        // Nothing newer yet: wait for the next durable record, or time out.
-        let _ = tokio::time::timeout(Duration::from_secs(wait), app.wal.durable(after + 1)).await;
+        // Nothing newer yet: wait until a record past `after` is appended,
+        // then until it is durable, or until the time is up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        while app.wal.last_lsn() <= after && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        if app.wal.last_lsn() > after {
+            let _ = tokio::time::timeout_at(deadline, app.wal.durable(after + 1)).await;
+        }
     }
     let through = app.wal.durable_lsn();
     let mut out = Vec::new();
@@ -66,16 +67,10 @@ pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
         let mut records = match app.wal.read_from(after + 1) {
             Ok(r) => r,
             Err(e) => {
-                let mut r = Response::new(
-                    http_body_util::Full::new(bytes::Bytes::from(render::error_body(
-                        "events_unavailable",
-                        &e.to_string(),
-                        &[],
-                    )))
-                    .boxed(),
+                return crate::http::json_response(
+                    410,
+                    render::error_body("events_unavailable", &e.to_string(), &[]),
                 );
-                *r.status_mut() = http::StatusCode::GONE;
-                return r;
             }
         };
         let mut sent = 0;

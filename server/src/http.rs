@@ -2,6 +2,10 @@
 //! and every route of API.md. Each answer that reports or depends on a
 //! transition is sent only after that transition is durable.
 
+// Handlers return early with a ready `Response` as their error: it is built
+// once per request on the way out, so boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +39,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
-fn json_response(status: u16, body: Vec<u8>) -> Response<Body> {
+pub(crate) fn json_response(status: u16, body: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = StatusCode::from_u16(status).expect("valid status");
     response
@@ -334,6 +338,12 @@ async fn keyed(
             app.engine.idempotency().abandon(idem.key);
             return refusal(r);
         }
+        // Throttling and capacity answers are about this moment, not about
+        // the request: they are not stored, so a retry runs anew.
+        Err(ref r @ (Refusal::TooManyFailedAttempts { .. } | Refusal::IdempotencyTableFull(_))) => {
+            app.engine.idempotency().abandon(idem.key);
+            return refusal(r);
+        }
         Err(r) => Answer {
             status: render::refusal_status(&r),
             body: render::refusal_body(&r),
@@ -416,7 +426,10 @@ fn authorize(
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim);
     let Some(principal) = token.and_then(|t| app.tokens.authenticate(t)) else {
         return Err(error(
@@ -620,9 +633,9 @@ async fn v1(
         (_, ["campaigns", _]) => ("other", method_not_allowed()),
         (Method::POST, ["campaigns", id, "codes"]) => {
             const ROUTE: RouteName = "add_codes";
-            auth!(&[]);
+            let principal = auth!(&[]);
             let id = id.to_string();
-            let response = add_codes(app, &id, &parts, body).await;
+            let response = add_codes(app, &id, &principal, &parts, body).await;
             (ROUTE, response)
         }
         (Method::GET, ["campaigns", id, "codes"]) => {
@@ -1007,9 +1020,43 @@ struct GenerateRequest {
     generate: u64,
 }
 
+/// Splits a byte stream into lines for the importer, holding only a
+/// partial last line between chunks.
+struct LineFeeder<'e, J: redeem_engine::Journal> {
+    importer: redeem_engine::Importer<'e, J>,
+    carry: Vec<u8>,
+    line_no: u64,
+    now: redeem_engine::Timestamp,
+}
+
+impl<'e, J: redeem_engine::Journal> LineFeeder<'e, J> {
+    fn feed(&mut self, data: &[u8]) -> Result<(), Refusal> {
+        self.carry.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = self.carry[start..].iter().position(|&b| b == b'\n') {
+            self.line_no += 1;
+            let line = String::from_utf8_lossy(&self.carry[start..start + pos]).into_owned();
+            self.importer.push(self.line_no, &line, self.now)?;
+            start += pos + 1;
+        }
+        self.carry.drain(..start);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<redeem_engine::ImportReport, Refusal> {
+        if !self.carry.is_empty() {
+            self.line_no += 1;
+            let line = String::from_utf8_lossy(&self.carry).into_owned();
+            self.importer.push(self.line_no, &line, self.now)?;
+        }
+        self.importer.finish(self.now)
+    }
+}
+
 async fn add_codes(
     app: &Arc<App>,
     id: &str,
+    principal: &Principal,
     parts: &http::request::Parts,
     mut body: Incoming,
 ) -> Response<Body> {
@@ -1023,15 +1070,21 @@ async fn add_codes(
             Ok(r) => r,
             Err(r) => return r,
         };
-        let outcome = app
-            .engine
-            .generate(id, req.generate, timefmt::now())
-            .map(|report| Answer {
+        let key = match idempotency_key(parts, principal, &bytes) {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        return keyed(app, key, |idem| {
+            let report = app
+                .engine
+                .generate(id, req.generate, timefmt::now(), idem)?;
+            Ok(Answer {
                 status: 200,
-                body: import_report(&report),
+                body: render::import_report(&report),
                 lsn: app.wal.last_lsn(),
-            });
-        return finish(app, outcome).await;
+            })
+        })
+        .await;
     }
     if ct.as_deref() != Some("text/plain") {
         return error(
@@ -1040,15 +1093,44 @@ async fn add_codes(
             "send {\"generate\": N} as application/json or codes as text/plain",
         );
     }
-    let mut importer = match app.engine.importer(id) {
-        Ok(i) => i,
+    let limit = app.config.import_bytes_max;
+    let new_feeder = || {
+        app.engine.importer(id).map(|importer| LineFeeder {
+            importer,
+            carry: Vec::new(),
+            line_no: 0,
+            now: timefmt::now(),
+        })
+    };
+    if parts.headers.contains_key("idempotency-key") {
+        // A keyed import is read whole first: its fingerprint covers the
+        // body. Retried after a crash, it finds its codes present and
+        // counts them as duplicates.
+        let bytes = match read_body(body, limit).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let key = match idempotency_key(parts, principal, &bytes) {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        return keyed(app, key, |_idem| {
+            let mut feeder = new_feeder()?;
+            feeder.feed(&bytes)?;
+            let report = feeder.finish()?;
+            Ok(Answer {
+                status: 200,
+                body: render::import_report(&report),
+                lsn: app.wal.last_lsn(),
+            })
+        })
+        .await;
+    }
+    let mut feeder = match new_feeder() {
+        Ok(f) => f,
         Err(r) => return refusal(&r),
     };
-    let limit = app.config.import_bytes_max;
     let mut seen = 0usize;
-    let mut carry: Vec<u8> = Vec::new();
-    let mut line_no = 0u64;
-    let now = timefmt::now();
     // Lines are fed as they arrive; only a partial last line is held.
     loop {
         let frame =
@@ -1066,47 +1148,16 @@ async fn add_codes(
         if seen > limit {
             return too_large(limit);
         }
-        carry.extend_from_slice(&data);
-        let mut start = 0;
-        while let Some(pos) = carry[start..].iter().position(|&b| b == b'\n') {
-            line_no += 1;
-            let line = String::from_utf8_lossy(&carry[start..start + pos]).into_owned();
-            if let Err(r) = importer.push(line_no, &line, now) {
-                return refusal(&r);
-            }
-            start += pos + 1;
-        }
-        carry.drain(..start);
-    }
-    if !carry.is_empty() {
-        line_no += 1;
-        let line = String::from_utf8_lossy(&carry).into_owned();
-        if let Err(r) = importer.push(line_no, &line, now) {
+        if let Err(r) = feeder.feed(&data) {
             return refusal(&r);
         }
     }
-    let outcome = importer.finish(now).map(|report| Answer {
+    let outcome = feeder.finish().map(|report| Answer {
         status: 200,
-        body: import_report(&report),
+        body: render::import_report(&report),
         lsn: app.wal.last_lsn(),
     });
     finish(app, outcome).await
-}
-
-fn import_report(report: &redeem_engine::ImportReport) -> Vec<u8> {
-    let rejected: Vec<Value> = report
-        .rejected
-        .iter()
-        .map(|(line, reason)| serde_json::json!({"line": line, "reason": reason}))
-        .collect();
-    serde_json::to_vec(&serde_json::json!({
-        "added": report.added,
-        "duplicates": report.duplicates,
-        "rejected": rejected,
-        "rejected_total": report.rejected_total,
-        "total": report.total,
-    }))
-    .expect("serializes")
 }
 
 /// A response body fed from a channel, for streamed CSV and NDJSON.

@@ -85,7 +85,7 @@ pub async fn run(
                 tracing::info!(records = summary.records, seconds = summary.elapsed.as_secs_f64(), rate = summary.rate() as u64, "replay done; serving");
                 sweeper = Some(spawn_sweeper(app.clone()));
                 let (app, base) = (app.clone(), base_snapshot.take());
-                let stop_rx = std::mem::replace(&mut stop_rx_slot, None);
+                let stop_rx = stop_rx_slot.take();
                 if let Some(stop_rx) = stop_rx {
                     snapshotter = Some(std::thread::Builder::new().name("snapshotter".into()).spawn(move || app::snapshotter(app, base, stop_rx))?);
                 }

@@ -148,6 +148,23 @@ pub fn campaign(v: &CampaignView) -> Vec<u8> {
     serde_json::to_vec(&campaign_value(v)).expect("serializes")
 }
 
+/// The answer to an import or `generate`.
+pub fn import_report(report: &redeem_engine::ImportReport) -> Vec<u8> {
+    let rejected: Vec<Value> = report
+        .rejected
+        .iter()
+        .map(|(line, reason)| json!({"line": line, "reason": reason}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "added": report.added,
+        "duplicates": report.duplicates,
+        "rejected": rejected,
+        "rejected_total": report.rejected_total,
+        "total": report.total,
+    }))
+    .expect("serializes")
+}
+
 /// An error body: `{"error": {"code", "message", ...extra}}`.
 pub fn error_body(code: &str, message: &str, extra: &[(&str, Value)]) -> Vec<u8> {
     let mut error = serde_json::Map::new();
@@ -176,7 +193,9 @@ pub fn refusal_status(refusal: &Refusal) -> u16 {
         Refusal::CodeVoided | Refusal::CodeExpired | Refusal::ReservationExpired => 410,
         Refusal::CampaignNotStarted | Refusal::CampaignPaused => 422,
         Refusal::TooManyFailedAttempts { .. } => 429,
-        Refusal::TooManyCampaigns { .. } | Refusal::IdempotencyTableFull(_) => 507,
+        Refusal::TooManyCampaigns { .. } => 409,
+        // The server is out of room for keys, not the client's fault.
+        Refusal::IdempotencyTableFull(_) => 503,
         Refusal::Unavailable(_) => 503,
         _ => 500,
     }
@@ -249,6 +268,15 @@ pub fn renderer() -> Renderer {
                     201,
                     redemption_body(&status.code, campaign.id(), user, *order, *at, effect.lsn),
                 )
+            }
+            Record::CodesGenerated { count, .. } => {
+                let stats = campaign.stats(effect.record.at());
+                let report = redeem_engine::ImportReport {
+                    added: *count,
+                    total: stats.total,
+                    ..Default::default()
+                };
+                (200, import_report(&report))
             }
             Record::Released { .. } | Record::RolledBack { .. } | Record::Voided { .. } => {
                 let status = effect.status.expect("a code record has a status");
