@@ -560,7 +560,7 @@ fn spawn(data_dir: &Path, extra_args: &[String], log: &Arc<Mutex<Vec<String>>>) 
             );
         }
     };
-    wait_ready(addr, &mut child, &log);
+    wait_ready(addr, &mut child, log);
     Spawned {
         child,
         addr,
