@@ -5,20 +5,35 @@
 //! and a full open with recovery scan).
 //!
 //! Records per sync for each contention level are printed to stderr.
+//!
+//! `storage_sync` isolates what one group commit costs the storage layer:
+//! store a 96-byte frame into a mapped segment and make it durable, on one
+//! thread with no flusher handoff, by `msync` of the dirty pages (what the
+//! log does) and by `fdatasync` of the file, on a `posix_fallocate`d segment
+//! (unwritten extents, as the log creates them) and on one already written
+//! with zeros. Comparing it with `wal_append_commit_always/appenders/1`
+//! separates the cost of the sync call from the cost of waking threads.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use redeem_wal::{Options, SyncMode, Wal};
+use redeem_wal::{Options, OsStorage, Storage, SyncMode, Wal};
 
 const PAYLOAD_BYTES: usize = 64;
 const APPENDERS: [u64; 4] = [1, 2, 8, 64];
 const REPLAY_RECORDS: u64 = 1_000_000;
 const REPLAY_PAYLOAD_BYTES: usize = 16;
+/// A 64-byte payload behind a 32-byte frame header.
+const SYNC_FRAME_BYTES: usize = 96;
+const SYNC_SEGMENT_BYTES: u64 = 64 << 20;
+const SYNC_PAGE_BYTES: usize = 4096;
+/// Where frames start after the segment header.
+const SYNC_FIRST_OFFSET: usize = 64;
 
 fn append_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal_append_commit_always");
@@ -78,6 +93,77 @@ fn fsync_latency(c: &mut Criterion) {
     group.finish();
 }
 
+/// How a `storage_sync` case makes the frame durable.
+#[derive(Clone, Copy)]
+enum SyncCall {
+    /// `SegmentMap::sync` of the page-aligned dirty range: `msync(MS_SYNC)`.
+    Msync,
+    /// `fdatasync` of the whole file through a second descriptor.
+    Fdatasync,
+}
+
+/// Writes `bytes` of zeros to a new file at `path` and fsyncs it, so every
+/// block is allocated and written (no unwritten extents).
+fn write_zeros(path: &Path, bytes: u64) {
+    let mut file = File::create(path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..bytes / chunk.len() as u64 {
+        file.write_all(&chunk).unwrap();
+    }
+    file.sync_all().unwrap();
+}
+
+fn storage_sync(c: &mut Criterion) {
+    let mut group = c.benchmark_group("storage_sync");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    for zeroed in [false, true] {
+        for call in [SyncCall::Msync, SyncCall::Fdatasync] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("segment");
+            let map = if zeroed {
+                write_zeros(&path, SYNC_SEGMENT_BYTES);
+                OsStorage.open_segment(&path, SYNC_SEGMENT_BYTES).unwrap()
+            } else {
+                OsStorage.create_segment(&path, SYNC_SEGMENT_BYTES).unwrap()
+            };
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            let name = match (call, zeroed) {
+                (SyncCall::Msync, false) => "msync_fallocated",
+                (SyncCall::Fdatasync, false) => "fdatasync_fallocated",
+                (SyncCall::Msync, true) => "msync_zero_written",
+                (SyncCall::Fdatasync, true) => "fdatasync_zero_written",
+            };
+            let frame = [7u8; SYNC_FRAME_BYTES];
+            let mut offset = SYNC_FIRST_OFFSET;
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    if offset + SYNC_FRAME_BYTES > map.len() {
+                        offset = SYNC_FIRST_OFFSET;
+                    }
+                    // SAFETY: in bounds (checked above) of a live mapping
+                    // that only this thread touches.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            frame.as_ptr(),
+                            map.as_ptr().add(offset),
+                            frame.len(),
+                        )
+                    };
+                    let start = offset - offset % SYNC_PAGE_BYTES;
+                    offset += SYNC_FRAME_BYTES;
+                    match call {
+                        SyncCall::Msync => map.sync(start, offset - start).unwrap(),
+                        SyncCall::Fdatasync => file.sync_data().unwrap(),
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn replay(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let options = || Options {
@@ -117,5 +203,5 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append_commit, fsync_latency, replay);
+criterion_group!(benches, append_commit, fsync_latency, storage_sync, replay);
 criterion_main!(benches);
