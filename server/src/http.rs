@@ -147,32 +147,31 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             "send the body as application/json",
         ));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        error(
-            400,
-            "invalid_json",
-            &format!("the body is not valid JSON: {e}"),
-        )
-    })?;
-    if !value.is_object() {
-        return Err(error(
-            400,
-            "invalid_request",
-            "the body must be a JSON object",
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| {
-        let message = e.to_string();
-        let field = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.contains("field"))
-            .unwrap_or("body")
-            .to_owned();
-        json_response(
-            400,
-            render::error_body("invalid_request", &message, &[("field", field.into())]),
-        )
+    // One pass: syntax errors are `invalid_json`; a well-formed body of the
+    // wrong shape (unknown field, wrong type, missing field) is
+    // `invalid_request`.
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => error(
+                400,
+                "invalid_json",
+                &format!("the body is not valid JSON: {e}"),
+            ),
+            Category::Data => {
+                let message = e.to_string();
+                let field = message
+                    .split('`')
+                    .nth(1)
+                    .filter(|_| message.contains("field"))
+                    .unwrap_or("body")
+                    .to_owned();
+                json_response(
+                    400,
+                    render::error_body("invalid_request", &message, &[("field", field.into())]),
+                )
+            }
+        }
     })
 }
 

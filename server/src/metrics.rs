@@ -30,6 +30,14 @@ impl Histogram {
         self.sum_seconds += secs;
     }
 
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_seconds += other.sum_seconds;
+    }
+
     fn write(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let sep = if labels.is_empty() { "" } else { "," };
@@ -58,14 +66,14 @@ const SHARDS: usize = 16;
 pub struct Metrics {
     /// (route, status) -> latency histogram, in shards by thread.
     requests: Vec<Mutex<BTreeMap<(&'static str, u16), Histogram>>>,
-    commit_wait: Mutex<Histogram>,
+    commit_wait: Vec<Mutex<Histogram>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            commit_wait: Mutex::default(),
+            commit_wait: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -87,7 +95,7 @@ impl Metrics {
     }
 
     pub fn observe_commit_wait(&self, elapsed: Duration) {
-        self.commit_wait.lock().observe(elapsed);
+        self.commit_wait[shard_index()].lock().observe(elapsed);
     }
 
     /// Renders everything; `extra` adds gauges the caller knows.
@@ -95,12 +103,7 @@ impl Metrics {
         let mut merged: BTreeMap<(&'static str, u16), Histogram> = BTreeMap::new();
         for shard in &self.requests {
             for (key, h) in shard.lock().iter() {
-                let m = merged.entry(*key).or_default();
-                for (a, b) in m.counts.iter_mut().zip(h.counts) {
-                    *a += b;
-                }
-                m.count += h.count;
-                m.sum_seconds += h.sum_seconds;
+                merged.entry(*key).or_default().merge(h);
             }
         }
         let mut out = String::new();
@@ -126,9 +129,11 @@ impl Metrics {
         }
         out.push_str("# HELP redeemd_wal_commit_wait_seconds Time a request waited for its record to be durable.\n");
         out.push_str("# TYPE redeemd_wal_commit_wait_seconds histogram\n");
-        self.commit_wait
-            .lock()
-            .write(&mut out, "redeemd_wal_commit_wait_seconds", "");
+        let mut commit_wait = Histogram::default();
+        for shard in &self.commit_wait {
+            commit_wait.merge(&shard.lock());
+        }
+        commit_wait.write(&mut out, "redeemd_wal_commit_wait_seconds", "");
         out.push_str(extra);
         out
     }
