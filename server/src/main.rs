@@ -52,6 +52,15 @@ enum Command {
         /// Or once this many seconds have passed with new records.
         #[arg(long, default_value_t = 600)]
         snapshot_every_seconds: u64,
+        /// Size of each WAL segment file, in bytes: a multiple of 4096, at
+        /// least 64 KiB. Only new segments take it. Small segments are for
+        /// tests that fill a small disk.
+        #[arg(long, default_value_t = redeem_wal::SEGMENT_BYTES_DEFAULT)]
+        segment_bytes: u64,
+        /// Time a client has to open a connection's first request (and each
+        /// later request's headers) before the connection is closed.
+        #[arg(long, default_value_t = 10)]
+        header_timeout_seconds: u64,
     },
     /// Manage API tokens.
     Token {
@@ -156,6 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connections_max,
             snapshot_every_records,
             snapshot_every_seconds,
+            segment_bytes,
+            header_timeout_seconds,
         } => {
             init_logs(log_format);
             let mut config = ServeConfig::new(data_dir);
@@ -168,6 +179,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.connections_max = connections_max;
             config.snapshot_records = snapshot_every_records.max(1);
             config.snapshot_seconds = snapshot_every_seconds.max(1);
+            config.segment_bytes = segment_bytes;
+            config.header_timeout_seconds = header_timeout_seconds.max(1);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
