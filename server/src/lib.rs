@@ -37,6 +37,11 @@ const SWEEP_INTERVAL_MS: u64 = 200;
 const H2_STREAMS_MAX: u32 = 256;
 /// Largest request head, in bytes.
 const HEAD_BYTES_MAX: usize = 64 << 10;
+/// HTTP/2's prior-knowledge preface, which the protocol sniffing looks for.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How often a client that has sent part of the HTTP/2 preface is checked
+/// for more (peeking again at once would return the same bytes).
+const PREFACE_POLL_MS: u64 = 20;
 
 /// Opens the data dir, replays the log (serving `/readyz` 503 meanwhile),
 /// then serves `listener` until `shutdown` resolves; then stops accepting,
@@ -124,6 +129,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Waits until the client has sent enough for its protocol to be known:
+/// bytes that are not a prefix of the HTTP/2 preface, or the whole preface.
+/// `Ok(false)` if it closed first. Only peeks: hyper reads the bytes again.
+async fn first_bytes(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(PREFACE_POLL_MS)).await;
+    }
+}
+
 fn spawn_sweeper(app: Arc<App>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(SWEEP_INTERVAL_MS));
@@ -155,6 +177,8 @@ async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_STREAMS_MAX)
         .max_header_list_size(HEAD_BYTES_MAX as u32);
+    let builder = Arc::new(builder);
+    let header_timeout = Duration::from_secs(app.config.header_timeout_seconds);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(app.config.connections_max));
     tokio::pin!(shutdown);
@@ -178,12 +202,20 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(move |req| http::handle(app.clone(), req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = conn.await;
+            // hyper-util sniffs the protocol from the first bytes with no
+            // deadline, and hyper's header timeout starts only after it: a
+            // client that connects and sends nothing (or trickles the
+            // HTTP/2 preface) would hold its permit forever.
+            match tokio::time::timeout(header_timeout, first_bytes(&stream)).await {
+                Ok(Ok(true)) => {}
+                _ => return drop(permit),
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(conn).await;
             drop(permit);
         });
     }
