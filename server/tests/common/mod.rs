@@ -315,7 +315,13 @@ impl Server {
 
     /// Like `start`, passing `extra_args` to `serve` (now and on restarts).
     pub fn start_with(extra_args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Server::start_in(&std::env::temp_dir(), extra_args)
+    }
+
+    /// Like `start_with`, with the data dir in a new temporary directory
+    /// under `parent` (a small file system, say).
+    pub fn start_in(parent: &Path, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir_in(parent).expect("tempdir");
         let data_dir = dir.path().join("data");
         let checkout = add_token(&data_dir, "checkout");
         let issuer = add_token(&data_dir, "issuer");
@@ -355,6 +361,20 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
+    }
+
+    /// The child's exit status if it has exited, without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .expect("server running")
+            .try_wait()
+            .expect("try_wait")
+    }
+
+    /// The child's resident memory (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid()).expect("/proc/PID/status has VmRSS")
     }
 
     /// SIGKILL: no drain, no flush; only what was durable survives.
@@ -611,6 +631,62 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// `VmRSS` of a process, in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// A small seeded generator (SplitMix64) so a failing run can be repeated.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The seed from environment variable `name`, else from the clock;
+    /// printed either way so a failure can be replayed.
+    pub fn seed_from_env(name: &str) -> u64 {
+        let seed = std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_nanos() as u64
+            });
+        eprintln!("seed: {name}={seed}");
+        seed
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`; the bias is negligible for small `n`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 }
 
