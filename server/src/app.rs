@@ -81,11 +81,22 @@ impl Journal for WalJournal {
             let mut buf = buf.borrow_mut();
             buf.clear();
             record.encode(&mut buf);
-            self.wal
-                .append(record.kind() as u8, &buf)
-                .map_err(|e| JournalError {
-                    message: e.to_string(),
-                })
+            self.wal.append(record.kind() as u8, &buf).map_err(|e| {
+                // The full error names files of the data dir: logged, not
+                // sent to clients.
+                tracing::error!(error = %e, "the log refused a record");
+                let message = match &e {
+                    redeem_wal::AppendError::Storage(io) if io.is_no_space() => {
+                        "no space left on the disk holding the log".to_owned()
+                    }
+                    redeem_wal::AppendError::Storage(_) => "the log's storage failed".to_owned(),
+                    redeem_wal::AppendError::Poisoned => {
+                        "the log failed to sync and accepts nothing more".to_owned()
+                    }
+                    other => other.to_string(),
+                };
+                JournalError { message }
+            })
         })
     }
 }
