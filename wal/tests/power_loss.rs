@@ -63,6 +63,8 @@ const SEEDS_DEFAULT: u64 = 3;
 const OPS_DEFAULT: u64 = 450;
 /// Torn variants materialized per crash point.
 const TORN_VARIANTS: u64 = 1;
+/// Variants with directory operations surviving out of order, per crash point.
+const UNORDERED_VARIANTS: u64 = 1;
 const T0: Timestamp = Timestamp(1_800_000_000_000);
 
 fn options(storage: &PowerStorage) -> Options {
@@ -138,6 +140,7 @@ impl Journal for LogJournal {
 }
 
 /// A tiny deterministic generator.
+#[derive(Clone)]
 struct Rng(u64);
 
 impl Rng {
@@ -159,6 +162,7 @@ const PREFIXES: [&str; 4] = ["A", "B", "C", "D"];
 const RECIPIENTS: [&str; 3] = ["r0", "r1", "qa"];
 
 /// The seeded operation mix, driven against a live engine.
+#[derive(Clone)]
 struct Workload {
     rng: Rng,
     now: Timestamp,
@@ -435,6 +439,28 @@ fn expected_prefixes(history: &[(u8, Vec<u8>)]) -> Vec<Expected> {
     out
 }
 
+/// The one [`Expected`] for `history[..len]`.
+fn expected_at(history: &[(u8, Vec<u8>)], len: usize) -> Expected {
+    let reference = engine(NullJournal::default());
+    let mut redeemed = Vec::new();
+    for (index, (kind, payload)) in history[..len].iter().enumerate() {
+        let record = Record::decode(*kind, payload).expect("decodes");
+        reference
+            .apply_replayed(index as Lsn + 1, &record)
+            .expect("applies");
+        match record {
+            Record::CampaignCreated { .. } => redeemed.push(0u64),
+            Record::Redeemed { campaign, .. } => redeemed[campaign as usize - 1] += 1,
+            Record::RolledBack { campaign, .. } => redeemed[campaign as usize - 1] -= 1,
+            _ => {}
+        }
+    }
+    Expected {
+        dump: reference.dump_state(),
+        redeemed,
+    }
+}
+
 /// Opens the log in `dir` through a fresh (non-recording) power storage.
 fn open(dir: &Path) -> Result<(PowerStorage, Arc<Wal>, Recovered), String> {
     let storage = PowerStorage::adopt(dir);
@@ -555,32 +581,46 @@ fn check_crash(
     result.map_err(|e| (e, dir))
 }
 
-fn fail_crash(
+/// Checks `crash` under every [`variants`]; panics with `label` (which
+/// names the seed) and a kept copy of the disk on the first failure.
+/// Returns how many disks were checked.
+fn check_variants(
+    label: &str,
     seed: u64,
     crash: &Crash,
-    survivors: Survivors,
-    error: String,
-    dir: tempfile::TempDir,
-) -> ! {
-    let step = crash
-        .step
-        .as_ref()
-        .map_or_else(|| "the end of the run".to_owned(), Step::to_string);
-    let kept = dir.keep();
-    panic!(
-        "POWER_SEED={seed}: crash before step {} ({step}), {survivors:?} survivors \
-         (acked {}, unsynced pages and dir ops {:?}): {error}\nmaterialized disk kept at {}",
-        crash.step_no,
-        crash.acked,
-        crash.image.unsynced(),
-        kept.display()
-    );
+    history: &[(u8, Vec<u8>)],
+    expected: &dyn Fn(Lsn) -> Expected,
+) -> u64 {
+    let variants = variants(seed, crash.step_no);
+    for &survivors in &variants {
+        if let Err((error, dir)) = check_crash(crash, survivors, history, expected) {
+            let step = crash
+                .step
+                .as_ref()
+                .map_or_else(|| "the end".to_owned(), Step::to_string);
+            let kept = dir.keep();
+            panic!(
+                "{label}: crash before step {} ({step}), {survivors:?} survivors \
+                 (acked {}, unsynced pages and dir ops {:?}): {error}\n\
+                 materialized disk kept at {}",
+                crash.step_no,
+                crash.acked,
+                crash.image.unsynced(),
+                kept.display()
+            );
+        }
+    }
+    variants.len() as u64
 }
 
 /// Crash variants checked at every crash point.
 fn variants(seed: u64, step_no: u64) -> Vec<Survivors> {
     let mut out = vec![Survivors::Durable, Survivors::Written];
     out.extend((0..TORN_VARIANTS).map(|v| Survivors::Torn(mix(seed ^ mix(step_no << 8 | v)))));
+    out.extend(
+        (0..UNORDERED_VARIANTS)
+            .map(|v| Survivors::Unordered(mix(seed ^ mix(step_no << 8 | v | 0x80)))),
+    );
     out
 }
 
@@ -636,17 +676,13 @@ fn run_seed(seed: u64, ops: u64, totals: &mut Totals) {
         ops / snapshot_every,
         "the run took its snapshots"
     );
+    let expected = |last: Lsn| Expected {
+        dump: expected[last as usize].dump.clone(),
+        redeemed: expected[last as usize].redeemed.clone(),
+    };
+    let label = format!("POWER_SEED={seed}");
     for crash in &crashes {
-        for survivors in variants(seed, crash.step_no) {
-            let expected = |last: Lsn| Expected {
-                dump: expected[last as usize].dump.clone(),
-                redeemed: expected[last as usize].redeemed.clone(),
-            };
-            if let Err((error, dir)) = check_crash(crash, survivors, &history, &expected) {
-                fail_crash(seed, crash, survivors, error, dir);
-            }
-            totals.disks += 1;
-        }
+        totals.disks += check_variants(&label, seed, crash, &history, &expected);
     }
     totals.seeds += 1;
     totals.crash_points += crashes.len() as u64;
@@ -679,6 +715,206 @@ fn power_loss_at_every_step_keeps_acknowledged_records_and_a_prefix_state() {
     }
     eprintln!(
         "power loss: {totals:?} in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// Segment files in a directory that belong to the log (not spares).
+fn log_segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".wal") && !n.starts_with("spare-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A log with a snapshot, several segments after it, every record
+/// acknowledged, and nothing unsynced: the disk before a snapshot attempt.
+struct Base {
+    image: Crash,
+    history: Vec<(u8, Vec<u8>)>,
+    workload: Workload,
+}
+
+fn base(seed: u64) -> Base {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = PowerStorage::adopt(dir.path());
+    let (wal, _) = Wal::open(dir.path(), options(&storage)).unwrap();
+    let history: History = Arc::default();
+    let live = engine(LogJournal {
+        wal: Arc::new(wal),
+        history: history.clone(),
+    });
+    let mut workload = Workload::new(seed);
+    let mut shadow = Shadow::new();
+    drive(&live, &mut workload, &storage, 150, 150, &mut shadow);
+    let entered = |storage: &PowerStorage| {
+        storage
+            .history()
+            .iter()
+            .filter(|s| matches!(s, Step::Rename { from, .. } if from.starts_with("spare-")))
+            .count()
+    };
+    let after_snapshot = entered(&storage);
+    for _ in 0..40 {
+        if entered(&storage) >= after_snapshot + 3 {
+            break;
+        }
+        drive(&live, &mut workload, &storage, 50, 0, &mut shadow);
+    }
+    assert!(
+        entered(&storage) >= after_snapshot + 3,
+        "three segments after the snapshot"
+    );
+    let image = storage.crash_now();
+    let history = history.lock().unwrap().clone();
+    assert_eq!(image.acked, history.len() as u64, "all acknowledged");
+    Base {
+        image,
+        history,
+        workload,
+    }
+}
+
+/// A log opened on a copy of the base disk, replayed into a live engine.
+struct Reopened {
+    storage: PowerStorage,
+    wal: Arc<Wal>,
+    engine: Engine<LogJournal>,
+    last: Lsn,
+    _dir: tempfile::TempDir,
+}
+
+fn reopen(base: &Base, before: &Expected) -> Reopened {
+    let dir = scratch_dir();
+    base.image.image.materialize(dir.path(), Survivors::Durable);
+    let (storage, wal, recovered) = open(dir.path()).unwrap();
+    storage.note_acked(base.history.len() as u64);
+    let engine = engine(LogJournal {
+        wal: wal.clone(),
+        history: Arc::new(Mutex::new(base.history.clone())),
+    });
+    let last = replay(
+        &engine,
+        &wal,
+        &recovered,
+        &base.history,
+        base.history.len() as u64,
+    )
+    .unwrap();
+    check_engine(&engine, before).unwrap();
+    Reopened {
+        storage,
+        wal,
+        engine,
+        last,
+        _dir: dir,
+    }
+}
+
+/// The server's snapshotter, once: snapshot at `lsn`, then remove the
+/// segments it covers. Returns which of the two failed, if one did.
+fn snapshot_and_remove(live: &Reopened, lsn: Lsn, at: Timestamp) -> Result<usize, String> {
+    let blob = live.engine.snapshot(lsn, at);
+    live.wal
+        .write_snapshot(lsn, &blob)
+        .map_err(|e| format!("write_snapshot: {e}"))?;
+    live.wal
+        .remove_segments_before(lsn + 1)
+        .map_err(|e| format!("remove_segments_before: {e}"))
+}
+
+#[test]
+fn snapshot_and_segment_removal_survive_a_crash_or_failure_at_every_step() {
+    let start = Instant::now();
+    let seed = env_u64("POWER_SEED").unwrap_or(7);
+    let base = base(seed);
+    let before = expected_at(&base.history, base.history.len());
+    let at = Timestamp(base.workload.now.0 + 1000);
+
+    // Crash before each step of one attempt, and after the last.
+    let live = reopen(&base, &before);
+    live.storage.record_crashes(true);
+    let removed = snapshot_and_remove(&live, live.last, at).expect("the dry run succeeds");
+    live.storage.record_crashes(false);
+    let mut crashes = live.storage.take_crashes();
+    crashes.push(live.storage.crash_now());
+    let steps: Vec<Step> = crashes.iter().filter_map(|c| c.step.clone()).collect();
+    assert!(removed >= 2, "removed {removed} segments");
+    assert!(
+        steps.contains(&Step::Remove(format!("snapshot-{:020}.snap", 150))) || {
+            // The base snapshot's LSN is the durable LSN at operation 150.
+            steps
+                .iter()
+                .any(|s| matches!(s, Step::Remove(n) if n.ends_with(".snap")))
+        },
+        "the attempt deletes the older snapshot: {steps:?}"
+    );
+    let same_as_before = |_: Lsn| Expected {
+        dump: before.dump.clone(),
+        redeemed: before.redeemed.clone(),
+    };
+    let mut disks = 0;
+    for crash in &crashes {
+        let label = format!("POWER_SEED={seed} snapshot attempt");
+        disks += check_variants(&label, seed, crash, &base.history, &same_as_before);
+    }
+    drop(live);
+
+    // Each step failing with EIO; then the log keeps working, a later
+    // snapshot succeeds, and crashes before and after lose nothing.
+    for (n, step) in steps.iter().enumerate() {
+        let n = n as u64 + 1;
+        let label = format!("POWER_SEED={seed} step {n} ({step}) failing");
+        let live = reopen(&base, &before);
+        live.storage.fail_nth_step_from_now(n);
+        let result = snapshot_and_remove(&live, live.last, at);
+        let failed = live.storage.failed();
+        assert_eq!(failed.len(), 1, "{label}: {failed:?}");
+        assert_eq!(&failed[0].1, step, "{label}: the same steps as the dry run");
+        assert!(result.is_err(), "{label}: the failure is reported");
+        disks += check_variants(
+            &label,
+            seed,
+            &live.storage.crash_now(),
+            &base.history,
+            &same_as_before,
+        );
+
+        let mut workload = base.workload.clone();
+        drive(
+            &live.engine,
+            &mut workload,
+            &live.storage,
+            20,
+            0,
+            &mut Shadow::new(),
+        );
+        let durable = live.wal.durable_lsn();
+        snapshot_and_remove(&live, durable, workload.now)
+            .unwrap_or_else(|e| panic!("{label}: the next snapshot fails: {e}"));
+        let history = live.engine.journal().history.lock().unwrap().clone();
+        assert_eq!(durable, history.len() as u64);
+        // Segments wholly covered by the new snapshot that are still there.
+        let segments = log_segments(&live.storage.dir());
+        let covered = segments
+            .windows(2)
+            .filter(|pair| pair[1][..20].parse::<u64>().unwrap() <= durable + 1)
+            .count();
+        assert_eq!(
+            covered, 0,
+            "{label}: segments covered by the snapshot left behind: {segments:?}"
+        );
+        let crash = live.storage.crash_now();
+        let expected = |last: Lsn| expected_at(&history, last as usize);
+        disks += check_variants(&label, seed, &crash, &history, &expected);
+    }
+    eprintln!(
+        "snapshot crashes: seed {seed}, {} records, {} steps {steps:?}, {disks} disks checked in {:.1} s",
+        base.history.len(),
+        steps.len(),
         start.elapsed().as_secs_f64()
     );
 }

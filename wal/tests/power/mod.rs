@@ -125,6 +125,9 @@ pub enum Survivors {
     /// Each unsynced page old or new, and a prefix of the pending directory
     /// operations, chosen by this seed: a power loss mid-writeback.
     Torn(u64),
+    /// Like `Torn`, but each pending directory operation independently
+    /// survives or not, as POSIX allows of operations no fsync ordered.
+    Unordered(u64),
 }
 
 /// The state of the disk just before a step (or at the end of a run).
@@ -275,6 +278,11 @@ impl PowerStorage {
     /// Steps that were made to fail, with their numbers.
     pub fn failed(&self) -> Vec<(u64, Step)> {
         self.lock().failed.clone()
+    }
+
+    /// The directory this storage serves.
+    pub fn dir(&self) -> PathBuf {
+        self.lock().dir.clone()
     }
 
     pub fn steps(&self) -> u64 {
@@ -566,9 +574,18 @@ impl Image {
             Survivors::Durable => 0,
             Survivors::Written => self.pending.len(),
             Survivors::Torn(seed) => (mix(seed) % (self.pending.len() as u64 + 1)) as usize,
+            Survivors::Unordered(_) => 0,
         };
         let mut names = self.durable.clone();
-        for op in &self.pending[..pending] {
+        let applied = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| match survivors {
+                Survivors::Unordered(seed) => mix(seed ^ mix((*index as u64 + 1) << 40)) & 1 == 1,
+                _ => *index < pending,
+            });
+        for (_, op) in applied {
             match op {
                 DirOp::Link(name, ino) => {
                     names.insert(name.clone(), *ino);
@@ -590,7 +607,7 @@ impl Image {
             let take_written = |index: usize| match survivors {
                 Survivors::Durable => false,
                 Survivors::Written => true,
-                Survivors::Torn(seed) => {
+                Survivors::Torn(seed) | Survivors::Unordered(seed) => {
                     mix(seed ^ mix((ino as u64) << 32 | index as u64)) & 1 == 1
                 }
             };
