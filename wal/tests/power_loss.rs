@@ -15,10 +15,13 @@
 //!
 //! Crash points: *every* storage step of the run (each msync, directory
 //! fsync, create, rename, unlink, file write and fsync), just before it takes
-//! effect, plus the end of the run. At each, three disks are materialized:
-//! durable bytes only (power loss), everything written (process crash), and
-//! a seeded torn mix (each unsynced page old or new, a prefix of the pending
-//! directory operations). On each the log is reopened and must: open
+//! effect, plus the end of the run. At each, four disks are materialized:
+//! durable bytes only (power loss), everything written (process crash), a
+//! seeded torn mix (each unsynced page old or new, a prefix of the pending
+//! directory operations, as a journaling file system keeps them), and the
+//! same with each pending directory operation surviving independently (as
+//! POSIX allows without an fsync between them). On each the log is
+//! reopened and must: open
 //! without corruption; hold every LSN acknowledged before the crash; hold a
 //! dense run of records, each byte-equal to what was appended at its LSN;
 //! replay (snapshot, then the records after it) without a replay error; end
