@@ -656,17 +656,29 @@ impl Wal {
                 .count();
             segments.drain(..count).collect()
         };
-        for victim in &victims {
-            shared
-                .storage
-                .remove_file(&victim.path)
-                .map_err(|e| RemoveError::Io(IoFailure::new("remove segment", &victim.path, e)))?;
-        }
-        if !victims.is_empty() {
-            shared
-                .storage
-                .sync_dir(&shared.dir)
-                .map_err(|e| RemoveError::Io(IoFailure::new("sync directory", &shared.dir, e)))?;
+        // Oldest first, each unlink made durable before the next: a crash
+        // then leaves a suffix of the log, never a gap (which open refuses
+        // as corruption). Unlinks no fsync orders may reach the disk in any
+        // order.
+        for (index, victim) in victims.iter().enumerate() {
+            let removed = match shared.storage.remove_file(&victim.path) {
+                // Already gone is what removal wants.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                removed => removed.map_err(|e| IoFailure::new("remove segment", &victim.path, e)),
+            }
+            .and_then(|()| {
+                shared
+                    .storage
+                    .sync_dir(&shared.dir)
+                    .map_err(|e| IoFailure::new("sync directory", &shared.dir, e))
+            });
+            if let Err(failure) = removed {
+                // Put back the ones not known removed, so a later call
+                // removes them instead of leaving them until a restart.
+                let mut segments = shared.segments.lock();
+                segments.splice(0..0, victims[index..].iter().cloned());
+                return Err(RemoveError::Io(failure));
+            }
         }
         Ok(victims.len())
     }
