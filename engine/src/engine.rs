@@ -20,8 +20,9 @@ use crate::record::{
 use crate::state::{CodeState, Locked, PublicState, StateMap, Transition};
 use crate::sync::{Arc, AtomicPtr, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
 
-/// Most campaigns an engine holds.
-pub const CAMPAIGNS_MAX: usize = 1 << 14;
+/// Most campaigns an engine holds; two under loom, where each slot is a
+/// modelled atomic.
+pub const CAMPAIGNS_MAX: usize = if cfg!(loom) { 2 } else { 1 << 14 };
 /// Most codes `generate` may add at once, as API.md says.
 pub const GENERATE_MAX: u64 = 1_000_000_000;
 /// Longest `user`, `order` and `recipient`, in bytes.
@@ -870,6 +871,11 @@ impl<J: Journal> Engine<J> {
             drop(shard);
             return Ok(self.assigned(campaign, slot, recipient, false, None));
         }
+        #[cfg(loom)]
+        if crate::mutations::on(crate::mutations::Mutation::AssignUnlocksRecipient) {
+            drop(shard);
+            shard = campaign.recipients.shard(recipient);
+        }
         let (slot, lsn) = self.assign_fresh(campaign, recipient, false, now, tag)?;
         let entry = shard
             .entry(recipient.into())
@@ -1034,6 +1040,9 @@ impl<J: Journal> Engine<J> {
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
             Err(refusal) => {
+                #[cfg(loom)]
+                let claimed = claimed
+                    && !crate::mutations::on(crate::mutations::Mutation::RedeemKeepsClaimOnFailure);
                 if claimed {
                     campaign.unclaim_user(user);
                 }
@@ -1122,7 +1131,11 @@ impl<J: Journal> Engine<J> {
                 fingerprint: k.fingerprint,
             }),
         };
+        #[cfg(loom)]
+        let early = crate::mutations::unclaim_before_record(campaign, slot);
         let lsn = self.append(&record)?;
+        #[cfg(loom)]
+        crate::mutations::reclaim_after_record(campaign, early);
         self.effect_rolled_back(campaign, guard, slot);
         self.store_effect(lsn, &record, campaign, Some(&campaign.code_string(slot)));
         Ok(self.status_of(code, now))
@@ -1149,8 +1162,15 @@ impl<J: Journal> Engine<J> {
     ) -> Result<CodeStatus, Refusal> {
         let code = self.resolve(input)?;
         let (campaign, slot) = (code.campaign, code.slot);
+        #[cfg(loom)]
+        let stale = crate::mutations::on(crate::mutations::Mutation::VoidChecksStaleState)
+            .then(|| campaign.map(slot).peek(slot.index()))
+            .flatten();
         let guard = self.lock(campaign, slot).expect("resolved slot exists");
-        match guard.state().public() {
+        let state = guard.state();
+        #[cfg(loom)]
+        let state = stale.unwrap_or(state);
+        match state.public() {
             PublicState::Redeemed => {
                 let at = campaign
                     .meta_of(slot)
@@ -1312,9 +1332,18 @@ impl<J: Journal> Engine<J> {
         let campaign = self
             .campaign_by_number(hold_ref.campaign)
             .expect("hold's campaign exists");
+        #[cfg(loom)]
+        let stale = crate::mutations::on(crate::mutations::Mutation::LockHoldChecksBeforeLock)
+            .then(|| campaign.meta_of(hold_ref.slot).hold)
+            .flatten()
+            .filter(|hold| hold.id == id);
         let guard = self
             .lock(campaign, hold_ref.slot)
             .expect("hold's slot exists");
+        #[cfg(loom)]
+        if let Some(hold) = stale {
+            return Ok((campaign, hold_ref.slot, guard, hold));
+        }
         match campaign.meta_of(hold_ref.slot).hold {
             Some(hold) if hold.id == id && guard.state().public() == PublicState::Reserved => {
                 Ok((campaign, hold_ref.slot, guard, hold))
@@ -1885,7 +1914,7 @@ impl<J: Journal> Engine<J> {
         });
         holds.sort();
         let _ = writeln!(out, "holds {holds:?}");
-        let _ = writeln!(out, "expiries {:?}", self.expiries.lock());
+        let _ = writeln!(out, "expiries {:?}", *self.expiries.lock());
         let _ = writeln!(out, "idempotency {}", self.idempotency.dump());
         out
     }
