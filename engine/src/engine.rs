@@ -1307,8 +1307,8 @@ impl<J: Journal> Engine<J> {
                 until,
             })
         });
-        let from = guard.state();
-        guard.publish(Transition::Reserve, from.reserved());
+        // Indexed before the code is published as reserved: a void or a
+        // release that takes the code next must find the hold to forget it.
         self.reservations.shard(&id).insert(
             id,
             HoldRef {
@@ -1318,6 +1318,8 @@ impl<J: Journal> Engine<J> {
             },
         );
         self.expiries.lock().insert((until, id));
+        let from = guard.state();
+        guard.publish(Transition::Reserve, from.reserved());
     }
 
     /// Locks the code a live reservation holds, checking the hold is still
@@ -1453,12 +1455,15 @@ impl<J: Journal> Engine<J> {
         at: Timestamp,
     ) {
         campaign.update_meta(slot, |meta| meta.hold = None);
-        let from = guard.state();
-        guard.publish(Transition::Release, from.base());
-        self.forget_hold(hold.id);
+        // Remembered before the code is released and the hold forgotten: a
+        // confirm that misses the hold in either place must find it here
+        // and answer `reservation_expired`, not `unknown_reservation`.
         if expired {
             self.expired.shard(&hold.id).insert(hold.id, at);
         }
+        let from = guard.state();
+        guard.publish(Transition::Release, from.base());
+        self.forget_hold(hold.id);
         campaign.unclaim_user(&hold.user);
     }
 
