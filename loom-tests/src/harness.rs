@@ -29,18 +29,22 @@ impl Drop for MutationGuard {
     }
 }
 
-fn builder() -> loom::model::Builder {
+/// Preemptions for models of three racing threads: at two, their
+/// interleavings run to millions (over ten minutes on two cores); every pair
+/// of their operations also has a two-thread model checked at the full bound.
+pub const PREEMPTIONS_THREE_THREADS: usize = 1;
+
+fn builder(preemptions_max: usize) -> loom::model::Builder {
     let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(PREEMPTIONS_DEFAULT);
-    }
+    let bound = builder.preemption_bound.unwrap_or(PREEMPTIONS_DEFAULT);
+    builder.preemption_bound = Some(bound.min(preemptions_max));
     builder.max_branches = builder.max_branches.max(BRANCHES_MAX);
     builder
 }
 
 /// Runs `model` with `mutation` active; returns how many interleavings
 /// loom explored, or the panic that ended the run.
-fn run<F>(mutation: Option<Mutation>, model: F) -> Result<usize, String>
+fn run<F>(mutation: Option<Mutation>, preemptions_max: usize, model: F) -> Result<usize, String>
 where
     F: Fn() + Sync + Send + 'static,
 {
@@ -49,7 +53,7 @@ where
     redeem_engine::mutations::set(mutation);
     let count = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = count.clone();
-    let builder = builder();
+    let builder = builder(preemptions_max);
     let outcome = catch_unwind(AssertUnwindSafe(move || {
         builder.check(move || {
             // Relaxed: a plain tally, read after the model returns.
@@ -74,7 +78,15 @@ pub fn check<F>(name: &str, model: F)
 where
     F: Fn() + Sync + Send + 'static,
 {
-    match run(None, model) {
+    check_bounded(name, usize::MAX, model);
+}
+
+/// [`check`] with at most `preemptions_max` preemptions per interleaving.
+pub fn check_bounded<F>(name: &str, preemptions_max: usize, model: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    match run(None, preemptions_max, model) {
         Ok(count) => println!("loom: {name}: {count} interleavings, all correct"),
         Err(message) => panic!("loom: {name} failed: {message}"),
     }
@@ -90,7 +102,7 @@ where
     // is printed below instead.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = run(Some(mutation), model);
+    let result = run(Some(mutation), usize::MAX, model);
     std::panic::set_hook(hook);
     match result {
         Ok(count) => panic!(
@@ -220,4 +232,131 @@ pub fn code_records(engine: &Engine<MemoryJournal>, code: &str) -> Vec<&'static 
             (record.code().map(|(_, slot)| slot) == Some(want)).then(|| record.kind().event_name())
         })
         .collect()
+}
+
+/// One request in a race on one code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Redeem(&'static str),
+    Reserve(&'static str),
+    Void,
+    Rollback,
+}
+
+impl Op {
+    /// Sends the request; returns "ok" or the refusal's API code.
+    pub fn apply(self, engine: &Engine<MemoryJournal>, code: &str) -> &'static str {
+        match self {
+            Op::Redeem(user) => outcome(&engine.redeem(code, user, None, T0, None)),
+            Op::Reserve(user) => outcome(&engine.reserve(code, user, None, T0, None)),
+            Op::Void => outcome(&engine.void(code, T0, None)),
+            Op::Rollback => outcome(&engine.rollback(code, T0, None)),
+        }
+    }
+
+    fn user(self) -> Option<&'static str> {
+        match self {
+            Op::Redeem(user) | Op::Reserve(user) => Some(user),
+            Op::Void | Op::Rollback => None,
+        }
+    }
+}
+
+/// How a race on one code ended: what each request was told (in the order
+/// the ops were given), the code's state, each user's count, and the kinds
+/// of the code's records in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub told: Vec<&'static str>,
+    pub state: &'static str,
+    pub claims: Vec<(&'static str, u32)>,
+    pub records: Vec<&'static str>,
+}
+
+/// A one-code campaign "race", with `setup` applied to its code.
+fn race_engine(setup: &[Op]) -> (Engine<MemoryJournal>, String) {
+    let engine = self::engine();
+    let code = campaign(&engine, "race", 1, 1).remove(0);
+    for op in setup {
+        assert_eq!(op.apply(&engine, &code), "ok", "setup {op:?}");
+    }
+    (engine, code)
+}
+
+fn ending(
+    engine: &Engine<MemoryJournal>,
+    code: &str,
+    ops: &[Op],
+    told: Vec<&'static str>,
+) -> Ending {
+    let campaign = engine.campaign("race").expect("campaign exists");
+    let mut users: Vec<_> = ops.iter().filter_map(|op| op.user()).collect();
+    users.sort();
+    users.dedup();
+    Ending {
+        told,
+        state: state(engine, code),
+        claims: users
+            .into_iter()
+            .map(|u| (u, campaign.user_claimed(u)))
+            .collect(),
+        records: code_records(engine, code),
+    }
+}
+
+/// Every ending some serial order of `ops` gives, each order run on a
+/// fresh engine: the definition of a legal outcome of the race.
+fn serial_endings(setup: &[Op], ops: &[Op]) -> Vec<Ending> {
+    fn orders(n: usize, prefix: Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if prefix.len() == n {
+            out.push(prefix);
+            return;
+        }
+        for i in (0..n).filter(|i| !prefix.contains(i)) {
+            orders(n, [&prefix[..], &[i]].concat(), out);
+        }
+    }
+    let mut all = Vec::new();
+    orders(ops.len(), Vec::new(), &mut all);
+    all.into_iter()
+        .map(|order| {
+            let (engine, code) = race_engine(setup);
+            let mut told = vec![""; ops.len()];
+            for i in order {
+                told[i] = ops[i].apply(&engine, &code);
+            }
+            ending(&engine, &code, ops, told)
+        })
+        .collect()
+}
+
+/// A model: after `setup`, every op of `ops` runs at once on one code (the
+/// first on the model's main thread, each other on a thread of its own).
+/// The ending must be one that a serial order gives, the counters must
+/// agree with the bitmap, and the journal must replay to the same state.
+pub fn race_one_code(
+    setup: &'static [Op],
+    ops: &'static [Op],
+) -> impl Fn() + Sync + Send + 'static {
+    move || {
+        let (engine, code) = race_engine(setup);
+        let engine = std::sync::Arc::new(engine);
+        let others: Vec<_> = ops[1..]
+            .iter()
+            .map(|&op| {
+                let (engine, code) = (engine.clone(), code.clone());
+                loom::thread::spawn(move || op.apply(&engine, &code))
+            })
+            .collect();
+        let mut told = vec![ops[0].apply(&engine, &code)];
+        told.extend(others.into_iter().map(|t| t.join().expect("no panic")));
+        let seen = ending(&engine, &code, ops, told);
+        let legal = serial_endings(setup, ops);
+        assert!(
+            legal.contains(&seen),
+            "no serial order of {ops:?} gives {seen:?}"
+        );
+        check_counters(&engine, "race");
+        check_replay(&engine);
+    }
 }

@@ -40,7 +40,7 @@ fn model_pool_of_one() {
     let won: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     assert_eq!(won.len(), 1, "{outcomes:?}");
     assert!(won[0].new && won[0].code == pool[0]);
-    assert!(outcomes.iter().any(|o| *o == Err("pool_exhausted")));
+    assert!(outcomes.contains(&Err("pool_exhausted")));
     let holders = engine.campaign("assign").unwrap().recipients_snapshot();
     assert_eq!(holders.len(), 1, "{holders:?}");
     check_counters(&engine, "assign");

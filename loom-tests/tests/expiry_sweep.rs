@@ -19,7 +19,7 @@ use redeem_engine::Timestamp;
 /// (confirm, holds the sweep released, final state, bob's count).
 const LEGAL: [(&str, usize, &str, u32); 2] = [
     ("ok", 0, "redeemed", 1),
-    ("reservation_expired", 0 + 1, "assigned", 0),
+    ("reservation_expired", 1, "assigned", 0),
 ];
 
 fn model() {

@@ -5,9 +5,10 @@
 //! each record against the state the records before it built, and the two
 //! engines dump the same state.
 //!
-//! Two races. Redeem, rollback and void on one code (records out of order
-//! would redeem a voided code or roll back an unredeemed one in replay;
-//! `BusyBitCheckThenSet` breaks it). And a rollback racing the same user's
+//! Two races. Redeem, rollback and void on one code: the code's records in
+//! log order must be those of some serial order of the three (and replay
+//! re-validates every one); all three at once with one preemption, each
+//! pair at the full bound (`BusyBitCheckThenSet` breaks it). And a rollback racing the same user's
 //! redemption of another code with `per_user_limit = 1`: the rollback may
 //! free the user's slot only after its record is in the log, or replay finds
 //! the new redemption over the limit (`RollbackUnclaimsBeforeRecord`).
@@ -16,43 +17,11 @@
 use std::sync::Arc;
 
 use loom_tests::{
-    Mutation, T0, campaign, check, check_caught, check_counters, check_replay, code_records,
-    engine, outcome, state,
+    Mutation, Op, PREEMPTIONS_THREE_THREADS, T0, campaign, check, check_bounded, check_caught,
+    check_replay, engine, outcome, race_one_code,
 };
 
-fn model_one_code() {
-    let engine = Arc::new(engine());
-    let code = campaign(&engine, "order", 1, 1).remove(0);
-    let redeem = {
-        let (engine, code) = (engine.clone(), code.clone());
-        loom::thread::spawn(move || outcome(&engine.redeem(&code, "ann", None, T0, None)))
-    };
-    let rollback = {
-        let (engine, code) = (engine.clone(), code.clone());
-        loom::thread::spawn(move || outcome(&engine.rollback(&code, T0, None)))
-    };
-    let void = outcome(&engine.void(&code, T0, None));
-    let (redeem, rollback) = (redeem.join().unwrap(), rollback.join().unwrap());
-    let records = code_records(&engine, &code);
-    // The code's history, in log order, is consistent with what each request
-    // was told and with where the code ended.
-    let expected: &[&str] = match (redeem, rollback, void) {
-        ("ok", "ok", "ok") => &["redeemed", "rolled_back", "voided"],
-        ("ok", "ok", "already_redeemed") => &["redeemed", "rolled_back"],
-        ("ok", "not_redeemed", "already_redeemed") => &["redeemed"],
-        ("code_voided", "not_redeemed", "ok") => &["voided"],
-        other => panic!("no serial order gives {other:?}"),
-    };
-    assert_eq!(records, expected);
-    let last = expected[expected.len() - 1];
-    let end = match last {
-        "rolled_back" => "available",
-        other => other,
-    };
-    assert_eq!(state(&engine, &code), end);
-    check_counters(&engine, "order");
-    check_replay(&engine);
-}
+const REDEEM: Op = Op::Redeem("ann");
 
 fn model_rollback_frees_a_slot() {
     let engine = Arc::new(engine());
@@ -71,16 +40,36 @@ fn model_rollback_frees_a_slot() {
 }
 
 #[test]
-fn one_codes_records_are_in_effect_order() {
-    check("record_order_one_code", model_one_code);
+fn redeem_rollback_void_records_are_in_effect_order() {
+    check_bounded(
+        "record_order_all_three",
+        PREEMPTIONS_THREE_THREADS,
+        race_one_code(&[], &[REDEEM, Op::Rollback, Op::Void]),
+    );
+}
+
+#[test]
+fn redeem_vs_rollback() {
+    check(
+        "record_order_redeem_rollback",
+        race_one_code(&[], &[REDEEM, Op::Rollback]),
+    );
+}
+
+#[test]
+fn rollback_vs_void_of_a_redeemed_code() {
+    check(
+        "record_order_rollback_void",
+        race_one_code(&[REDEEM], &[Op::Rollback, Op::Void]),
+    );
 }
 
 #[test]
 fn loom_catches_a_check_then_set_busy_bit() {
     check_caught(
-        "record_order_one_code",
+        "record_order_rollback_void",
         Mutation::BusyBitCheckThenSet,
-        model_one_code,
+        race_one_code(&[REDEEM], &[Op::Rollback, Op::Void]),
     );
 }
 
