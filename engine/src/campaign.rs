@@ -63,8 +63,9 @@ pub(crate) struct RecipientEntry {
 /// A state map and how its indexes become slots.
 pub(crate) type MapOf<'a> = (&'a StateMap, fn(u64) -> Slot);
 
-/// Seconds of history kept for the rate statistics.
-pub(crate) const RATE_WINDOW_SECONDS: u64 = 60;
+/// Seconds of history kept for the rate statistics; two under loom, where
+/// each bucket is two modelled atomics.
+pub(crate) const RATE_WINDOW_SECONDS: u64 = if cfg!(loom) { 2 } else { 60 };
 
 /// Events per second over the last minute, in per-second buckets.
 #[derive(Debug)]
@@ -344,6 +345,10 @@ impl Campaign {
     /// Interns a user name and claims one of its per-user slots; `limit` 0
     /// is unlimited. Returns the interned name, or `Err(())` at the limit.
     pub(crate) fn claim_user(&self, user: &str, limit: u32) -> Result<Arc<str>, ()> {
+        #[cfg(loom)]
+        if crate::mutations::on(crate::mutations::Mutation::ClaimCheckThenIncrement) {
+            return crate::mutations::claim_check_then_increment(self, user, limit);
+        }
         let mut shard = self.users.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,

@@ -20,8 +20,9 @@ use crate::record::{
 use crate::state::{CodeState, Locked, PublicState, StateMap, Transition};
 use crate::sync::{Arc, AtomicPtr, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
 
-/// Most campaigns an engine holds.
-pub const CAMPAIGNS_MAX: usize = 1 << 14;
+/// Most campaigns an engine holds; two under loom, where each slot is a
+/// modelled atomic.
+pub const CAMPAIGNS_MAX: usize = if cfg!(loom) { 2 } else { 1 << 14 };
 /// Most codes `generate` may add at once, as API.md says.
 pub const GENERATE_MAX: u64 = 1_000_000_000;
 /// Longest `user`, `order` and `recipient`, in bytes.
@@ -915,6 +916,11 @@ impl<J: Journal> Engine<J> {
             drop(shard);
             return Ok(self.assigned(campaign, slot, recipient, false, None));
         }
+        #[cfg(loom)]
+        if crate::mutations::on(crate::mutations::Mutation::AssignUnlocksRecipient) {
+            drop(shard);
+            shard = campaign.recipients.shard(recipient);
+        }
         let (slot, lsn) = self.assign_fresh(campaign, recipient, false, now, tag)?;
         let entry = shard
             .entry(recipient.into())
@@ -1080,6 +1086,9 @@ impl<J: Journal> Engine<J> {
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
             Err(refusal) => {
+                #[cfg(loom)]
+                let claimed = claimed
+                    && !crate::mutations::on(crate::mutations::Mutation::RedeemKeepsClaimOnFailure);
                 if claimed {
                     campaign.unclaim_user(user);
                 }
@@ -1190,7 +1199,11 @@ impl<J: Journal> Engine<J> {
                 fingerprint: k.fingerprint,
             }),
         };
+        #[cfg(loom)]
+        let early = crate::mutations::unclaim_before_record(campaign, slot);
         let lsn = self.append(&record)?;
+        #[cfg(loom)]
+        crate::mutations::reclaim_after_record(campaign, early);
         self.effect_rolled_back(campaign, guard, slot);
         self.store_effect(lsn, &record, campaign);
         Ok(self.status_of(code, now))
@@ -1217,8 +1230,15 @@ impl<J: Journal> Engine<J> {
     ) -> Result<CodeStatus, Refusal> {
         let code = self.resolve(input)?;
         let (campaign, slot) = (code.campaign, code.slot);
+        #[cfg(loom)]
+        let stale = crate::mutations::on(crate::mutations::Mutation::VoidChecksStaleState)
+            .then(|| campaign.map(slot).peek(slot.index()))
+            .flatten();
         let guard = self.lock(campaign, slot).expect("resolved slot exists");
-        match guard.state().public() {
+        let state = guard.state();
+        #[cfg(loom)]
+        let state = stale.unwrap_or(state);
+        match state.public() {
             PublicState::Redeemed => {
                 let at = campaign
                     .meta_of(slot)
@@ -1354,8 +1374,8 @@ impl<J: Journal> Engine<J> {
                 until,
             })
         });
-        let from = guard.state();
-        guard.publish(Transition::Reserve, from.reserved());
+        // Indexed before the code is published as reserved: a void or a
+        // release that takes the code next must find the hold to forget it.
         self.reservations.shard(&id).insert(
             id,
             HoldRef {
@@ -1365,6 +1385,8 @@ impl<J: Journal> Engine<J> {
             },
         );
         self.expiries.lock().insert((until, id));
+        let from = guard.state();
+        guard.publish(Transition::Reserve, from.reserved());
     }
 
     /// Locks the code a live reservation holds, checking the hold is still
@@ -1379,9 +1401,18 @@ impl<J: Journal> Engine<J> {
         let campaign = self
             .campaign_by_number(hold_ref.campaign)
             .expect("hold's campaign exists");
+        #[cfg(loom)]
+        let stale = crate::mutations::on(crate::mutations::Mutation::LockHoldChecksBeforeLock)
+            .then(|| campaign.meta_of(hold_ref.slot).hold)
+            .flatten()
+            .filter(|hold| hold.id == id);
         let guard = self
             .lock(campaign, hold_ref.slot)
             .expect("hold's slot exists");
+        #[cfg(loom)]
+        if let Some(hold) = stale {
+            return Ok((campaign, hold_ref.slot, guard, hold));
+        }
         match campaign.meta_of(hold_ref.slot).hold {
             Some(hold) if hold.id == id && guard.state().public() == PublicState::Reserved => {
                 Ok((campaign, hold_ref.slot, guard, hold))
@@ -1498,12 +1529,15 @@ impl<J: Journal> Engine<J> {
         at: Timestamp,
     ) {
         campaign.update_meta(slot, |meta| meta.hold = None);
-        let from = guard.state();
-        guard.publish(Transition::Release, from.base());
-        self.forget_hold(hold.id);
+        // Remembered before the code is released and the hold forgotten: a
+        // confirm that misses the hold in either place must find it here
+        // and answer `reservation_expired`, not `unknown_reservation`.
         if expired {
             self.expired.shard(&hold.id).insert(hold.id, at);
         }
+        let from = guard.state();
+        guard.publish(Transition::Release, from.base());
+        self.forget_hold(hold.id);
         campaign.unclaim_user(&hold.user);
     }
 
@@ -2224,7 +2258,7 @@ impl<J: Journal> Engine<J> {
         });
         holds.sort();
         let _ = writeln!(out, "holds {holds:?}");
-        let _ = writeln!(out, "expiries {:?}", self.expiries.lock());
+        let _ = writeln!(out, "expiries {:?}", *self.expiries.lock());
         let _ = writeln!(out, "idempotency {}", self.idempotency.dump());
         out
     }

@@ -84,6 +84,11 @@ impl IdempotencyTable {
         // Not under the shard lock: eviction locks other shards.
         self.make_room(now)?;
         let mut shard = self.entries.shard(key);
+        #[cfg(loom)]
+        if crate::mutations::on(crate::mutations::Mutation::IdempotencyInsertsWithoutRecheck) {
+            shard.insert(key.into(), Slot::InFlight { fingerprint });
+            return Ok(Begin::Fresh);
+        }
         if shard.contains_key(key) {
             drop(shard);
             // Another request took the key in between; answer as it says.

@@ -16,8 +16,13 @@
 //! - [`engine`]: lookups and every transition, live and in replay.
 //! - [`idempotency`]: the idempotency-key table.
 //! - [`limiter`]: the failed-lookup limiter.
+//! - `mutations` (`cfg(loom)` only): deliberate bugs for `loom-tests` to find.
 
 mod sync;
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod mutations;
 
 pub mod campaign;
 pub mod codec;

@@ -188,14 +188,15 @@ const _: () = assert!(u64::BITS % BITS_PER_CODE == 0);
 
 /// Chunk `k` holds `2^(FIRST_CHUNK_BITS + k)` codes, so a small campaign
 /// allocates little and a huge one needs few chunks (a segmented vector).
-const FIRST_CHUNK_BITS: u32 = 12;
+/// Under loom one word, as each word is a modelled atomic.
+const FIRST_CHUNK_BITS: u32 = if cfg!(loom) { 4 } else { 12 };
 /// The most codes one map holds: 2^32, above the API's 10^9 generated.
 pub const CODES_MAX: u64 = 1 << 32;
 /// Chunks needed to reach `CODES_MAX`.
 const CHUNKS_MAX: usize =
     (63 - (CODES_MAX - 1 + (1 << FIRST_CHUNK_BITS)).leading_zeros() - FIRST_CHUNK_BITS) as usize
         + 1;
-const _: () = assert!(CHUNKS_MAX == 21);
+const _: () = assert!(CHUNKS_MAX == if cfg!(loom) { 29 } else { 21 });
 
 /// The chunk holding `slot` and the slot's offset in it.
 fn chunk_of(slot: u64) -> (usize, u64) {
@@ -209,8 +210,8 @@ fn chunk_codes(chunk: usize) -> u64 {
 }
 
 /// Counter shards; a code's word picks its shard, so neighbouring codes
-/// count in different cache lines.
-pub const SHARDS: usize = 64;
+/// count in different cache lines. Two under loom (modelled atomics).
+pub const SHARDS: usize = if cfg!(loom) { 2 } else { 64 };
 const _: () = assert!(SHARDS.is_power_of_two());
 
 /// Per-shard counts of codes in each public state.
@@ -387,6 +388,12 @@ impl StateMap {
                 current = word.load(Ordering::Relaxed);
                 continue;
             }
+            #[cfg(loom)]
+            if crate::mutations::on(crate::mutations::Mutation::BusyBitCheckThenSet) {
+                word.fetch_or(BUSY << shift, Ordering::Acquire);
+                let state = CodeState::from_bits(bits);
+                return Some(Locked { slot, state });
+            }
             // Acquire on success: see the metadata the previous holder wrote.
             match word.compare_exchange_weak(
                 current,
@@ -421,6 +428,12 @@ impl StateMap {
             let bits = (current >> shift) & SLOT_MASK;
             if bits & BUSY != 0 {
                 return None;
+            }
+            #[cfg(loom)]
+            if crate::mutations::on(crate::mutations::Mutation::BusyBitCheckThenSet) {
+                word.fetch_or(BUSY << shift, Ordering::Acquire);
+                let state = CodeState::from_bits(bits);
+                return Some(Locked { slot, state });
             }
             // Acquire on success: see the metadata the previous holder wrote.
             match word.compare_exchange_weak(

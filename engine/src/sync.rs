@@ -10,9 +10,9 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
-#[cfg(loom)]
-pub(crate) use loom::sync::Arc;
-#[cfg(not(loom))]
+// std's `Arc` in both builds: the engine uses it only to share immutable
+// data (names, response bodies), never to synchronise, and loom's `Arc` has
+// no `From<&str>` or `From<Vec<u8>>` for the unsized `Arc<str>`/`Arc<[u8]>`.
 pub(crate) use std::sync::Arc;
 
 /// Backs off inside a compare-and-swap retry loop.
@@ -119,13 +119,21 @@ impl<T> RwLock<T> {
 /// sees and model-checks every lock the engine takes.
 pub(crate) struct ShardedMap<K, V> {
     shards: Box<[Shard<K, V>]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: MapHasher,
 }
+
+/// Picks a key's shard. Under loom the hash must not change between runs of
+/// a model, or a replayed interleaving would lock a different shard.
+#[cfg(not(loom))]
+type MapHasher = std::collections::hash_map::RandomState;
+#[cfg(loom)]
+type MapHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
 type Shard<K, V> = crossbeam_utils::CachePadded<Mutex<std::collections::HashMap<K, V>>>;
 
-/// Shards of a [`ShardedMap`].
-const MAP_SHARDS: usize = 32;
+/// Shards of a [`ShardedMap`]; two under loom, where every lock is a
+/// modelled object.
+const MAP_SHARDS: usize = if cfg!(loom) { 2 } else { 32 };
 const _: () = assert!(MAP_SHARDS.is_power_of_two());
 
 impl<K: std::hash::Hash + Eq, V> Default for ShardedMap<K, V> {
