@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The one command that runs every check the project has (README: "Run all tests").
+# The one command that runs every check the project has (README: "Run all
+# tests"); CI runs it too. Stages: formatting, clippy, every workspace test,
+# then the loom models. Set SKIP_LOOM=1 to leave out the loom stage while
+# iterating.
 set -euo pipefail
 cd "$(dirname "$0")"
 echo "== cargo fmt --check"
@@ -8,3 +11,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+if [ "${SKIP_LOOM:-0}" != 1 ]; then
+  echo "== loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
+  loom-tests/run.sh
+fi
