@@ -7,7 +7,7 @@ use crate::Timestamp;
 use crate::codec::Codec;
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, ReservationId, Slot};
 use crate::state::{CodeState, PublicState, StateMap};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
+use crate::sync::{Arc, AtomicBool, AtomicU64, IntHasher, Mutex, Ordering, RwLock, ShardedMap};
 
 /// Metadata of a touched code. Never-touched codes have none, so a campaign
 /// costs its bitmap (half a byte a code) until codes are used.
@@ -127,7 +127,7 @@ pub struct Campaign {
     pub(crate) imported: StateMap,
     /// Imported codes, normalized, by import index.
     pub(crate) imported_codes: RwLock<Vec<Arc<str>>>,
-    pub(crate) meta: ShardedMap<Slot, CodeMeta>,
+    pub(crate) meta: ShardedMap<Slot, CodeMeta, IntHasher>,
     pub(crate) users: ShardedMap<Box<str>, UserEntry>,
     pub(crate) recipients: ShardedMap<Box<str>, RecipientEntry>,
     /// Where the next assignment starts looking for an available code.

@@ -18,7 +18,7 @@ use crate::record::{
     ReservationId, Slot,
 };
 use crate::state::{CodeState, Locked, PublicState, StateMap, Transition};
-use crate::sync::{Arc, AtomicPtr, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
+use crate::sync::{Arc, AtomicPtr, AtomicU64, IntHasher, Mutex, Ordering, RwLock, ShardedMap};
 
 /// Most campaigns an engine holds; two under loom, where each slot is a
 /// modelled atomic.
@@ -182,12 +182,9 @@ impl std::fmt::Display for ReplayError {
 
 impl std::error::Error for ReplayError {}
 
-/// An idempotency key sent with a request, scoped to its token by the caller.
-#[derive(Debug, Clone, Copy)]
-pub struct IdemKey<'a> {
-    pub key: &'a str,
-    pub fingerprint: u128,
-}
+/// An idempotency key sent with a request, scoped to its token by the
+/// caller: the same pair a transition's record carries.
+pub type IdemKey<'a> = IdemTag<'a>;
 
 /// What the renderer sees of a transition that carried an idempotency key.
 #[derive(Debug)]
@@ -324,11 +321,11 @@ pub struct Engine<J> {
     /// Normalized imported code -> where it lives.
     imported: ShardedMap<Box<str>, (CampaignNo, Slot)>,
     imported_count: AtomicU64,
-    reservations: ShardedMap<ReservationId, HoldRef>,
+    reservations: ShardedMap<ReservationId, HoldRef, IntHasher>,
     /// Live holds by deadline, for the sweeper.
     expiries: Mutex<BTreeSet<(Timestamp, ReservationId)>>,
     /// Expired holds, remembered so a late confirm gets `reservation_expired`.
-    expired: ShardedMap<ReservationId, Timestamp>,
+    expired: ShardedMap<ReservationId, Timestamp, IntHasher>,
     next_reservation: AtomicU64,
     idempotency: IdempotencyTable,
     limiter: FailureLimiter,
@@ -578,10 +575,7 @@ impl<J: Journal> Engine<J> {
             campaign: number,
             key: key.to_bytes(),
             spec: spec.clone(),
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         let lsn = self.append(&record)?;
         let campaign = self.install(number, spec, format, key, now);
@@ -671,10 +665,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             patch,
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         let lsn = self.append(&record)?;
         let Record::CampaignUpdated { patch, .. } = &record else {
@@ -708,10 +699,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             count,
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         let lsn = self.append(&record)?;
         campaign
@@ -897,10 +885,7 @@ impl<J: Journal> Engine<J> {
         let campaign = self.campaign(id).ok_or(Refusal::UnknownCampaign)?;
         self.window_check(campaign, now)?;
         let test = campaign.settings.read().test_recipients.contains(recipient);
-        let tag = idem.map(|k| IdemTag {
-            key: k.key,
-            fingerprint: k.fingerprint,
-        });
+        let tag = idem;
         if test {
             let (slot, lsn) = self.assign_fresh(campaign, recipient, true, now, tag)?;
             return Ok(self.assigned(campaign, slot, recipient, true, Some(lsn)));
@@ -1078,10 +1063,7 @@ impl<J: Journal> Engine<J> {
             user,
             order,
             reservation,
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
@@ -1194,10 +1176,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             slot,
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         #[cfg(loom)]
         let early = crate::mutations::unclaim_before_record(campaign, slot);
@@ -1256,10 +1235,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             slot,
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         let lsn = self.append(&record)?;
         self.effect_voided(campaign, guard, slot);
@@ -1328,10 +1304,7 @@ impl<J: Journal> Engine<J> {
             reservation: id,
             user,
             expires_at,
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
@@ -1448,10 +1421,7 @@ impl<J: Journal> Engine<J> {
             user: &hold.user,
             order,
             reservation: Some(id),
-            idem: idem.map(|k| IdemTag {
-                key: k.key,
-                fingerprint: k.fingerprint,
-            }),
+            idem: idem,
         };
         let lsn = self.append(&record)?;
         let code_string = campaign.code_string(slot);
@@ -1479,10 +1449,7 @@ impl<J: Journal> Engine<J> {
             self.release_locked(campaign, slot, guard, &hold, true, now, None)?;
             return Err(Refusal::ReservationExpired);
         }
-        let tag = idem.map(|k| IdemTag {
-            key: k.key,
-            fingerprint: k.fingerprint,
-        });
+        let tag = idem;
         self.release_locked(campaign, slot, guard, &hold, false, now, tag)?;
         Ok(self.status_of(
             CodeRef {

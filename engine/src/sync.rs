@@ -116,57 +116,102 @@ impl<T> RwLock<T> {
 
 /// A hash map split into independently locked shards, so unrelated keys
 /// rarely contend. Built on this module's `Mutex` (not dashmap) so that loom
-/// sees and model-checks every lock the engine takes.
-pub(crate) struct ShardedMap<K, V> {
-    shards: Box<[Shard<K, V>]>,
-    hasher: MapHasher,
+/// sees and model-checks every lock the engine takes. The key is hashed once:
+/// the same hash picks the shard and the bucket.
+pub(crate) struct ShardedMap<K, V, S = MapHasher> {
+    shards: Box<[Shard<K, V, S>]>,
+    hasher: S,
 }
 
-/// Picks a key's shard. Under loom the hash must not change between runs of
-/// a model, or a replayed interleaving would lock a different shard.
+/// Hashes keys a client chooses (user names, codes): keyed SipHash. Under
+/// loom the hash must not change between runs of a model, or a replayed
+/// interleaving would lock a different shard.
 #[cfg(not(loom))]
-type MapHasher = std::collections::hash_map::RandomState;
+pub(crate) type MapHasher = std::collections::hash_map::RandomState;
 #[cfg(loom)]
-type MapHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+pub(crate) type MapHasher =
+    std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
-type Shard<K, V> = crossbeam_utils::CachePadded<Mutex<std::collections::HashMap<K, V>>>;
+/// Hashes integers the engine assigns (slots, reservation ids): one
+/// multiplication. Clients cannot pick these keys freely (a slot exists only
+/// for an issued code), so they need no keyed hash.
+pub(crate) type IntHasher = std::hash::BuildHasherDefault<FibonacciHasher>;
+
+/// Fibonacci hashing: the key times 2^64 / golden ratio. Spreads sequential
+/// integers over every bit of the hash.
+#[derive(Default)]
+pub(crate) struct FibonacciHasher(u64);
+
+impl std::hash::Hasher for FibonacciHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Shard<K, V, S> = crossbeam_utils::CachePadded<Mutex<std::collections::HashMap<K, V, S>>>;
 
 /// Shards of a [`ShardedMap`]; two under loom, where every lock is a
 /// modelled object.
 const MAP_SHARDS: usize = if cfg!(loom) { 2 } else { 32 };
 const _: () = assert!(MAP_SHARDS.is_power_of_two());
+/// Where in the hash the shard index is taken: middle bits, since the maps
+/// inside use the low bits for buckets and the top seven for tags. Under
+/// loom the low bits: the models' keys (recipient and user names) were
+/// chosen so that racing requests lock different shards, as most do in
+/// production; in one shard the shard lock would serialise them and hide
+/// the protocol under test.
+const SHARD_SHIFT: u32 = if cfg!(loom) { 0 } else { 32 };
 
-impl<K: std::hash::Hash + Eq, V> Default for ShardedMap<K, V> {
+impl<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher + Default + Clone> Default
+    for ShardedMap<K, V, S>
+{
     fn default() -> Self {
+        let hasher = S::default();
         ShardedMap {
             shards: (0..MAP_SHARDS)
-                .map(|_| crossbeam_utils::CachePadded::new(Mutex::new(Default::default())))
+                .map(|_| {
+                    crossbeam_utils::CachePadded::new(Mutex::new(
+                        std::collections::HashMap::with_hasher(hasher.clone()),
+                    ))
+                })
                 .collect(),
-            hasher: Default::default(),
+            hasher,
         }
     }
 }
 
-impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
+impl<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher> ShardedMap<K, V, S> {
     /// Locks the shard that holds `key`.
-    pub(crate) fn shard<Q>(&self, key: &Q) -> MutexGuard<'_, std::collections::HashMap<K, V>>
+    pub(crate) fn shard<Q>(&self, key: &Q) -> MutexGuard<'_, std::collections::HashMap<K, V, S>>
     where
         Q: std::hash::Hash + ?Sized,
     {
-        use std::hash::BuildHasher;
-        let index = (self.hasher.hash_one(key) as usize) & (MAP_SHARDS - 1);
+        let index = ((self.hasher.hash_one(key) >> SHARD_SHIFT) as usize) & (MAP_SHARDS - 1);
         self.shards[index].lock()
     }
 
     /// Visits every shard in turn, each under its lock.
-    pub(crate) fn for_each_shard(&self, mut f: impl FnMut(&mut std::collections::HashMap<K, V>)) {
+    pub(crate) fn for_each_shard(
+        &self,
+        mut f: impl FnMut(&mut std::collections::HashMap<K, V, S>),
+    ) {
         for shard in self.shards.iter() {
             f(&mut shard.lock());
         }
     }
 }
 
-impl<K, V> std::fmt::Debug for ShardedMap<K, V> {
+impl<K, V, S> std::fmt::Debug for ShardedMap<K, V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardedMap").finish_non_exhaustive()
     }

@@ -121,7 +121,12 @@ pub fn renderer() -> Renderer {
     Box::new(|effect: &Effect<'_>| {
         (
             201,
-            render(effect.record.kind().event_name(), effect.lsn, effect.code).into_bytes(),
+            render(
+                effect.record.kind().event_name(),
+                effect.lsn,
+                effect.status.map(|s| s.code.as_str()),
+            )
+            .into_bytes(),
         )
     })
 }
