@@ -1047,14 +1047,13 @@ impl<J: Journal> Engine<J> {
                 }
                 // The holder redeems directly: the hold's claim carries over.
                 reservation = Some(hold.id);
-                false
+                None
             }
-            _ => {
+            _ => Some(
                 campaign
                     .claim_user(user, limit)
-                    .map_err(|()| Refusal::UserLimitReached { limit })?;
-                true
-            }
+                    .map_err(|()| Refusal::UserLimitReached { limit })?,
+            ),
         };
         let record = Record::Redeemed {
             at: now,
@@ -1063,22 +1062,23 @@ impl<J: Journal> Engine<J> {
             user,
             order,
             reservation,
-            idem: idem,
+            idem,
         };
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
             Err(refusal) => {
                 #[cfg(loom)]
-                let claimed = claimed
-                    && !crate::mutations::on(crate::mutations::Mutation::RedeemKeepsClaimOnFailure);
-                if claimed {
+                let claimed = claimed.filter(|_| {
+                    !crate::mutations::on(crate::mutations::Mutation::RedeemKeepsClaimOnFailure)
+                });
+                if claimed.is_some() {
                     campaign.unclaim_user(user);
                 }
                 return Err(refusal);
             }
         };
         let code_string = code.code_string();
-        self.effect_redeemed(campaign, guard, slot, user, order, reservation, now);
+        self.effect_redeemed(campaign, guard, slot, claimed, order, reservation, now);
         self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
@@ -1096,22 +1096,18 @@ impl<J: Journal> Engine<J> {
         campaign: &Campaign,
         guard: Guard<'_>,
         slot: Slot,
-        user: &str,
+        claimed: Option<Arc<str>>,
         order: Option<&str>,
         reservation: Option<ReservationId>,
         at: Timestamp,
     ) {
         let from = guard.state();
-        let name = campaign
-            .users
-            .shard(user)
-            .get(user)
-            .map(|e| e.name.clone())
-            .expect("user claimed");
         campaign.update_meta(slot, |meta| {
-            meta.hold = None;
+            // The user's claim: taken for this redemption, or the hold's.
+            let hold = meta.hold.take().map(|h| h.user);
+            let user = claimed.or(hold).expect("a redemption has its user's claim");
             meta.redemption = Some(Redemption {
-                user: name,
+                user,
                 at,
                 order: order.map(Into::into),
             });
@@ -1425,7 +1421,7 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         let code_string = campaign.code_string(slot);
-        self.effect_redeemed(campaign, guard, slot, &hold.user, order, Some(id), now);
+        self.effect_redeemed(campaign, guard, slot, None, order, Some(id), now);
         self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
@@ -1817,6 +1813,7 @@ impl<J: Journal> Engine<J> {
             } => {
                 let campaign = campaign_of(*campaign)?;
                 let guard = locked(campaign, *slot, lsn)?;
+                let mut claimed = None;
                 match reservation {
                     Some(id) => match campaign.meta_of(*slot).hold {
                         Some(hold)
@@ -1840,12 +1837,12 @@ impl<J: Journal> Engine<J> {
                             ));
                         }
                         let limit = campaign.spec.per_user_limit;
-                        campaign
-                            .claim_user(user, limit)
-                            .map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
+                        claimed = Some(campaign.claim_user(user, limit).map_err(|()| {
+                            replay_err(lsn, format!("user {user} over its limit"))
+                        })?);
                     }
                 }
-                self.effect_redeemed(campaign, guard, *slot, user, *order, *reservation, *at);
+                self.effect_redeemed(campaign, guard, *slot, claimed, *order, *reservation, *at);
                 self.store_effect(lsn, record, campaign);
             }
             Record::RolledBack { campaign, slot, .. } => {

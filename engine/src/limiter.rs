@@ -5,7 +5,7 @@
 //! ephemeral (not journaled) and pruned by the sweeper.
 
 use crate::Timestamp;
-use crate::sync::ShardedMap;
+use crate::sync::{AtomicU64, Ordering, ShardedMap};
 
 /// Default failures allowed per user per window.
 pub const FAILURES_PER_WINDOW_DEFAULT: u32 = 20;
@@ -16,6 +16,8 @@ pub const WINDOW_MS: u64 = 60_000;
 pub struct FailureLimiter {
     /// User -> (window start, failures in it).
     users: ShardedMap<Box<str>, (Timestamp, u32)>,
+    /// Users in `users`: lets `check` skip hashing while nobody failed.
+    tracked: AtomicU64,
     failures_per_window: u32,
 }
 
@@ -23,12 +25,18 @@ impl FailureLimiter {
     pub fn new(failures_per_window: u32) -> FailureLimiter {
         FailureLimiter {
             users: ShardedMap::default(),
+            tracked: AtomicU64::new(0),
             failures_per_window,
         }
     }
 
     /// `Err(seconds)` to wait when the user has used up the window.
     pub fn check(&self, user: &str, now: Timestamp) -> Result<(), u64> {
+        // Relaxed: a hint. A failure noted concurrently may be missed by a
+        // check racing with it either way.
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
         match self.users.shard(user).get(user) {
             Some(&(start, count))
                 if count >= self.failures_per_window && now.0 < start.0 + WINDOW_MS =>
@@ -46,14 +54,21 @@ impl FailureLimiter {
             Some(entry) => *entry = (now, 1),
             None => {
                 shard.insert(user.into(), (now, 1));
+                // Relaxed: see `check`.
+                self.tracked.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     /// Drops windows that have ended, bounding memory by recent offenders.
     pub fn prune(&self, now: Timestamp) {
-        self.users
-            .for_each_shard(|map| map.retain(|_, (start, _)| now.0 < start.0 + WINDOW_MS));
+        self.users.for_each_shard(|map| {
+            let before = map.len();
+            map.retain(|_, (start, _)| now.0 < start.0 + WINDOW_MS);
+            // Relaxed: see `check`.
+            self.tracked
+                .fetch_sub((before - map.len()) as u64, Ordering::Relaxed);
+        });
     }
 }
 
