@@ -575,7 +575,7 @@ impl<J: Journal> Engine<J> {
             campaign: number,
             key: key.to_bytes(),
             spec: spec.clone(),
-            idem: idem,
+            idem,
         };
         let lsn = self.append(&record)?;
         let campaign = self.install(number, spec, format, key, now);
@@ -665,7 +665,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             patch,
-            idem: idem,
+            idem,
         };
         let lsn = self.append(&record)?;
         let Record::CampaignUpdated { patch, .. } = &record else {
@@ -699,7 +699,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             count,
-            idem: idem,
+            idem,
         };
         let lsn = self.append(&record)?;
         campaign
@@ -1172,7 +1172,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             slot,
-            idem: idem,
+            idem,
         };
         #[cfg(loom)]
         let early = crate::mutations::unclaim_before_record(campaign, slot);
@@ -1231,7 +1231,7 @@ impl<J: Journal> Engine<J> {
             at: now,
             campaign: campaign.number,
             slot,
-            idem: idem,
+            idem,
         };
         let lsn = self.append(&record)?;
         self.effect_voided(campaign, guard, slot);
@@ -1300,7 +1300,7 @@ impl<J: Journal> Engine<J> {
             reservation: id,
             user,
             expires_at,
-            idem: idem,
+            idem,
         };
         let lsn = match self.append(&record) {
             Ok(lsn) => lsn,
@@ -1417,7 +1417,7 @@ impl<J: Journal> Engine<J> {
             user: &hold.user,
             order,
             reservation: Some(id),
-            idem: idem,
+            idem,
         };
         let lsn = self.append(&record)?;
         let code_string = campaign.code_string(slot);
