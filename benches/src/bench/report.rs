@@ -119,7 +119,7 @@ pub fn table(meta: &Meta, r: &RunResult, audit: &Audit) -> String {
         out.push_str(&row("all", &s.all, s.measured_seconds));
         out.push('\n');
     }
-    if s.per_kind.len() > 1 || s.ops.len() != s.all.len() {
+    if s.ops.len() != s.all.len() {
         out.push_str(&row("operation", &s.ops, s.measured_seconds));
         out.push_str("   (first request due to last answer)\n");
     }
@@ -291,10 +291,10 @@ const PALETTE: [&str; 8] = [
 /// Chart area inside each SVG.
 const W: f64 = 760.0;
 const H: f64 = 300.0;
-const LEFT: f64 = 64.0;
+const LEFT: f64 = 72.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 44.0;
-const RIGHT: f64 = 16.0;
+const RIGHT: f64 = 40.0;
 
 /// A round axis maximum at or above `v`.
 fn nice_max(v: f64) -> f64 {
@@ -406,7 +406,9 @@ fn axes(svg: &mut String, y_max: f64, unit: &str) {
 }
 
 fn trim_float(v: f64) -> String {
-    if v >= 100.0 || v.fract() == 0.0 {
+    if v >= 10_000.0 {
+        format!("{}k", trim_float(v / 1000.0))
+    } else if v >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -416,8 +418,11 @@ fn trim_float(v: f64) -> String {
     }
 }
 
-/// Operations per second over time, errors in red, the warm-up shaded.
+/// Operations per second over time as bars, errors in red, the warm-up
+/// shaded. The last second is left out: the run ends inside it.
 fn throughput_svg(ops: &[u64], errors: &[u64], warmup_seconds: f64) -> String {
+    let full = ops.len().saturating_sub(1);
+    let (ops, errors) = (&ops[..full], &errors[..full.min(errors.len())]);
     let n = ops.len().max(1) as f64;
     let y_max = nice_max(ops.iter().copied().max().unwrap_or(0) as f64);
     let pw = W - LEFT - RIGHT;
@@ -429,12 +434,31 @@ fn throughput_svg(ops: &[u64], errors: &[u64], warmup_seconds: f64) -> String {
     );
     let _ = write!(
         svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{:.1}" height="{ph:.1}" fill="#f3f3f3"/><text x="{:.1}" y="{:.1}" fill="#888">warm-up</text>"##,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{:.1}" height="{ph:.1}" fill="#eee"/>"##,
         x(warmup_seconds.min(n)) - LEFT,
-        LEFT + 4.0,
-        TOP + ph - 6.0
     );
     axes(&mut svg, y_max, "/s");
+    for (series, color) in [(ops, PALETTE[0]), (errors, PALETTE[1])] {
+        for (i, &v) in series.iter().enumerate() {
+            if v == 0 {
+                continue;
+            }
+            let _ = write!(
+                svg,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}" fill-opacity="0.8"/>"#,
+                x(i as f64) + 1.0,
+                y(v as f64),
+                (pw / n - 2.0).max(1.0),
+                TOP + ph - y(v as f64)
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" fill="#666">warm-up</text>"##,
+        LEFT + 4.0,
+        TOP + 12.0
+    );
     let step = (n / 10.0).ceil().max(1.0) as usize;
     for s in (0..=ops.len()).step_by(step) {
         let _ = write!(
@@ -446,25 +470,10 @@ fn throughput_svg(ops: &[u64], errors: &[u64], warmup_seconds: f64) -> String {
     }
     let _ = write!(
         svg,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds since start (last second may be partial)</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds since start (blue: operations, red: errors)</text>"#,
         LEFT + pw / 2.0,
         H - 6.0
     );
-    for (series, color) in [(ops, PALETTE[0]), (errors, PALETTE[1])] {
-        if series.iter().all(|&v| v == 0) && color == PALETTE[1] {
-            continue;
-        }
-        let points: Vec<String> = series
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| format!("{:.1},{:.1}", x(i as f64 + 0.5), y(v as f64)))
-            .collect();
-        let _ = write!(
-            svg,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            points.join(" ")
-        );
-    }
     svg.push_str("</svg>");
     svg
 }
@@ -496,7 +505,7 @@ pub fn html(meta: &Meta, r: &RunResult, audit: &Audit) -> String {
     if s.per_kind.len() > 1 {
         latency_rows.push(("all", &s.all));
     }
-    if s.ops.len() != s.all.len() || s.per_kind.len() > 1 {
+    if s.ops.len() != s.all.len() {
         latency_rows.push(("operation", &s.ops));
     }
     for (name, h) in latency_rows {
