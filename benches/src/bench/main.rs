@@ -310,7 +310,7 @@ fn run(scenario: Scenario, mut args: RunArgs) -> anyhow::Result<bool> {
             connections: cfg.connections,
             rate: cfg.rate,
             warmup_seconds: cfg.warmup.as_secs_f64(),
-            duration_seconds: args.count.is_none().then(|| args.duration.as_secs_f64()),
+            duration_seconds: args.count.is_none().then_some(args.duration.as_secs_f64()),
             count: args.count,
             codes: args.codes,
             threads,
