@@ -205,3 +205,128 @@ pub fn audit(ctx: &Ctx, summary: &Summary, server: &ServerState) -> Audit {
     });
     Audit { checks }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::driver::Ctx;
+    use crate::plan::Plan;
+    use crate::stats::{Kind, Recorder};
+
+    fn ctx(scenario: Scenario) -> Ctx {
+        let codes = (0..4).map(|i| format!("C{i}")).collect();
+        Ctx::new(Plan::new(scenario, codes), Duration::from_secs(1))
+    }
+
+    fn state(redeemed: u64, codes: &[&str]) -> ServerState {
+        ServerState {
+            redeemed,
+            redeemed_codes: codes.iter().map(|c| c.to_string()).collect(),
+            source: "test".into(),
+        }
+    }
+
+    fn summary(ctx: &Ctx, server_errors: u64) -> Summary {
+        let t0 = Instant::now();
+        let mut rec = Recorder::new(t0, t0);
+        for _ in 0..server_errors {
+            rec.request(
+                &ctx.live,
+                t0,
+                Kind::Redeem,
+                t0,
+                t0,
+                503,
+                "log_failed",
+                Class::Server,
+            );
+        }
+        Summary::merge(vec![rec], t0)
+    }
+
+    #[track_caller]
+    fn check(ctx: &Ctx, server_errors: u64, server: ServerState, failing: &[&str]) {
+        let audit = audit(ctx, &summary(ctx, server_errors), &server);
+        let failed: Vec<&str> = audit
+            .checks
+            .iter()
+            .filter(|c| !c.ok && c.fatal)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(failed, failing);
+        assert_eq!(audit.passed(), failing.is_empty());
+    }
+
+    #[test]
+    fn agreement_passes() {
+        let c = ctx(Scenario::Uniform);
+        c.tracking.success(0);
+        c.tracking.success(2);
+        check(&c, 0, state(2, &["C0", "C2"]), &[]);
+    }
+
+    #[test]
+    fn disagreements_fail() {
+        let c = ctx(Scenario::Uniform);
+        c.tracking.success(0);
+        c.tracking.success(0);
+        check(
+            &c,
+            0,
+            state(2, &["C0"]),
+            &[
+                "at most one success per code",
+                "successes equal the server's redeemed count",
+            ],
+        );
+        let c = ctx(Scenario::Uniform);
+        c.tracking.success(1);
+        check(
+            &c,
+            0,
+            state(1, &["C2"]),
+            &["stored redemptions are exactly the acknowledged ones"],
+        );
+        let c = ctx(Scenario::Uniform);
+        check(
+            &c,
+            1,
+            state(0, &[]),
+            &["no 5xx (no server or database error)"],
+        );
+    }
+
+    #[test]
+    fn lost_answers_widen_the_count() {
+        let c = ctx(Scenario::Uniform);
+        c.tracking.success(0);
+        c.tracking.unknown(1);
+        check(&c, 0, state(2, &["C0", "C1"]), &[]);
+        check(&c, 0, state(1, &["C0"]), &[]);
+        check(
+            &c,
+            0,
+            state(3, &["C0", "C1", "C3"]),
+            &[
+                "successes equal the server's redeemed count",
+                "stored redemptions are exactly the acknowledged ones",
+            ],
+        );
+    }
+
+    #[test]
+    fn hot_needs_one_winner_per_stormed_code() {
+        let c = ctx(Scenario::Hot { storm: 2, width: 1 });
+        c.tracking.attempt(0);
+        c.tracking.attempt(1);
+        c.tracking.success(0);
+        check(
+            &c,
+            0,
+            state(1, &["C0"]),
+            &["exactly one success per stormed code"],
+        );
+    }
+}
