@@ -115,6 +115,8 @@ REDEEMD_PID=$!
 REDEEMD_URL="http://127.0.0.1:$REDEEMD_PORT"
 
 # --- runs -----------------------------------------------------------------
+# Other work on the machine skews every figure; say how busy it was.
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 COMMON=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --codes "$CODES")
 files=()
 failed=0
@@ -139,6 +141,7 @@ done
 echo
 echo "redeemd vs. textbook baselines: $CONNECTIONS connections, closed loop, $DURATION after $WARMUP warm-up, $CODES codes"
 echo "(ratios: ops/s > 1x means faster than redeemd; p99 > 1x means slower)"
+echo "load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo
 "$BENCH" compare "${files[@]}"
 echo
