@@ -15,3 +15,7 @@ if [ "${SKIP_LOOM:-0}" != 1 ]; then
   echo "== loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
   loom-tests/run.sh
 fi
+if [ "${SKIP_SMOKE:-0}" != 1 ]; then
+  echo "== load smoke (benches/smoke.sh)"
+  benches/smoke.sh
+fi
