@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::Timestamp;
 use crate::codec::Codec;
-use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, ReservationId, Slot};
+use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, Lsn, ReservationId, Slot};
 use crate::state::{CodeState, PublicState, StateMap};
 use crate::sync::{Arc, AtomicBool, AtomicU64, IntHasher, Mutex, Ordering, RwLock, ShardedMap};
 
@@ -19,6 +19,9 @@ pub(crate) struct CodeMeta {
     pub deadline: Option<Timestamp>,
     pub hold: Option<Hold>,
     pub redemption: Option<Redemption>,
+    /// The LSN of the last record about this code: an answer that reports
+    /// the code's state waits for this LSN to be durable, and no later one.
+    pub lsn: Lsn,
 }
 
 #[derive(Debug, Clone)]

@@ -60,11 +60,18 @@ pub enum Refusal {
     },
     MalformedCode,
     UnknownCode,
+    /// `lsn`: the record that redeemed it (as for the other refusals that
+    /// report a code's state: an answer need wait for no later record).
     AlreadyRedeemed {
         redeemed_at: Timestamp,
+        lsn: Lsn,
     },
-    CodeReserved,
-    CodeVoided,
+    CodeReserved {
+        lsn: Lsn,
+    },
+    CodeVoided {
+        lsn: Lsn,
+    },
     CodeExpired,
     CampaignNotStarted,
     CampaignPaused,
@@ -84,6 +91,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The LSN of the record whose effect this refusal reports, when it
+    /// reports a code's state; the answer must wait until it is durable.
+    pub fn reported_lsn(&self) -> Option<Lsn> {
+        match self {
+            Refusal::AlreadyRedeemed { lsn, .. }
+            | Refusal::CodeReserved { lsn }
+            | Refusal::CodeVoided { lsn } => Some(*lsn),
+            _ => None,
+        }
+    }
+
     /// The API's stable snake_case error code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -96,8 +114,8 @@ impl Refusal {
             Refusal::MalformedCode => "malformed_code",
             Refusal::UnknownCode => "unknown_code",
             Refusal::AlreadyRedeemed { .. } => "already_redeemed",
-            Refusal::CodeReserved => "code_reserved",
-            Refusal::CodeVoided => "code_voided",
+            Refusal::CodeReserved { .. } => "code_reserved",
+            Refusal::CodeVoided { .. } => "code_voided",
             Refusal::CodeExpired => "code_expired",
             Refusal::CampaignNotStarted => "campaign_not_started",
             Refusal::CampaignPaused => "campaign_paused",
@@ -132,8 +150,8 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::UnknownCode => f.write_str("no such code"),
             Refusal::AlreadyRedeemed { .. } => f.write_str("the code was already redeemed"),
-            Refusal::CodeReserved => f.write_str("the code is held by another user"),
-            Refusal::CodeVoided => f.write_str("the code was voided"),
+            Refusal::CodeReserved { .. } => f.write_str("the code is held by another user"),
+            Refusal::CodeVoided { .. } => f.write_str("the code was voided"),
             Refusal::CodeExpired => f.write_str("the code has expired"),
             Refusal::CampaignNotStarted => f.write_str("the campaign has not started"),
             Refusal::CampaignPaused => f.write_str("the campaign is paused"),
@@ -971,7 +989,7 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        self.effect_assigned(campaign, guard, slot, recipient, test, now);
+        self.effect_assigned(campaign, guard, slot, lsn, recipient, test, now);
         self.store_effect(lsn, &record, campaign);
         self.after_depletion(campaign, now);
         Ok((slot, lsn))
@@ -982,6 +1000,7 @@ impl<J: Journal> Engine<J> {
         campaign: &Campaign,
         guard: Guard<'_>,
         slot: Slot,
+        lsn: Lsn,
         recipient: &str,
         test: bool,
         at: Timestamp,
@@ -991,6 +1010,7 @@ impl<J: Journal> Engine<J> {
             .code_valid_seconds_after_assignment
             .map(|s| Timestamp(at.0.saturating_add(s.saturating_mul(1000))));
         campaign.update_meta(slot, |meta| {
+            meta.lsn = lsn;
             meta.recipient = Some(Arc::from(recipient));
             meta.assigned_at = Some(at);
             meta.deadline = deadline;
@@ -1011,8 +1031,9 @@ impl<J: Journal> Engine<J> {
         match state.public() {
             PublicState::Redeemed => Err(Refusal::AlreadyRedeemed {
                 redeemed_at: meta.redemption.as_ref().map_or(Timestamp(0), |r| r.at),
+                lsn: meta.lsn,
             }),
-            PublicState::Voided => Err(Refusal::CodeVoided),
+            PublicState::Voided => Err(Refusal::CodeVoided { lsn: meta.lsn }),
             _ if meta.deadline.is_some_and(|d| now >= d) => Err(Refusal::CodeExpired),
             _ => Ok(()),
         }
@@ -1043,7 +1064,7 @@ impl<J: Journal> Engine<J> {
         let claimed = match &meta.hold {
             Some(hold) if guard.state().public() == PublicState::Reserved => {
                 if &*hold.user != user {
-                    return Err(Refusal::CodeReserved);
+                    return Err(Refusal::CodeReserved { lsn: meta.lsn });
                 }
                 // The holder redeems directly: the hold's claim carries over.
                 reservation = Some(hold.id);
@@ -1078,7 +1099,7 @@ impl<J: Journal> Engine<J> {
             }
         };
         let code_string = code.code_string();
-        self.effect_redeemed(campaign, guard, slot, claimed, order, reservation, now);
+        self.effect_redeemed(campaign, guard, slot, lsn, claimed, order, reservation, now);
         self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
@@ -1096,6 +1117,7 @@ impl<J: Journal> Engine<J> {
         campaign: &Campaign,
         guard: Guard<'_>,
         slot: Slot,
+        lsn: Lsn,
         claimed: Option<Arc<str>>,
         order: Option<&str>,
         reservation: Option<ReservationId>,
@@ -1103,6 +1125,7 @@ impl<J: Journal> Engine<J> {
     ) {
         let from = guard.state();
         campaign.update_meta(slot, |meta| {
+            meta.lsn = lsn;
             // The user's claim: taken for this redemption, or the hold's.
             let hold = meta.hold.take().map(|h| h.user);
             let user = claimed.or(hold).expect("a redemption has its user's claim");
@@ -1179,15 +1202,18 @@ impl<J: Journal> Engine<J> {
         let lsn = self.append(&record)?;
         #[cfg(loom)]
         crate::mutations::reclaim_after_record(campaign, early);
-        self.effect_rolled_back(campaign, guard, slot);
+        self.effect_rolled_back(campaign, guard, slot, lsn);
         self.store_effect(lsn, &record, campaign);
         Ok(self.status_of(code, now))
     }
 
-    fn effect_rolled_back(&self, campaign: &Campaign, guard: Guard<'_>, slot: Slot) {
+    fn effect_rolled_back(&self, campaign: &Campaign, guard: Guard<'_>, slot: Slot, lsn: Lsn) {
         let from = guard.state();
         let mut user = None;
-        campaign.update_meta(slot, |meta| user = meta.redemption.take().map(|r| r.user));
+        campaign.update_meta(slot, |meta| {
+            meta.lsn = lsn;
+            user = meta.redemption.take().map(|r| r.user);
+        });
         guard.publish(Transition::Rollback, from.base());
         // After the record: the freed slot may only be claimed by a record
         // that follows this one in the log.
@@ -1215,11 +1241,12 @@ impl<J: Journal> Engine<J> {
         let state = stale.unwrap_or(state);
         match state.public() {
             PublicState::Redeemed => {
-                let at = campaign
-                    .meta_of(slot)
-                    .redemption
-                    .map_or(Timestamp(0), |r| r.at);
-                return Err(Refusal::AlreadyRedeemed { redeemed_at: at });
+                let meta = campaign.meta_of(slot);
+                let at = meta.redemption.map_or(Timestamp(0), |r| r.at);
+                return Err(Refusal::AlreadyRedeemed {
+                    redeemed_at: at,
+                    lsn: meta.lsn,
+                });
             }
             PublicState::Voided => {
                 drop(guard);
@@ -1234,14 +1261,17 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        self.effect_voided(campaign, guard, slot);
+        self.effect_voided(campaign, guard, slot, lsn);
         self.store_effect(lsn, &record, campaign);
         Ok(self.status_of(code, now))
     }
 
-    fn effect_voided(&self, campaign: &Campaign, guard: Guard<'_>, slot: Slot) {
+    fn effect_voided(&self, campaign: &Campaign, guard: Guard<'_>, slot: Slot, lsn: Lsn) {
         let mut hold = None;
-        campaign.update_meta(slot, |meta| hold = meta.hold.take());
+        campaign.update_meta(slot, |meta| {
+            meta.lsn = lsn;
+            hold = meta.hold.take();
+        });
         guard.publish(Transition::Void, CodeState::Voided);
         if let Some(hold) = hold {
             self.forget_hold(hold.id);
@@ -1285,7 +1315,7 @@ impl<J: Journal> Engine<J> {
                     lsn: 0,
                 });
             }
-            return Err(Refusal::CodeReserved);
+            return Err(Refusal::CodeReserved { lsn: meta.lsn });
         }
         let limit = campaign.spec.per_user_limit;
         campaign
@@ -1310,7 +1340,7 @@ impl<J: Journal> Engine<J> {
             }
         };
         let code_string = code.code_string();
-        self.effect_reserved(campaign, guard, slot, id, user, expires_at);
+        self.effect_reserved(campaign, guard, slot, lsn, id, user, expires_at);
         self.store_effect(lsn, &record, campaign);
         Ok(Reserved {
             reservation: id,
@@ -1326,6 +1356,7 @@ impl<J: Journal> Engine<J> {
         campaign: &Campaign,
         guard: Guard<'_>,
         slot: Slot,
+        lsn: Lsn,
         id: ReservationId,
         user: &str,
         until: Timestamp,
@@ -1337,6 +1368,7 @@ impl<J: Journal> Engine<J> {
             .map(|e| e.name.clone())
             .expect("user claimed");
         campaign.update_meta(slot, |meta| {
+            meta.lsn = lsn;
             meta.hold = Some(Hold {
                 id,
                 user: name,
@@ -1421,7 +1453,7 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         let code_string = campaign.code_string(slot);
-        self.effect_redeemed(campaign, guard, slot, None, order, Some(id), now);
+        self.effect_redeemed(campaign, guard, slot, lsn, None, order, Some(id), now);
         self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
@@ -1477,7 +1509,7 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        self.effect_released(campaign, guard, slot, hold, expired, now);
+        self.effect_released(campaign, guard, slot, lsn, hold, expired, now);
         self.store_effect(lsn, &record, campaign);
         Ok(lsn)
     }
@@ -1487,11 +1519,15 @@ impl<J: Journal> Engine<J> {
         campaign: &Campaign,
         guard: Guard<'_>,
         slot: Slot,
+        lsn: Lsn,
         hold: &Hold,
         expired: bool,
         at: Timestamp,
     ) {
-        campaign.update_meta(slot, |meta| meta.hold = None);
+        campaign.update_meta(slot, |meta| {
+            meta.lsn = lsn;
+            meta.hold = None;
+        });
         // Remembered before the code is released and the hold forgotten: a
         // confirm that misses the hold in either place must find it here
         // and answer `reservation_expired`, not `unknown_reservation`.
@@ -1743,7 +1779,7 @@ impl<J: Journal> Engine<J> {
                     }
                     entry.slots.push(*slot);
                 }
-                self.effect_assigned(campaign, guard, *slot, recipient, *test, *at);
+                self.effect_assigned(campaign, guard, *slot, lsn, recipient, *test, *at);
                 self.store_effect(lsn, record, campaign);
             }
             Record::Reserved {
@@ -1770,7 +1806,7 @@ impl<J: Journal> Engine<J> {
                 // Relaxed: replay is single-threaded; keep ids unique afterwards.
                 self.next_reservation
                     .fetch_max(reservation + 1, Ordering::Relaxed);
-                self.effect_reserved(campaign, guard, *slot, *reservation, user, *expires_at);
+                self.effect_reserved(campaign, guard, *slot, lsn, *reservation, user, *expires_at);
                 self.store_effect(lsn, record, campaign);
             }
             Record::Released {
@@ -1799,7 +1835,7 @@ impl<J: Journal> Engine<J> {
                         ));
                     }
                 };
-                self.effect_released(campaign, guard, *slot, &hold, *expired, *at);
+                self.effect_released(campaign, guard, *slot, lsn, &hold, *expired, *at);
                 self.store_effect(lsn, record, campaign);
             }
             Record::Redeemed {
@@ -1842,7 +1878,16 @@ impl<J: Journal> Engine<J> {
                         })?);
                     }
                 }
-                self.effect_redeemed(campaign, guard, *slot, claimed, *order, *reservation, *at);
+                self.effect_redeemed(
+                    campaign,
+                    guard,
+                    *slot,
+                    lsn,
+                    claimed,
+                    *order,
+                    *reservation,
+                    *at,
+                );
                 self.store_effect(lsn, record, campaign);
             }
             Record::RolledBack { campaign, slot, .. } => {
@@ -1854,7 +1899,7 @@ impl<J: Journal> Engine<J> {
                         format!("rollback of a code in state {:?}", guard.state()),
                     ));
                 }
-                self.effect_rolled_back(campaign, guard, *slot);
+                self.effect_rolled_back(campaign, guard, *slot, lsn);
                 self.store_effect(lsn, record, campaign);
             }
             Record::Voided { campaign, slot, .. } => {
@@ -1869,7 +1914,7 @@ impl<J: Journal> Engine<J> {
                         format!("void of a code in state {:?}", guard.state()),
                     ));
                 }
-                self.effect_voided(campaign, guard, *slot);
+                self.effect_voided(campaign, guard, *slot, lsn);
                 self.store_effect(lsn, record, campaign);
             }
             Record::IdempotentResponse {

@@ -202,7 +202,7 @@ fn redeem_once_then_refuse_with_state() {
     assert_eq!(redeemed.code, *code);
     assert_eq!(redeemed.lsn, 2);
     match e.redeem(code, "bob", None, at(2), None) {
-        Err(Refusal::AlreadyRedeemed { redeemed_at }) => assert_eq!(redeemed_at, at(1)),
+        Err(Refusal::AlreadyRedeemed { redeemed_at, .. }) => assert_eq!(redeemed_at, at(1)),
         other => panic!("{other:?}"),
     }
     let status = e.status(code, None, at(3)).unwrap();

@@ -961,7 +961,7 @@ impl Harness {
         code: &CodeSel,
     ) -> Result<(), TestCaseError> {
         match got {
-            Err(Refusal::AlreadyRedeemed { redeemed_at }) => {
+            Err(Refusal::AlreadyRedeemed { redeemed_at, .. }) => {
                 let code = &self.model.codes[self.model.resolve(code).unwrap()];
                 let at = code.redemption.as_ref().map(|r| r.1);
                 prop_assert_eq!(Some(*redeemed_at), at, "redeemed_at of {}", code.text);

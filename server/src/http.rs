@@ -401,7 +401,10 @@ async fn finish(app: &App, outcome: Result<Answer, Refusal>) -> Response<Body> {
         }
         Err(r @ Refusal::Unavailable(_)) => refusal(&r),
         Err(r) => {
-            if app.durable(app.wal.last_lsn()).await.is_err() {
+            // A refusal that reports a code's state waits for the record
+            // that made it; any other for whatever the log holds now.
+            let lsn = r.reported_lsn().unwrap_or_else(|| app.wal.last_lsn());
+            if app.durable(lsn).await.is_err() {
                 return log_failure();
             }
             refusal(&r)

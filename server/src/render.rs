@@ -186,11 +186,11 @@ pub fn refusal_status(refusal: &Refusal) -> u16 {
         Refusal::CampaignExists
         | Refusal::PrefixConflict { .. }
         | Refusal::AlreadyRedeemed { .. }
-        | Refusal::CodeReserved
+        | Refusal::CodeReserved { .. }
         | Refusal::UserLimitReached { .. }
         | Refusal::PoolExhausted
         | Refusal::NotRedeemed => 409,
-        Refusal::CodeVoided | Refusal::CodeExpired | Refusal::ReservationExpired => 410,
+        Refusal::CodeVoided { .. } | Refusal::CodeExpired | Refusal::ReservationExpired => 410,
         Refusal::CampaignNotStarted | Refusal::CampaignPaused => 422,
         Refusal::TooManyFailedAttempts { .. } => 429,
         Refusal::TooManyCampaigns { .. } => 409,
@@ -205,7 +205,7 @@ pub fn refusal_status(refusal: &Refusal) -> u16 {
 pub fn refusal_body(refusal: &Refusal) -> Vec<u8> {
     let extra: Vec<(&str, Value)> = match refusal {
         Refusal::InvalidRequest { field, .. } => vec![("field", (*field).into())],
-        Refusal::AlreadyRedeemed { redeemed_at } => {
+        Refusal::AlreadyRedeemed { redeemed_at, .. } => {
             vec![("redeemed_at", timefmt::format(*redeemed_at).into())]
         }
         Refusal::UserLimitReached { limit } => vec![("limit", (*limit).into())],
