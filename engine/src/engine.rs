@@ -995,6 +995,7 @@ impl<J: Journal> Engine<J> {
         Ok((slot, lsn))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn effect_assigned(
         &self,
         campaign: &Campaign,
@@ -1351,6 +1352,7 @@ impl<J: Journal> Engine<J> {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn effect_reserved(
         &self,
         campaign: &Campaign,
@@ -1514,6 +1516,7 @@ impl<J: Journal> Engine<J> {
         Ok(lsn)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn effect_released(
         &self,
         campaign: &Campaign,
