@@ -34,10 +34,14 @@
 //! - `error`: one error enum per operation.
 //! - `sync`: the only module naming atomics, locks and threads (loom under
 //!   `cfg(loom)`).
+//! - `mutations` (`cfg(loom)` only): deliberate bugs the loom models must
+//!   find, and the harness that runs the models.
 
 mod commit;
 mod error;
 mod format;
+#[cfg(loom)]
+mod mutations;
 mod publish;
 mod read;
 mod scan;
