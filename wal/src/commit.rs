@@ -74,6 +74,10 @@ impl Commit {
 
     /// Publishes `lsn` as durable and wakes everyone it satisfies.
     pub(crate) fn advance(&self, lsn: Lsn) {
+        #[cfg(loom)]
+        if self.advance_mutated(lsn) {
+            return;
+        }
         let woken = {
             let mut waiters = self.waiters.lock();
             if waiters.poisoned {
@@ -91,6 +95,40 @@ impl Commit {
         };
         self.wake.notify_all();
         woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// [`Mutation::DurableStoreOutsideLock`] and
+    /// [`Mutation::WakeBeforeDurableStore`], if one is on; returns whether
+    /// it ran instead of [`Commit::advance`].
+    #[cfg(loom)]
+    fn advance_mutated(&self, lsn: Lsn) -> bool {
+        use crate::mutations::{Mutation, on};
+        let wake_first = on(Mutation::WakeBeforeDurableStore);
+        if !wake_first && !on(Mutation::DurableStoreOutsideLock) {
+            return false;
+        }
+        let woken = {
+            let mut waiters = self.waiters.lock();
+            if waiters.poisoned {
+                return true;
+            }
+            take_wakers(&mut waiters.wakers, |awaited| awaited <= lsn)
+        };
+        let wake = || {
+            self.wake.notify_all();
+            woken.iter().for_each(Waker::wake_by_ref);
+        };
+        if wake_first {
+            wake();
+            let _waiters = self.waiters.lock();
+            // Release: as in `advance`; the order is the bug.
+            self.durable.store(lsn, Ordering::Release);
+        } else {
+            // Release: as in `advance`; the missing lock is the bug.
+            self.durable.store(lsn, Ordering::Release);
+            wake();
+        }
+        true
     }
 
     /// Fails every present and future waiter on a non-durable LSN.
@@ -268,31 +306,127 @@ mod tests {
     }
 }
 
+/// [`Durable`](crate::Durable) on a bare [`Commit`], for the loom models:
+/// the same poll, and the same cancel when dropped unfinished.
+#[cfg(all(test, loom))]
+pub(crate) struct WaitDurable<'a> {
+    pub(crate) commit: &'a Commit,
+    pub(crate) lsn: Lsn,
+    pub(crate) id: Option<u64>,
+}
+
+#[cfg(all(test, loom))]
+impl std::future::Future for WaitDurable<'_> {
+    type Output = Result<(), DurabilityError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.commit.poll(this.lsn, &mut this.id, cx.waker())
+    }
+}
+
+#[cfg(all(test, loom))]
+impl Drop for WaitDurable<'_> {
+    fn drop(&mut self) {
+        // Unwinding from a failure loom found: taking a loom lock now would
+        // panic again and abort the test binary.
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(id) = self.id.take() {
+            self.commit.cancel(id);
+        }
+    }
+}
+
 /// Model checks of the durable-LSN advance and waiter wakeup. Run with
-/// `RUSTFLAGS="--cfg loom" cargo test -p redeem-wal --lib loom`.
+/// `RUSTFLAGS="--cfg loom" cargo test -p redeem-wal --lib loom` (or
+/// `loom-tests/run.sh`). The models of the whole append path, with the
+/// flusher, are in `publish`.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::{Arc, spawn};
+    use crate::mutations::Mutation;
+    use crate::mutations::harness::{block_on, check, check_caught};
+    use crate::sync::spawn;
+    // std's, not loom's: a loom `Arc` dropped while a model unwinds from
+    // the failure loom found panics again and aborts the test binary.
+    use std::sync::Arc;
+
+    fn blocked_waiter() {
+        let commit = Arc::new(Commit::new(0));
+        commit.set_last(2);
+        let waiter = {
+            let commit = commit.clone();
+            spawn(move || commit.wait(2))
+        };
+        commit.advance(1);
+        commit.advance(2);
+        assert_eq!(waiter.join().unwrap(), Ok(()));
+    }
+
+    /// A blocking and an async waiter on the last LSN, and the flusher's
+    /// two advances: both wake, whatever the order. A waiter left asleep is
+    /// a deadlock, which loom reports.
+    fn blocking_and_async_waiters() {
+        let commit = Arc::new(Commit::new(0));
+        commit.set_last(2);
+        let blocking = {
+            let commit = commit.clone();
+            spawn(move || commit.wait(2))
+        };
+        let asynchronous = {
+            let commit = commit.clone();
+            spawn(move || {
+                block_on(WaitDurable {
+                    commit: &commit,
+                    lsn: 2,
+                    id: None,
+                })
+            })
+        };
+        commit.advance(1);
+        commit.advance(2);
+        assert_eq!(blocking.join().unwrap(), Ok(()));
+        assert_eq!(asynchronous.join().unwrap(), Ok(()));
+    }
 
     #[test]
     fn a_blocked_waiter_is_woken_by_the_advance_that_covers_it() {
-        loom::model(|| {
-            let commit = Arc::new(Commit::new(0));
-            commit.set_last(2);
-            let waiter = {
-                let commit = commit.clone();
-                spawn(move || commit.wait(2))
-            };
-            commit.advance(1);
-            commit.advance(2);
-            assert_eq!(waiter.join().unwrap(), Ok(()));
-        });
+        check("commit_blocked_waiter", blocked_waiter);
+    }
+
+    #[test]
+    fn loom_catches_a_durable_store_outside_the_waiter_lock() {
+        check_caught(
+            "commit_blocked_waiter",
+            Mutation::DurableStoreOutsideLock,
+            blocked_waiter,
+        );
+        check_caught(
+            "commit_waiters",
+            Mutation::DurableStoreOutsideLock,
+            blocking_and_async_waiters,
+        );
+    }
+
+    #[test]
+    fn blocking_and_async_waiters_are_all_woken() {
+        check("commit_waiters", blocking_and_async_waiters);
+    }
+
+    #[test]
+    fn loom_catches_a_wakeup_before_the_durable_store() {
+        check_caught(
+            "commit_waiters",
+            Mutation::WakeBeforeDurableStore,
+            blocking_and_async_waiters,
+        );
     }
 
     #[test]
     fn poison_fails_a_blocked_waiter_and_stops_acknowledging() {
-        loom::model(|| {
+        check("commit_poison", || {
             let commit = Arc::new(Commit::new(0));
             commit.set_last(2);
             let waiter = {

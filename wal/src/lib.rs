@@ -20,6 +20,9 @@
 //! # Layout
 //! - `wal`: [`Wal`] itself: open and recovery, append, the flusher (group
 //!   commit), snapshots, segment removal, shutdown.
+//! - `publish`: the append protocol without its I/O: LSN and byte
+//!   reservation, frames written commit word last, how far frames are
+//!   complete, and the flusher's wakeup; loom-checked with `commit`.
 //! - `commit`: the durable LSN and its waiters (blocking and [`Durable`]).
 //! - `read`: [`Records`], replay over mapped segments.
 //! - `scan`: the recovery scan shared by open, [`verify`] and [`dump`].
@@ -31,10 +34,15 @@
 //! - `error`: one error enum per operation.
 //! - `sync`: the only module naming atomics, locks and threads (loom under
 //!   `cfg(loom)`).
+//! - `mutations` (`cfg(loom)` only): deliberate bugs the loom models must
+//!   find, and the harness that runs the models.
 
 mod commit;
 mod error;
 mod format;
+#[cfg(loom)]
+mod mutations;
+mod publish;
 mod read;
 mod scan;
 mod segment;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use memmap2::Mmap;
 
-use crate::format::{COMMIT_WORD_BYTES, FRAME_ALIGN_BYTES, FRAME_HEADER_BYTES, Lsn};
+use crate::format::{COMMIT_WORD_BYTES, FRAME_ALIGN_BYTES, Lsn};
+use crate::publish::FrameBytes;
 use crate::storage::SegmentMap;
 use crate::sync::{load_commit_word, store_commit_word};
 
@@ -86,33 +87,6 @@ impl Segment {
         };
     }
 
-    /// Writes a frame: header tail and payload first, then the commit word.
-    ///
-    /// # Safety
-    /// The range `offset..offset + FRAME_HEADER_BYTES + payload.len()` must be
-    /// reserved for this caller alone and still zero.
-    pub(crate) unsafe fn write_frame(
-        &self,
-        offset: usize,
-        header: &[u8; FRAME_HEADER_BYTES],
-        payload: &[u8],
-    ) {
-        assert!(offset.is_multiple_of(FRAME_ALIGN_BYTES));
-        // SAFETY: the caller reserved the whole frame range for us.
-        unsafe {
-            self.write_bytes(offset + COMMIT_WORD_BYTES, &header[COMMIT_WORD_BYTES..]);
-            self.write_bytes(offset + FRAME_HEADER_BYTES, payload);
-        }
-        let word: [u8; COMMIT_WORD_BYTES] =
-            header[..COMMIT_WORD_BYTES].try_into().expect("8 bytes");
-        let word = u64::from_ne_bytes(word);
-        assert_ne!(word, 0, "a written frame's commit word is never zero");
-        // SAFETY: 8-aligned (frames are, and the mapping is page-aligned), in
-        // bounds, and readers access commit words only atomically until the
-        // frame is durable.
-        unsafe { store_commit_word(self.ptr().add(offset), word) };
-    }
-
     /// The commit word at `offset`; zero while the frame is not written.
     pub(crate) fn commit_word(&self, offset: usize) -> u64 {
         assert!(
@@ -132,5 +106,27 @@ impl Segment {
         // SAFETY: in bounds (asserted), mapped for the segment's lifetime, and
         // immutable for the borrow by the caller's guarantee.
         unsafe { std::slice::from_raw_parts(self.ptr().add(offset), len) }
+    }
+}
+
+/// Frames are written into the mapping; `publish` decides the order.
+impl FrameBytes for Segment {
+    unsafe fn write_bytes(&self, offset: usize, bytes: &[u8]) {
+        // SAFETY: the trait's contract is the inherent method's.
+        unsafe { Segment::write_bytes(self, offset, bytes) }
+    }
+
+    unsafe fn store_commit_word(&self, offset: usize, word: u64) {
+        assert!(
+            offset.is_multiple_of(FRAME_ALIGN_BYTES) && offset + COMMIT_WORD_BYTES <= self.len()
+        );
+        // SAFETY: 8-aligned (frames are, and the mapping is page-aligned), in
+        // bounds (asserted), and readers access commit words only atomically
+        // until the frame is durable.
+        unsafe { store_commit_word(self.ptr().add(offset), word) };
+    }
+
+    fn commit_word(&self, offset: usize) -> u64 {
+        Segment::commit_word(self, offset)
     }
 }

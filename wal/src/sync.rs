@@ -7,7 +7,9 @@
 //!
 //! The one exception loom cannot model is the commit word stored in a mapped
 //! segment: [`store_commit_word`] and [`load_commit_word`] always use std's
-//! atomics on the mapping's memory.
+//! atomics on the mapping's memory. `publish` reaches them only through its
+//! `FrameBytes` trait, and its loom models substitute loom atomics (and loom
+//! cells for the other bytes) with the same orderings.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -16,15 +16,14 @@ use crate::error::{
 };
 use crate::format::{
     self, FRAME_HEADER_BYTES, FrameHeader, FrameKind, Lsn, SEAL_BYTES, SEGMENT_HEADER_BYTES,
-    SegmentHeader, SnapshotProblem, commit_word_fields, crc_seed, frame_bytes,
+    SegmentHeader, SnapshotProblem, crc_seed, frame_bytes,
 };
+use crate::publish::{self, FlushSignal, Position};
 use crate::read::Records;
 use crate::scan::{self, ScanError, Snapshot};
 use crate::segment::{Segment, SegmentBytes};
 use crate::storage::{self, DirLock, OsStorage, PAGE_BYTES, SegmentMap, Storage};
-use crate::sync::{
-    Arc, AtomicU64, Condvar, JoinHandle, Mutex, MutexGuard, Ordering, backoff, spawn,
-};
+use crate::sync::{Arc, AtomicU64, JoinHandle, Mutex, MutexGuard, Ordering, spawn};
 use crate::{
     RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
     SNAPSHOT_BYTES_MAX,
@@ -125,9 +124,8 @@ struct Shared {
     /// Lock order: `tail` before `segments`.
     segments: Mutex<Vec<Arc<Segment>>>,
     commit: Commit,
-    signal: Mutex<Signal>,
     /// The flusher sleeps here until an append or shutdown signals it.
-    signal_wake: Condvar,
+    signal: FlushSignal,
     /// LSN of the newest durable snapshot, 0 if none; also serializes
     /// snapshot writers.
     snapshot_lsn: Mutex<Lsn>,
@@ -140,12 +138,12 @@ struct Shared {
 /// The append position; protected by `Shared::tail`.
 #[derive(Debug)]
 struct Tail {
-    next_lsn: Lsn,
+    /// Next LSN, next free byte in `current`, and whether the flusher has
+    /// been signalled since it last looked.
+    position: Position,
     /// CRC of the last reserved record: the chain value for the next one.
     prev_crc: u32,
     current: Arc<Segment>,
-    /// Next free byte in `current`.
-    offset: usize,
     /// A preallocated segment ready for the next rollover.
     spare: Option<Spare>,
     /// Set when creating a spare failed; cleared at rollover so a full disk
@@ -154,8 +152,12 @@ struct Tail {
     spare_counter: u64,
     /// Segments entered since the flusher last looked, oldest first.
     rolled: Vec<Rolled>,
-    /// An append already signalled the flusher since its last snapshot.
-    flush_requested: bool,
+}
+
+impl AsMut<Position> for Tail {
+    fn as_mut(&mut self) -> &mut Position {
+        &mut self.position
+    }
 }
 
 #[derive(Debug)]
@@ -169,12 +171,6 @@ struct Rolled {
     segment: Arc<Segment>,
     /// Still named `spare-N.wal` until the flusher renames it.
     spare_path: PathBuf,
-}
-
-#[derive(Debug, Default)]
-struct Signal {
-    requested: bool,
-    shutdown: bool,
 }
 
 /// Where the flusher has looked and synced up to.
@@ -435,20 +431,17 @@ impl Wal {
             epoch,
             seed: crc_seed(epoch),
             tail: Mutex::new(Tail {
-                next_lsn,
+                position: Position::new(next_lsn, offset),
                 prev_crc,
                 current: Arc::clone(&current),
-                offset,
                 spare: None,
                 spare_failed: false,
                 spare_counter: 0,
                 rolled: Vec::new(),
-                flush_requested: false,
             }),
             segments: Mutex::new(segments),
             commit: Commit::new(durable),
-            signal: Mutex::new(Signal::default()),
-            signal_wake: Condvar::new(),
+            signal: FlushSignal::new(),
             snapshot_lsn: Mutex::new(snapshot_lsn),
             failure: Mutex::new(None),
             commits: AtomicU64::new(0),
@@ -496,10 +489,11 @@ impl Wal {
         payload_crc.update(payload);
 
         let mut tail = shared.tail.lock();
-        if tail.offset + bytes + SEAL_BYTES > tail.current.capacity {
+        if tail.position.offset + bytes + SEAL_BYTES > tail.current.capacity {
             shared.roll(&mut tail)?;
         }
-        let lsn = tail.next_lsn;
+        let (mut tail, reserved) = publish::reserve(&shared.tail, tail, bytes);
+        let lsn = reserved.lsn;
         let mut header = FrameHeader {
             length: payload.len() as u32,
             record_type,
@@ -510,20 +504,16 @@ impl Wal {
             crc: 0,
         };
         let head = header.encode_sealed_crc(&payload_crc);
-        let offset = tail.offset;
-        tail.offset += bytes;
-        tail.next_lsn += 1;
         tail.prev_crc = header.crc;
         shared.commit.set_last(lsn);
         let segment = Arc::clone(&tail.current);
-        let signal = !std::mem::replace(&mut tail.flush_requested, true);
         drop(tail);
 
         // SAFETY: `offset..offset + bytes` was reserved for this call alone
         // under the tail lock, and segment bytes past the tail are zero.
-        unsafe { segment.write_frame(offset, &head, payload) };
-        if signal {
-            shared.request_flush();
+        unsafe { publish::write_frame(&*segment, reserved.offset, &head, payload) };
+        if reserved.signal {
+            shared.signal.request();
         }
         Ok(lsn)
     }
@@ -698,8 +688,7 @@ impl Wal {
         let Some(flusher) = self.flusher.take() else {
             return;
         };
-        self.shared.signal.lock().shutdown = true;
-        self.shared.signal_wake.notify_one();
+        self.shared.signal.shut_down();
         if flusher.join().is_err() && !std::thread::panicking() {
             panic!("WAL flusher thread panicked");
         }
@@ -740,11 +729,6 @@ impl Drop for Durable {
 }
 
 impl Shared {
-    fn request_flush(&self) {
-        self.signal.lock().requested = true;
-        self.signal_wake.notify_one();
-    }
-
     fn create_spare(&self, counter: u64) -> Result<Spare, IoFailure> {
         let path = self.dir.join(format::spare_file_name(counter));
         let map = self
@@ -773,7 +757,7 @@ impl Shared {
             length: 0,
             record_type: 0,
             kind: FrameKind::Seal,
-            lsn: tail.next_lsn,
+            lsn: tail.position.next_lsn,
             durable_mark: self.commit.durable(),
             prev_crc: tail.prev_crc,
             crc: 0,
@@ -781,12 +765,12 @@ impl Shared {
         let head = seal.encode_sealed_crc(&self.seed);
         // SAFETY: the seal's bytes were kept free by every reservation in
         // this segment and are reserved now under the tail lock.
-        unsafe { tail.current.write_frame(tail.offset, &head, &[]) };
+        unsafe { publish::write_frame(&*tail.current, tail.position.offset, &head, &[]) };
 
         let header = SegmentHeader {
             epoch: self.epoch,
             number: tail.current.number + 1,
-            first_lsn: tail.next_lsn,
+            first_lsn: tail.position.next_lsn,
             segment_bytes: self.segment_bytes as u64,
             prev_crc: tail.prev_crc,
         };
@@ -808,7 +792,7 @@ impl Shared {
             spare_path: spare.path,
         });
         tail.current = segment;
-        tail.offset = SEGMENT_HEADER_BYTES;
+        tail.position.offset = SEGMENT_HEADER_BYTES;
         tail.spare_failed = false;
         Ok(())
     }
@@ -843,19 +827,12 @@ impl Shared {
     fn run_flusher(&self, mut cursor: Cursor) {
         let mut queue = VecDeque::new();
         loop {
-            let shutdown = {
-                let mut signal = self.signal.lock();
-                while !signal.requested && !signal.shutdown {
-                    signal = self.signal_wake.wait(signal);
-                }
-                signal.requested = false;
-                signal.shutdown
-            };
+            let shutdown = self.signal.wait();
             let (target, end_segment, end_offset) = {
                 let mut tail = self.tail.lock();
-                tail.flush_requested = false;
+                let (target, end_offset) = tail.position.flush_target();
                 queue.extend(tail.rolled.drain(..));
-                (tail.next_lsn - 1, Arc::clone(&tail.current), tail.offset)
+                (target, Arc::clone(&tail.current), end_offset)
             };
             if target > self.commit.durable() {
                 if let Err(failure) = self.flush(&mut cursor, &mut queue, &end_segment, end_offset)
@@ -894,23 +871,9 @@ impl Shared {
             } else {
                 cursor.segment.capacity
             };
-            let mut sealed = false;
-            while cursor.offset < limit {
-                let word = wait_for_commit_word(&cursor.segment, cursor.offset);
-                let (kind, length) = commit_word_fields(word);
-                if kind == FrameKind::Seal as u8 {
-                    cursor.offset += SEAL_BYTES;
-                    sealed = true;
-                    break;
-                }
-                assert_eq!(
-                    kind,
-                    FrameKind::Record as u8,
-                    "frame kind at {}",
-                    cursor.offset
-                );
-                cursor.offset += frame_bytes(length as usize);
-            }
+            let walked = publish::walk_written(&*cursor.segment, cursor.offset, limit);
+            cursor.offset = walked.offset;
+            let sealed = walked.sealed;
             assert!(sealed != last, "the flusher must end on the tail or a seal");
             assert!(cursor.offset <= limit);
             self.sync_range(&cursor.segment, cursor.synced, cursor.offset)?;
@@ -947,19 +910,5 @@ impl Shared {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         map.sync(start, len)
             .map_err(io_failure("msync segment", &segment.path))
-    }
-}
-
-/// Waits for an appender that reserved the frame at `offset` to finish
-/// copying it. Appenders never block while copying, so this ends soon.
-fn wait_for_commit_word(segment: &Segment, offset: usize) -> u64 {
-    let mut round = 0u32;
-    loop {
-        let word = segment.commit_word(offset);
-        if word != 0 {
-            return word;
-        }
-        backoff(round);
-        round = round.saturating_add(1);
     }
 }
