@@ -16,8 +16,21 @@ use std::thread;
 use common::*;
 use redeem_wal::{AppendError, CloseError, DurabilityError, OpenError, Wal};
 
+/// Tests here run one at a time: the tmpfs test forks `mount`, and a child
+/// between fork and exec briefly shares every open descriptor, including
+/// another test's directory lock, which would make that test's reopen fail
+/// with `Locked`.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn a_failed_msync_fails_every_waiter_and_acknowledges_nothing_more() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (storage, faults) = FaultyStorage::new();
     let (wal, _) = Wal::open(dir.path(), options_with(Box::new(storage))).unwrap();
@@ -90,6 +103,7 @@ fn a_failed_msync_fails_every_waiter_and_acknowledges_nothing_more() {
 
 #[test]
 fn preallocation_on_a_full_disk_is_a_clean_error_through_the_storage_trait() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (storage, faults) = FaultyStorage::new();
     faults.no_space.store(true, Ordering::SeqCst);
@@ -160,6 +174,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn preallocation_on_a_real_full_filesystem_is_a_clean_error() {
+    let _serial = serial();
     // Room for three segments: the first, the spare made at open, and one
     // more spare; the fourth cannot be allocated.
     let Some(tmpfs) = Tmpfs::mount(3 * TEST_SEGMENT_BYTES) else {
