@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom"
+# The mutation runs panic on purpose; backtraces of those would bury the log.
+export RUST_BACKTRACE="${LOOM_BACKTRACE:-0}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target/loom}"
 # One model at a time per binary already (the harnesses serialise them);
