@@ -1019,6 +1019,51 @@ struct GenerateRequest {
     generate: u64,
 }
 
+/// The routes [`parse_request`] knows, by their metrics names.
+/// `generate` is the JSON branch of `POST /v1/campaigns/{id}/codes`, which
+/// the handler takes only for `Content-Type: application/json`.
+#[doc(hidden)]
+pub const JSON_ROUTES: [&str; 8] = [
+    "create_campaign",
+    "update_campaign",
+    "generate",
+    "assign",
+    "code_action",
+    "redeem",
+    "reserve",
+    "confirm",
+];
+
+/// Test seam for `fuzz/`: runs one route's request parsing exactly as its
+/// handler does (content type, [`parse_json`] into the route's private
+/// request type, and the checks that need no engine), stopping before
+/// auth, idempotency and the engine. `Err` is the response the client
+/// would get. Not part of the API.
+///
+/// # Panics
+///
+/// If `route` is not one of [`JSON_ROUTES`].
+#[doc(hidden)]
+pub fn parse_request(
+    route: &str,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<(), Response<Body>> {
+    match route {
+        "create_campaign" => parse_json::<CreateCampaign>(parts, body)?
+            .into_spec()
+            .map(drop),
+        "update_campaign" => parse_patch(parse_json::<Value>(parts, body)?).map(drop),
+        "generate" => parse_json::<GenerateRequest>(parts, body).map(drop),
+        "assign" => parse_json::<AssignRequest>(parts, body).map(drop),
+        "code_action" => parse_json::<EmptyRequest>(parts, body).map(drop),
+        "redeem" => parse_json::<RedeemRequest>(parts, body).map(drop),
+        "reserve" => parse_json::<ReserveRequest>(parts, body).map(drop),
+        "confirm" => parse_json::<ConfirmRequest>(parts, body).map(drop),
+        other => panic!("parse_request: no JSON route {other:?}"),
+    }
+}
+
 /// Splits a byte stream into lines for the importer, holding only a
 /// partial last line between chunks.
 struct LineFeeder<'e, J: redeem_engine::Journal> {
