@@ -123,7 +123,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut again = NormalizedBuf::new();
     normalize(buf.as_str(), &mut again).expect("normalized input normalizes");
-    assert_eq!(again.as_bytes(), buf.as_bytes(), "normalize is not idempotent");
+    assert_eq!(
+        again.as_bytes(),
+        buf.as_bytes(),
+        "normalize is not idempotent"
+    );
 
     let Some(symbols) = codec.format().strip_prefix(buf.as_bytes()) else {
         return;
@@ -139,7 +143,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(index) = decoded else {
         return;
     };
-    assert!(index < codec.format().space(), "index outside the code space");
+    assert!(
+        index < codec.format().space(),
+        "index outside the code space"
+    );
     if let Ok(index) = u64::try_from(index) {
         let mut printed = NormalizedBuf::new();
         normalize(&codec.encode(index), &mut printed).expect("a printed code normalizes");

@@ -187,7 +187,10 @@ fuzz_target!(|data: &[u8]| {
                     );
                 }
                 (413, "body_too_large") => {}
-                _ => panic!("status {status} {code} is not a request error: {}", context()),
+                _ => panic!(
+                    "status {status} {code} is not a request error: {}",
+                    context()
+                ),
             }
         }
     }
