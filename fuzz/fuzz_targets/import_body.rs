@@ -111,7 +111,7 @@ struct Prediction {
 fn model(lines: &[String], in_a: &HashSet<String>, in_b: &HashSet<String>) -> Prediction {
     let mut out = Prediction::default();
     let mut seen = HashSet::new();
-    let mut reject = |out: &mut Prediction, line_no: u64, reason| {
+    let reject = |out: &mut Prediction, line_no: u64, reason| {
         out.rejected_total += 1;
         if out.rejected.len() < REJECTS_LISTED {
             out.rejected.push((line_no, reason));

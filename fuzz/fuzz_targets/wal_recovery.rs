@@ -6,7 +6,7 @@
 //! its files kept in memory. Each input is a list of mutations of those
 //! files (truncate, flip a byte, overwrite, zero a range, append garbage,
 //! delete a file), mostly aimed at the bytes actually written; the result
-//! goes to a fresh directory in /dev/shm.
+//! goes to a fresh directory in /dev/shm (or the temp dir).
 //!
 //! Reference checks:
 //! - nothing panics;
@@ -21,6 +21,7 @@
 //! - with no mutation at all, every record comes back.
 #![no_main]
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -31,8 +32,19 @@ const SEGMENT_BYTES: u64 = 64 << 10;
 const RECORD_BYTES_MAX: u32 = 4096;
 const RECORDS: u64 = 40;
 const MUTATIONS_MAX: usize = 8;
-/// Where damaged copies go: tmpfs, so a run costs no disk writes.
-const SCRATCH: &str = "/dev/shm";
+/// Where damaged copies go: tmpfs where there is one, so a run costs no
+/// disk writes.
+fn scratch() -> &'static Path {
+    static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+    SCRATCH.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+}
 
 fn options() -> Options {
     Options {
@@ -72,7 +84,7 @@ struct File {
 fn pristine() -> &'static [File] {
     static FILES: OnceLock<Vec<File>> = OnceLock::new();
     FILES.get_or_init(|| {
-        let dir = tempfile::tempdir_in(SCRATCH).unwrap();
+        let dir = tempfile::tempdir_in(scratch()).unwrap();
         let (wal, _) = Wal::open(dir.path(), options()).unwrap();
         for lsn in 1..=RECORDS {
             let (kind, payload) = original(lsn);
@@ -147,7 +159,11 @@ fn check(mutations: &[Mutation]) {
                     }
                 }
             }
-            Mutation::Overwrite { file, at, bytes: new } => {
+            Mutation::Overwrite {
+                file,
+                at,
+                bytes: new,
+            } => {
                 let i = pick(*file);
                 if let Some(bytes) = &mut images[i] {
                     if !bytes.is_empty() {
@@ -176,7 +192,7 @@ fn check(mutations: &[Mutation]) {
         }
     }
 
-    let dir = tempfile::tempdir_in(SCRATCH).unwrap();
+    let dir = tempfile::tempdir_in(scratch()).unwrap();
     for (file, image) in files.iter().zip(&images) {
         if let Some(bytes) = image {
             std::fs::write(dir.path().join(&file.name), bytes).unwrap();
@@ -206,20 +222,36 @@ fn check(mutations: &[Mutation]) {
                 .unwrap()
                 .map(|r| r.unwrap_or_else(|e| panic!("read of an opened log: {e}: {}", context())))
                 .collect();
-            assert_eq!(read, dumped, "open and dump read different records: {}", context());
+            assert_eq!(
+                read,
+                dumped,
+                "open and dump read different records: {}",
+                context()
+            );
             check_prefix(&read, report.last_lsn, &context);
             if mutations.is_empty() {
                 assert_eq!(report.last_lsn, RECORDS);
                 assert_eq!(report.torn_tail, None);
             }
-            wal.close().unwrap_or_else(|e| panic!("close: {e}: {}", context()));
+            wal.close()
+                .unwrap_or_else(|e| panic!("close: {e}: {}", context()));
             let again = redeem_wal::verify(dir.path())
                 .unwrap_or_else(|e| panic!("verify after open: {e}: {}", context()));
             assert_eq!(again.last_lsn, report.last_lsn, "{}", context());
-            assert_eq!(again.torn_tail, None, "open left a torn tail: {}", context());
+            assert_eq!(
+                again.torn_tail,
+                None,
+                "open left a torn tail: {}",
+                context()
+            );
         }
         (Err(VerifyError::Corrupt(a)), Err(OpenError::Corrupt(b))) => {
-            assert_eq!(a, b, "verify and open name different corruption: {}", context());
+            assert_eq!(
+                a,
+                b,
+                "verify and open name different corruption: {}",
+                context()
+            );
             assert!(!mutations.is_empty(), "the pristine log is corrupt: {a}");
         }
         (verified, opened) => panic!(
@@ -239,7 +271,11 @@ fn check_prefix(records: &[Record], last_lsn: u64, context: &dyn Fn() -> String)
         assert_eq!(record.lsn, lsn, "LSNs not dense: {}", context());
         let (kind, payload) = original(lsn);
         assert_eq!(record.record_type, kind, "LSN {lsn}: {}", context());
-        assert!(record.payload == payload, "LSN {lsn} payload differs: {}", context());
+        assert!(
+            record.payload == payload,
+            "LSN {lsn} payload differs: {}",
+            context()
+        );
     }
 }
 
