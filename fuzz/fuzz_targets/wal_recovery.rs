@@ -57,7 +57,7 @@ fn options() -> Options {
 
 /// The original record of an LSN: its type byte and payload.
 fn original(lsn: u64) -> (u8, Vec<u8>) {
-    let len = if lsn % 2 == 0 {
+    let len = if lsn.is_multiple_of(2) {
         3500
     } else {
         (lsn * 97 % 300) as usize
@@ -152,11 +152,11 @@ fn check(mutations: &[Mutation]) {
             }
             Mutation::Flip { file, at, xor } => {
                 let i = pick(*file);
-                if let Some(bytes) = &mut images[i] {
-                    if !bytes.is_empty() {
-                        let at = offset(*at, &files[i], bytes.len());
-                        bytes[at] ^= xor.max(&1);
-                    }
+                if let Some(bytes) = &mut images[i]
+                    && !bytes.is_empty()
+                {
+                    let at = offset(*at, &files[i], bytes.len());
+                    bytes[at] ^= xor.max(&1);
                 }
             }
             Mutation::Overwrite {
@@ -165,22 +165,22 @@ fn check(mutations: &[Mutation]) {
                 bytes: new,
             } => {
                 let i = pick(*file);
-                if let Some(bytes) = &mut images[i] {
-                    if !bytes.is_empty() {
-                        let at = offset(*at, &files[i], bytes.len());
-                        let end = (at + new.len()).min(bytes.len());
-                        bytes[at..end].copy_from_slice(&new[..end - at]);
-                    }
+                if let Some(bytes) = &mut images[i]
+                    && !bytes.is_empty()
+                {
+                    let at = offset(*at, &files[i], bytes.len());
+                    let end = (at + new.len()).min(bytes.len());
+                    bytes[at..end].copy_from_slice(&new[..end - at]);
                 }
             }
             Mutation::Zero { file, at, len } => {
                 let i = pick(*file);
-                if let Some(bytes) = &mut images[i] {
-                    if !bytes.is_empty() {
-                        let at = offset(*at, &files[i], bytes.len());
-                        let end = (at + usize::from(*len)).min(bytes.len());
-                        bytes[at..end].fill(0);
-                    }
+                if let Some(bytes) = &mut images[i]
+                    && !bytes.is_empty()
+                {
+                    let at = offset(*at, &files[i], bytes.len());
+                    let end = (at + usize::from(*len)).min(bytes.len());
+                    bytes[at..end].fill(0);
                 }
             }
             Mutation::Append { file, bytes: new } => {
