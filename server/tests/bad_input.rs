@@ -121,6 +121,11 @@ fn bad_requests_get_documented_4xx_and_the_server_survives() {
         json_case("trailing garbage", Checkout, "/v1/redemptions", format!("{} x", redeem("a")), 400, &["invalid_json"], None),
         json_case("JSON array", Checkout, "/v1/redemptions", "[]", 400, &["invalid_request"], None),
         json_case("JSON string", Checkout, "/v1/redemptions", r#""hi""#, 400, &["invalid_request"], None),
+        // Found by fuzz/ (request_json): typed parsing stops at its first
+        // error, so these once got the other code.
+        json_case("wrong type, then not JSON", Checkout, "/v1/redemptions", "2 x", 400, &["invalid_json"], None),
+        json_case("array read as fields", Checkout, "/v1/redemptions", r#"["a", "b"]"#, 400, &["invalid_request"], Some("body")),
+        json_case("array too long", Checkout, "/v1/redemptions", r#"["a", "b", null, 1]"#, 400, &["invalid_request"], Some("body")),
         json_case(
             "unknown field",
             Checkout,

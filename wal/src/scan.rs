@@ -377,29 +377,32 @@ pub(crate) fn load_snapshot(
     Ok((None, ignored))
 }
 
-/// Checks that the snapshot and the segments fit together.
-pub(crate) fn check_snapshot(scan: &Scan, snapshot: &Snapshot) -> Result<(), Corruption> {
+/// Checks that the snapshot, if any, and the segments fit together: the
+/// oldest segment must continue right after the snapshot, or start at LSN 1
+/// when there is none. Open and verify both call this, so they agree.
+pub(crate) fn check_start(scan: &Scan, snapshot: Option<&Snapshot>) -> Result<(), Corruption> {
     let newest = scan.segments.last().expect("a scan has segments");
     let oldest = scan.segments.first().expect("a scan has segments");
     let last = scan.next_lsn - 1;
-    if snapshot.lsn > last {
+    let covered = snapshot.map_or(0, |snapshot| snapshot.lsn);
+    if covered > last {
         return Err(Corruption {
             segment: newest.path.clone(),
             offset: newest.end as u64,
             lsn: scan.next_lsn,
             reason: CorruptionReason::SnapshotBeyondLog {
-                snapshot: snapshot.lsn,
+                snapshot: covered,
                 last,
             },
         });
     }
-    if scan.first_lsn > snapshot.lsn + 1 {
+    if scan.first_lsn > covered + 1 {
         return Err(Corruption {
             segment: oldest.path.clone(),
             offset: 0,
-            lsn: snapshot.lsn + 1,
+            lsn: covered + 1,
             reason: CorruptionReason::RecordsMissing {
-                snapshot: snapshot.lsn,
+                snapshot: covered,
                 first: scan.first_lsn,
             },
         });

@@ -62,9 +62,7 @@ pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
             Records::new(Vec::new(), 1, 0, crc_seed(0)).expect("empty"),
         ));
     };
-    if let Some(snapshot) = &snapshot {
-        scan::check_snapshot(&scan, snapshot).map_err(VerifyError::Corrupt)?;
-    }
+    scan::check_start(&scan, snapshot.as_ref()).map_err(VerifyError::Corrupt)?;
     drop(lock);
     let report = Report {
         segments: scan.segments.len(),

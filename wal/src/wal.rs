@@ -329,24 +329,7 @@ impl Wal {
                 recovered.created = true;
             }
             Some(scan) => {
-                match &snapshot {
-                    Some(snapshot) => {
-                        scan::check_snapshot(&scan, snapshot).map_err(OpenError::Corrupt)?
-                    }
-                    None if scan.first_lsn != 1 => {
-                        let oldest = &scan.segments[0];
-                        return Err(OpenError::Corrupt(Corruption {
-                            segment: oldest.path.clone(),
-                            offset: 0,
-                            lsn: scan.first_lsn,
-                            reason: CorruptionReason::RecordsMissing {
-                                snapshot: 0,
-                                first: scan.first_lsn,
-                            },
-                        }));
-                    }
-                    None => {}
-                }
+                scan::check_start(&scan, snapshot.as_ref()).map_err(OpenError::Corrupt)?;
                 epoch = scan.epoch;
                 recovered.first_lsn = scan.first_lsn;
                 recovered.last_lsn = scan.next_lsn - 1;

@@ -448,3 +448,30 @@ fn a_segment_from_another_log_is_refused() {
     fs::remove_file(&our_segments[1]).unwrap();
     assert!(matches!(verify(ours.path()), Err(VerifyError::Corrupt(_))));
 }
+
+#[test]
+fn losing_the_oldest_segment_without_a_snapshot_is_refused_by_verify_and_open() {
+    // Found by fuzz/ (wal_recovery): verify passed such a log, with
+    // first_lsn past 1, while open refused it.
+    let dir = tempfile::tempdir().unwrap();
+    let segments = build_multi_segment_log(dir.path());
+    fs::remove_file(&segments[0]).unwrap();
+    let is_missing = |r: &CorruptionReason| {
+        matches!(
+            r,
+            CorruptionReason::RecordsMissing { snapshot: 0, first } if *first > 1
+        )
+    };
+    match verify(dir.path()) {
+        Err(VerifyError::Corrupt(found)) => {
+            check_corruption(&found, &segments[1], 0, 1, is_missing, "verify")
+        }
+        other => panic!("verify: expected corruption, got {other:?}"),
+    }
+    match Wal::open(dir.path(), small_options()) {
+        Err(OpenError::Corrupt(found)) => {
+            check_corruption(&found, &segments[1], 0, 1, is_missing, "open")
+        }
+        other => panic!("open: expected corruption, got {other:?}"),
+    }
+}
