@@ -19,3 +19,7 @@ if [ "${SKIP_SMOKE:-0}" != 1 ]; then
   echo "== load smoke (benches/smoke.sh)"
   benches/smoke.sh
 fi
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz targets, short run (fuzz/run.sh)"
+  fuzz/run.sh "${FUZZ_SECONDS:-12}"
+fi

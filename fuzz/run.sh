@@ -13,8 +13,7 @@
 #                   runs several times faster, but misses memory errors in
 #                   unsafe code (the WAL's mmap, the engine's atomics).
 #   FUZZ_JOBS       parallel libFuzzer jobs per target (default 1).
-#   CARGO_TARGET_DIR  defaults to /work/target-fuzz when /work is writable,
-#                   else cargo-fuzz's own fuzz/target.
+#   CARGO_TARGET_DIR  defaults to cargo-fuzz's own fuzz/target.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,9 +24,6 @@ jobs="${FUZZ_JOBS:-1}"
 # cargo-fuzz passes -Z flags (sanitizers, coverage instrumentation) that
 # only nightly accepts; stable rustc accepts them with RUSTC_BOOTSTRAP=1.
 export RUSTC_BOOTSTRAP=1
-if [[ -z "${CARGO_TARGET_DIR:-}" && -w /work ]]; then
-    export CARGO_TARGET_DIR=/work/target-fuzz
-fi
 
 started=$(date +%s)
 if ! cargo fuzz --version >/dev/null 2>&1; then
