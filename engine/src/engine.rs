@@ -1655,6 +1655,13 @@ impl<J: Journal> Engine<J> {
 
     // ---- replay -------------------------------------------------------------
 
+    /// Decodes a record's bytes (kind and payload, as the log stores them)
+    /// and re-applies it; bytes that do not decode are corruption too.
+    pub fn apply_encoded(&self, lsn: Lsn, kind: u8, payload: &[u8]) -> Result<(), ReplayError> {
+        let record = Record::decode(kind, payload).map_err(|e| replay_err(lsn, e.to_string()))?;
+        self.apply_replayed(lsn, &record)
+    }
+
     /// Re-applies a record from the log, re-validating it against the state
     /// the records before it built. Never consults the clock.
     pub fn apply_replayed(&self, lsn: Lsn, record: &Record<'_>) -> Result<(), ReplayError> {
@@ -2196,9 +2203,9 @@ impl<J: Journal> Engine<J> {
             let payload = rest
                 .get(13..13 + len)
                 .ok_or_else(|| bad("truncated entry"))?;
-            let record = Record::decode(kind, payload).map_err(|e| bad(&e.to_string()))?;
-            closed = record.kind() == crate::record::RecordKind::Counters;
-            self.apply_replayed(lsn, &record)?;
+            closed = kind == crate::record::RecordKind::Counters as u8;
+            self.apply_encoded(lsn, kind, payload)
+                .map_err(|e| bad(&e.to_string()))?;
             rest = &rest[13 + len..];
         }
         if !closed {

@@ -298,18 +298,27 @@ pub fn replay_into<J: Journal>(
     last: Lsn,
     progress: bool,
 ) -> anyhow::Result<ReplaySummary> {
+    let mut records = wal.read_from(first)?;
+    apply_records(engine, &mut records, last, progress)
+}
+
+/// Applies `records` through `last` to `engine`, logging progress every
+/// second when asked. Any record that does not decode or apply is an error.
+pub fn apply_records<J: Journal>(
+    engine: &Engine<J>,
+    records: &mut redeem_wal::Records,
+    last: Lsn,
+    progress: bool,
+) -> anyhow::Result<ReplaySummary> {
     let start = Instant::now();
     let mut last_report = start;
-    let mut records = wal.read_from(first)?;
     let mut count = 0u64;
     while let Some(next) = records.next_record() {
         let record = next?;
         if record.lsn > last {
             break;
         }
-        let decoded = Record::decode(record.record_type, record.payload)
-            .map_err(|e| anyhow::anyhow!("LSN {}: {e}", record.lsn))?;
-        engine.apply_replayed(record.lsn, &decoded)?;
+        engine.apply_encoded(record.lsn, record.record_type, record.payload)?;
         count += 1;
         if progress && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();

@@ -105,23 +105,12 @@ pub fn replay(data_dir: &Path) -> anyhow::Result<()> {
         Config::default(),
         render::renderer(),
     );
-    let start = std::time::Instant::now();
-    let mut count = 0u64;
-    while let Some(next) = records.next_record() {
-        let record = next?;
-        let decoded = Record::decode(record.record_type, record.payload)
-            .map_err(|e| anyhow::anyhow!("LSN {}: {e}", record.lsn))?;
-        engine.apply_replayed(record.lsn, &decoded)?;
-        count += 1;
-        if count.is_multiple_of(1_000_000) {
-            eprintln!("replayed {count} records ...");
-        }
-    }
-    let elapsed = start.elapsed();
+    let summary = crate::app::apply_records(&engine, &mut records, u64::MAX, true)?;
     println!(
-        "replayed {count} records in {:.3} s ({:.0} records/s)",
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64().max(1e-9)
+        "replayed {} records in {:.3} s ({:.0} records/s)",
+        summary.records,
+        summary.elapsed.as_secs_f64(),
+        summary.rate()
     );
     let now = timefmt::now();
     for campaign in engine.campaigns() {

@@ -223,6 +223,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             WalCommand::Replay { data_dir } => {
+                // Progress lines go through the log, to stderr.
+                init_logs(LogFormat::Text);
                 cli::replay(&data_dir)?;
                 Ok(ExitCode::SUCCESS)
             }
