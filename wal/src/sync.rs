@@ -24,7 +24,30 @@ pub(crate) use std::sync::Arc;
 #[cfg(loom)]
 pub(crate) use loom::thread::{JoinHandle, spawn};
 #[cfg(not(loom))]
-pub(crate) use std::thread::{JoinHandle, spawn};
+pub(crate) use std::thread::JoinHandle;
+
+/// Spawns the log's flusher thread, named so it shows in profiles and `top`.
+#[cfg(not(loom))]
+pub(crate) fn spawn_named<F, T>(name: &str, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("the OS refused a thread for the WAL flusher")
+}
+
+/// Loom threads have no names.
+#[cfg(loom)]
+pub(crate) fn spawn_named<F, T>(_name: &str, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    spawn(f)
+}
 
 /// Backs off while waiting for another thread to finish a short step.
 ///

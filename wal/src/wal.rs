@@ -23,7 +23,7 @@ use crate::read::Records;
 use crate::scan::{self, ScanError, Snapshot};
 use crate::segment::{Segment, SegmentBytes};
 use crate::storage::{self, DirLock, OsStorage, PAGE_BYTES, SegmentMap, Storage};
-use crate::sync::{Arc, AtomicU64, JoinHandle, Mutex, MutexGuard, Ordering, spawn};
+use crate::sync::{Arc, AtomicU64, JoinHandle, Mutex, MutexGuard, Ordering, spawn_named};
 use crate::{
     RECORD_BYTES_MAX_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
     SNAPSHOT_BYTES_MAX,
@@ -440,7 +440,7 @@ impl Wal {
         };
         let flusher = {
             let shared = Arc::clone(&shared);
-            spawn(move || shared.run_flusher(cursor))
+            spawn_named("wal-flusher", move || shared.run_flusher(cursor))
         };
         Ok((
             Wal {
