@@ -73,18 +73,18 @@ pub fn dump(data_dir: &Path, from: u64, code: Option<&str>, json: bool) -> anyho
                 "kind": decoded.kind().event_name(),
                 "at": timefmt::format(decoded.at()),
                 "code": code_str,
-                "record": format!("{decoded:?}"),
+                "record": describe(&decoded),
             });
             writeln!(out, "{line}")?;
         } else {
             writeln!(
                 out,
-                "{} {} {} {} {:?}",
+                "{} {} {} {} {}",
                 record.lsn,
                 timefmt::format(decoded.at()),
                 decoded.kind().event_name(),
                 code_str.unwrap_or_else(|| "-".into()),
-                decoded
+                describe(&decoded)
             )?;
         }
     }
@@ -92,6 +92,32 @@ pub fn dump(data_dir: &Path, from: u64, code: Option<&str>, json: bool) -> anyho
         writeln!(out, "# torn tail: {torn}")?;
     }
     Ok(())
+}
+
+/// A record for people: its fields, with a stored response's body as text
+/// and a campaign key hidden.
+fn describe(record: &Record<'_>) -> String {
+    match record {
+        Record::IdempotentResponse {
+            key,
+            fingerprint,
+            status,
+            body,
+            ..
+        } => format!(
+            "IdempotentResponse {{ key: {key:?}, fingerprint: {fingerprint:x}, status: {status}, body: {:?} }}",
+            String::from_utf8_lossy(body)
+        ),
+        Record::CampaignCreated {
+            campaign,
+            spec,
+            idem,
+            ..
+        } => format!(
+            "CampaignCreated {{ campaign: {campaign}, key: <hidden>, spec: {spec:?}, idem: {idem:?} }}"
+        ),
+        other => format!("{other:?}"),
+    }
 }
 
 /// `redeemd wal replay`: rebuild the state in memory, print stats and rate.
