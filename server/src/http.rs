@@ -512,7 +512,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (RouteName, Response<B
             }
         }
         (Method::GET, ["metrics"]) => ("metrics", metrics(app)),
-        (_, ["healthz" | "readyz" | "metrics"]) => ("other", method_not_allowed()),
+        (_, ["healthz" | "readyz" | "metrics"]) => ("other", method_not_allowed("GET")),
         (method, ["v1", rest @ ..]) => {
             if !app.is_ready() {
                 return (
@@ -526,12 +526,17 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (RouteName, Response<B
     }
 }
 
-fn method_not_allowed() -> Response<Body> {
-    error(
+/// 405 with the `Allow` header HTTP requires: the methods the route takes.
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error(
         405,
         "method_not_allowed",
         "this route does not take that method",
-    )
+    );
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 async fn v1(
@@ -610,7 +615,7 @@ async fn v1(
                 serde_json::to_vec(&serde_json::json!({ "campaigns": list })).expect("serializes");
             (ROUTE, json_response(200, body))
         }
-        (_, ["campaigns"]) => ("other", method_not_allowed()),
+        (_, ["campaigns"]) => ("other", method_not_allowed("GET, POST")),
         (Method::GET, ["campaigns", id]) => {
             const ROUTE: RouteName = "get_campaign";
             auth!(&[]);
@@ -646,7 +651,7 @@ async fn v1(
             .await;
             (ROUTE, response)
         }
-        (_, ["campaigns", _]) => ("other", method_not_allowed()),
+        (_, ["campaigns", _]) => ("other", method_not_allowed("GET, PATCH")),
         (Method::POST, ["campaigns", id, "codes"]) => {
             const ROUTE: RouteName = "add_codes";
             let principal = auth!(&[]);
@@ -659,7 +664,7 @@ async fn v1(
             auth!(&[]);
             (ROUTE, export_codes(app, id, &parts))
         }
-        (_, ["campaigns", _, "codes"]) => ("other", method_not_allowed()),
+        (_, ["campaigns", _, "codes"]) => ("other", method_not_allowed("GET, POST")),
         (Method::POST, ["campaigns", id, "assignments"]) => {
             const ROUTE: RouteName = "assign";
             let principal = auth!(&[Issuer]);
@@ -679,7 +684,7 @@ async fn v1(
             .await;
             (ROUTE, response)
         }
-        (_, ["campaigns", _, "assignments"]) => ("other", method_not_allowed()),
+        (_, ["campaigns", _, "assignments"]) => ("other", method_not_allowed("POST")),
         (Method::GET, ["codes", code]) => {
             const ROUTE: RouteName = "get_code";
             auth!(&[Issuer, Checkout]);
@@ -706,7 +711,7 @@ async fn v1(
                 .await,
             )
         }
-        (_, ["codes", _]) => ("other", method_not_allowed()),
+        (_, ["codes", _]) => ("other", method_not_allowed("GET")),
         (Method::POST, ["codes", code, action @ ("rollback" | "void")]) => {
             let (route, roles): (RouteName, &[Role]) = if *action == "rollback" {
                 ("rollback", &[Checkout])
@@ -754,7 +759,7 @@ async fn v1(
             .await;
             (ROUTE, response)
         }
-        (_, ["redemptions"]) => ("other", method_not_allowed()),
+        (_, ["redemptions"]) => ("other", method_not_allowed("POST")),
         (Method::POST, ["reservations"]) => {
             const ROUTE: RouteName = "reserve";
             let principal = auth!(&[Checkout]);
@@ -778,7 +783,7 @@ async fn v1(
             .await;
             (ROUTE, response)
         }
-        (_, ["reservations"]) => ("other", method_not_allowed()),
+        (_, ["reservations"]) => ("other", method_not_allowed("POST")),
         (Method::POST, ["reservations", id, "confirm"]) => {
             const ROUTE: RouteName = "confirm";
             let principal = auth!(&[Checkout]);
@@ -820,13 +825,13 @@ async fn v1(
             .await;
             (ROUTE, response)
         }
-        (_, ["reservations", ..]) => ("other", method_not_allowed()),
+        (_, ["reservations", ..]) => ("other", method_not_allowed("POST, DELETE")),
         (Method::GET, ["events"]) => {
             const ROUTE: RouteName = "events";
             auth!(&[]);
             (ROUTE, crate::events::events(app, &parts).await)
         }
-        (_, ["events"]) => ("other", method_not_allowed()),
+        (_, ["events"]) => ("other", method_not_allowed("GET")),
         _ => ("other", error(404, "not_found", "no such route")),
     }
 }

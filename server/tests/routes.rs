@@ -1173,15 +1173,16 @@ fn auth_health_metrics_and_unknown_routes() {
     assert_eq!(server.get(Role::Admin, "/nope").status, 404);
     assert_eq!(server.get(Role::Admin, "/v1/nope").status, 404);
     assert_eq!(server.get(Role::Admin, "/v2/campaigns").status, 404);
-    for (method, path) in [
-        ("DELETE", "/v1/campaigns"),
-        ("PUT", "/v1/campaigns/auth"),
-        ("GET", "/v1/redemptions"),
-        ("POST", "/healthz"),
-        ("POST", "/v1/events"),
-        ("GET", "/v1/reservations"),
+    for (method, path, allow) in [
+        ("DELETE", "/v1/campaigns", "GET, POST"),
+        ("PUT", "/v1/campaigns/auth", "GET, PATCH"),
+        ("GET", "/v1/redemptions", "POST"),
+        ("POST", "/healthz", "GET"),
+        ("POST", "/v1/events", "GET"),
+        ("GET", "/v1/reservations", "POST"),
     ] {
         let r = server.call(Role::Admin, method, path, None);
         assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
     }
 }
