@@ -373,6 +373,17 @@ impl StateMap {
     /// Takes the code's busy bit by compare-and-swap, spinning while another
     /// transition holds it. The holder is bounded: it appends one record.
     pub fn lock(&self, slot: u64) -> Option<Locked> {
+        self.take_busy(slot, true)
+    }
+
+    /// Tries to take the busy bit, without spinning on a busy code.
+    pub fn try_lock(&self, slot: u64) -> Option<Locked> {
+        self.take_busy(slot, false)
+    }
+
+    /// The one busy-bit acquisition: `None` for a slot that does not exist,
+    /// or for a busy code when not `wait`ing.
+    fn take_busy(&self, slot: u64, wait: bool) -> Option<Locked> {
         if slot >= self.len() {
             return None;
         }
@@ -383,6 +394,9 @@ impl StateMap {
         loop {
             let bits = (current >> shift) & SLOT_MASK;
             if bits & BUSY != 0 {
+                if !wait {
+                    return None;
+                }
                 spin_loop();
                 // Relaxed: re-read for the next CAS attempt.
                 current = word.load(Ordering::Relaxed);
@@ -409,46 +423,10 @@ impl StateMap {
                 }
                 Err(actual) => {
                     current = actual;
-                    spin_loop();
+                    if wait {
+                        spin_loop();
+                    }
                 }
-            }
-        }
-    }
-
-    /// Tries to take the busy bit once, without spinning on a busy code.
-    pub fn try_lock(&self, slot: u64) -> Option<Locked> {
-        if slot >= self.len() {
-            return None;
-        }
-        let word = self.word(slot);
-        let shift = Self::shift(slot);
-        // Relaxed: the CAS below validates the value.
-        let mut current = word.load(Ordering::Relaxed);
-        loop {
-            let bits = (current >> shift) & SLOT_MASK;
-            if bits & BUSY != 0 {
-                return None;
-            }
-            #[cfg(loom)]
-            if crate::mutations::on(crate::mutations::Mutation::BusyBitCheckThenSet) {
-                word.fetch_or(BUSY << shift, Ordering::Acquire);
-                let state = CodeState::from_bits(bits);
-                return Some(Locked { slot, state });
-            }
-            // Acquire on success: see the metadata the previous holder wrote.
-            match word.compare_exchange_weak(
-                current,
-                current | (BUSY << shift),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Some(Locked {
-                        slot,
-                        state: CodeState::from_bits(bits),
-                    });
-                }
-                Err(actual) => current = actual,
             }
         }
     }
