@@ -198,6 +198,28 @@ impl Recorder {
     /// operation it belongs to was due, which decides warm-up or not;
     /// `start` is when this request was due (the same for the first
     /// request of an operation, so open-loop latency includes queueing).
+    /// A baseline redemption: one statement or script call, timed from its
+    /// scheduled start, with no HTTP status.
+    pub fn baseline_redeem(
+        &mut self,
+        live: &Live,
+        scheduled: Instant,
+        end: Instant,
+        what: &str,
+        class: Class,
+    ) {
+        self.request(
+            live,
+            scheduled,
+            Kind::Redeem,
+            scheduled,
+            end,
+            0,
+            what,
+            class,
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,

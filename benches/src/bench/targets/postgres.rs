@@ -10,7 +10,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::driver::Ctx;
 use crate::plan::{Rng, Work};
-use crate::stats::{Class, Kind, Recorder};
+use crate::stats::{Class, Recorder};
 use crate::targets::{ServerState, baseline_class, transport_pause};
 
 /// Codes sent per `INSERT` while loading.
@@ -158,26 +158,14 @@ impl Worker {
                 if rows == 1 {
                     ctx.tracking.success(idx);
                 }
-                rec.request(
-                    &ctx.live,
-                    scheduled,
-                    Kind::Redeem,
-                    scheduled,
-                    end,
-                    0,
-                    what,
-                    class,
-                );
+                rec.baseline_redeem(&ctx.live, scheduled, end, what, class);
             }
             Ok(Err(e)) if e.is_closed() => {
                 ctx.tracking.unknown(idx);
-                rec.request(
+                rec.baseline_redeem(
                     &ctx.live,
                     scheduled,
-                    Kind::Redeem,
-                    scheduled,
                     end,
-                    0,
                     "connection_closed",
                     Class::Transport,
                 );
@@ -189,29 +177,11 @@ impl Worker {
                     Some(state) => format!("sqlstate_{}", state.code()),
                     None => "db_error".to_owned(),
                 };
-                rec.request(
-                    &ctx.live,
-                    scheduled,
-                    Kind::Redeem,
-                    scheduled,
-                    end,
-                    0,
-                    &what,
-                    Class::Server,
-                );
+                rec.baseline_redeem(&ctx.live, scheduled, end, &what, Class::Server);
             }
             Err(_) => {
                 ctx.tracking.unknown(idx);
-                rec.request(
-                    &ctx.live,
-                    scheduled,
-                    Kind::Redeem,
-                    scheduled,
-                    end,
-                    0,
-                    "timeout",
-                    Class::Transport,
-                );
+                rec.baseline_redeem(&ctx.live, scheduled, end, "timeout", Class::Transport);
             }
         }
         rec.op(&ctx.live, scheduled, end);

@@ -10,7 +10,7 @@ use redis::aio::MultiplexedConnection;
 
 use crate::driver::Ctx;
 use crate::plan::{Rng, Work};
-use crate::stats::{Class, Kind, Recorder};
+use crate::stats::{Class, Recorder};
 use crate::targets::{ServerState, baseline_class, transport_pause};
 
 /// Codes sent per `SADD` while loading.
@@ -162,26 +162,14 @@ impl Worker {
                 if won == 1 {
                     ctx.tracking.success(idx);
                 }
-                rec.request(
-                    &ctx.live,
-                    scheduled,
-                    Kind::Redeem,
-                    scheduled,
-                    end,
-                    0,
-                    what,
-                    class,
-                );
+                rec.baseline_redeem(&ctx.live, scheduled, end, what, class);
             }
             Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
                 ctx.tracking.unknown(idx);
-                rec.request(
+                rec.baseline_redeem(
                     &ctx.live,
                     scheduled,
-                    Kind::Redeem,
-                    scheduled,
                     end,
-                    0,
                     "connection_lost",
                     Class::Transport,
                 );
@@ -192,29 +180,11 @@ impl Worker {
                 // wrote anything is unknown.
                 ctx.tracking.unknown(idx);
                 let what = format!("redis_{}", e.code().unwrap_or("error"));
-                rec.request(
-                    &ctx.live,
-                    scheduled,
-                    Kind::Redeem,
-                    scheduled,
-                    end,
-                    0,
-                    &what,
-                    Class::Server,
-                );
+                rec.baseline_redeem(&ctx.live, scheduled, end, &what, Class::Server);
             }
             Err(_) => {
                 ctx.tracking.unknown(idx);
-                rec.request(
-                    &ctx.live,
-                    scheduled,
-                    Kind::Redeem,
-                    scheduled,
-                    end,
-                    0,
-                    "timeout",
-                    Class::Transport,
-                );
+                rec.baseline_redeem(&ctx.live, scheduled, end, "timeout", Class::Transport);
             }
         }
         rec.op(&ctx.live, scheduled, end);
