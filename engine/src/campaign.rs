@@ -384,10 +384,6 @@ impl Campaign {
 
     /// The display form of a code.
     pub fn code_of(&self, slot: Slot) -> String {
-        self.code_string(slot)
-    }
-
-    pub(crate) fn code_string(&self, slot: Slot) -> String {
         if slot.is_imported() {
             self.imported_codes.read()[slot.index() as usize].to_string()
         } else {

@@ -296,7 +296,7 @@ impl CodeRef<'_> {
     pub fn code_string(&self) -> String {
         match &self.printed {
             Some(code) => code.as_str().to_owned(),
-            None => self.campaign.code_string(self.slot),
+            None => self.campaign.code_of(self.slot),
         }
     }
 }
@@ -859,7 +859,7 @@ impl<J: Journal> Engine<J> {
             _ => public.as_str(),
         };
         CodeStatus {
-            code: campaign.code_string(slot),
+            code: campaign.code_of(slot),
             campaign: campaign.id().into(),
             state: state_name,
             recipient: meta.recipient.as_deref().map(Into::into),
@@ -947,7 +947,7 @@ impl<J: Journal> Engine<J> {
             .expect("assigned slot exists")
             .public();
         Assigned {
-            code: campaign.code_string(slot),
+            code: campaign.code_of(slot),
             campaign: campaign.id().into(),
             recipient: recipient.into(),
             state,
@@ -1310,7 +1310,7 @@ impl<J: Journal> Engine<J> {
                 // The holder asking again gets its hold back.
                 return Ok(Reserved {
                     reservation: hold.id,
-                    code: campaign.code_string(slot),
+                    code: campaign.code_of(slot),
                     user: user.into(),
                     expires_at: hold.until,
                     lsn: 0,
@@ -1454,7 +1454,7 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        let code_string = campaign.code_string(slot);
+        let code_string = campaign.code_of(slot);
         self.effect_redeemed(campaign, guard, slot, lsn, None, order, Some(id), now);
         self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
@@ -2248,7 +2248,7 @@ impl<J: Journal> Engine<J> {
                     let _ = writeln!(
                         out,
                         "  {} {:?} recipient={:?} deadline={:?} hold={:?} redemption={:?}",
-                        campaign.code_string(slot),
+                        campaign.code_of(slot),
                         state,
                         meta.recipient,
                         meta.deadline,
