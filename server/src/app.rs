@@ -156,8 +156,8 @@ pub fn open(
             "admin",
         )?);
     }
-    let tokens = TokenStore::open(&config.data_dir)?;
-    let wal_dir = config.data_dir.join(WAL_DIR);
+    // The store sees the new token: it re-reads a changed file on a miss.
+    let wal_dir = wal_dir(&config.data_dir);
     let options = Options {
         segment_bytes: config.segment_bytes,
         sync: config.sync,
