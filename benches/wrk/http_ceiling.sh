@@ -3,11 +3,14 @@
 # same load (wrk, HTTP/1.1 keep-alive). Usage:
 #   benches/wrk/http_ceiling.sh [connections=64] [seconds=10] [codes=2000000]
 # Needs wrk (apt-get install wrk). Prints both results and the ratio.
+# REDEEMD_BIN=path runs another build of redeemd (say, the commit before a
+# change) against the same hello-world, for before/after comparisons.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 conns=${1:-64}; secs=${2:-10}; ncodes=${3:-2000000}
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
-cargo build --release -q -p redeemd
+redeemd_bin=${REDEEMD_BIN:-target/release/redeemd}
+[ -n "${REDEEMD_BIN:-}" ] || cargo build --release -q -p redeemd
 cargo build --release -q -p redeem-benches --example hello_hyper
 tmp=$(mktemp -d)
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
@@ -15,7 +18,7 @@ pids=(); trap cleanup EXIT
 port_redeemd=18600; port_hello=18601
 
 target/release/examples/hello_hyper 127.0.0.1:$port_hello 2>/dev/null & pids+=($!)
-target/release/redeemd serve --data-dir "$tmp/data" --listen 127.0.0.1:$port_redeemd --no-auth \
+"$redeemd_bin" serve --data-dir "$tmp/data" --listen 127.0.0.1:$port_redeemd --no-auth \
   >/dev/null 2>"$tmp/redeemd.log" & pids+=($!)
 for _ in $(seq 100); do curl -sf localhost:$port_redeemd/readyz >/dev/null && break; sleep 0.1; done
 

@@ -1,5 +1,5 @@
-//! The server's shared state: the engine over the WAL, tokens, metrics, and
-//! start-up (open the log, replay it with progress, then serve).
+//! The server's shared state: the engine over the WAL, tokens, metrics;
+//! opening a data dir and replaying its log (with progress).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redeem_engine::{Config as EngineConfig, Engine, Journal, JournalError, Lsn, Record};
-use redeem_wal::{Options, SyncMode, Wal};
+use redeem_wal::{Options, Wal};
 
+use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::render;
 use crate::tokens::TokenStore;
@@ -16,58 +17,11 @@ use crate::tokens::TokenStore;
 /// Where the log lives inside the data dir.
 pub const WAL_DIR: &str = "wal";
 
-/// Everything `serve` is configured with.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub data_dir: PathBuf,
-    pub sync: SyncMode,
-    /// Accept every request without a token (local load tests only).
-    pub no_auth: bool,
-    /// Largest JSON request body.
-    pub body_bytes_max: usize,
-    /// Largest code import body.
-    pub import_bytes_max: usize,
-    /// Open connections at most; more wait in the kernel's accept queue.
-    pub connections_max: usize,
-    /// Time a client has to send a request's headers.
-    pub header_timeout_seconds: u64,
-    /// Time a request may take, long-polls included.
-    pub request_timeout_seconds: u64,
-    /// Time in-flight requests get to finish after a shutdown signal.
-    pub drain_seconds: u64,
-    /// WAL segment size.
-    pub segment_bytes: u64,
-    pub failed_lookups_per_minute: u32,
-    /// Take a snapshot once this many records follow the last one.
-    pub snapshot_records: u64,
-    /// Or once this many seconds passed with any record since the last one.
-    pub snapshot_seconds: u64,
-}
-
-impl ServeConfig {
-    pub fn new(data_dir: PathBuf) -> ServeConfig {
-        ServeConfig {
-            data_dir,
-            sync: SyncMode::Always,
-            no_auth: false,
-            body_bytes_max: 1 << 20,
-            import_bytes_max: 64 << 20,
-            connections_max: 10_000,
-            header_timeout_seconds: 10,
-            request_timeout_seconds: 60,
-            drain_seconds: 10,
-            segment_bytes: redeem_wal::SEGMENT_BYTES_DEFAULT,
-            failed_lookups_per_minute: redeem_engine::limiter::FAILURES_PER_WINDOW_DEFAULT,
-            snapshot_records: 1_000_000,
-            snapshot_seconds: 600,
-        }
-    }
-}
-
 /// The engine's journal: each record is encoded once into a per-thread
 /// buffer and appended to the WAL, which never waits for `msync` here.
 #[derive(Debug)]
 pub struct WalJournal {
+    /// The same log `App::wal` waits on for durability.
     pub wal: Arc<Wal>,
 }
 
@@ -103,12 +57,19 @@ impl Journal for WalJournal {
 
 /// The shared state of a running server.
 pub struct App {
+    /// All coupon state; every change it makes is appended to `wal`.
     pub engine: Engine<WalJournal>,
+    /// The log: answers wait on its durable LSN, `/v1/events` reads it,
+    /// the snapshotter replays it.
     pub wal: Arc<Wal>,
+    /// Hashes of the API tokens, for `Authorization: Bearer`.
     pub tokens: TokenStore,
+    /// The flags `serve` was started with.
     pub config: ServeConfig,
+    /// Request and commit-wait histograms for `/metrics`.
     pub metrics: Metrics,
-    /// False until the log has been replayed.
+    /// False until the log has been replayed: `/readyz` and every `/v1`
+    /// route answer 503 until then.
     ready: AtomicBool,
 }
 
@@ -218,62 +179,6 @@ pub fn restore_snapshot<J: Journal>(
             );
             Ok(snapshot.lsn + 1)
         }
-    }
-}
-
-/// Keeps a shadow engine that replays the durable log and snapshots it, so
-/// requests never stall for a snapshot. Runs on its own thread until `stop`.
-pub fn snapshotter(
-    app: Arc<App>,
-    base: Option<redeem_wal::Snapshot>,
-    stop: std::sync::mpsc::Receiver<()>,
-) {
-    use redeem_engine::NullJournal;
-    let check = Duration::from_millis(500);
-    let shadow = Engine::new(
-        NullJournal::default(),
-        EngineConfig::default(),
-        render::renderer(),
-    );
-    let mut shadow_lsn = 0;
-    if let Some(snapshot) = &base {
-        if let Err(e) = shadow.restore(&snapshot.blob) {
-            tracing::error!(error = %e, "snapshots disabled: the base snapshot does not restore");
-            return;
-        }
-        shadow_lsn = snapshot.lsn;
-    }
-    let mut last_snapshot_lsn = shadow_lsn;
-    let mut last_snapshot_at = Instant::now();
-    loop {
-        match stop.recv_timeout(check) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-        let durable = app.wal.durable_lsn();
-        let due = durable.saturating_sub(last_snapshot_lsn) >= app.config.snapshot_records
-            || (durable > last_snapshot_lsn
-                && last_snapshot_at.elapsed() >= Duration::from_secs(app.config.snapshot_seconds));
-        if !due {
-            continue;
-        }
-        let start = Instant::now();
-        match replay_into(&shadow, &app.wal, shadow_lsn + 1, durable, false) {
-            Ok(_) => shadow_lsn = durable,
-            Err(e) => {
-                tracing::error!(error = %e, "snapshots disabled: the shadow replay failed");
-                return;
-            }
-        }
-        let blob = shadow.snapshot(durable, crate::timefmt::now());
-        if let Err(e) = app.wal.write_snapshot(durable, &blob) {
-            tracing::error!(error = %e, lsn = durable, "writing a snapshot failed");
-            continue;
-        }
-        let removed = app.wal.remove_segments_before(durable + 1);
-        tracing::info!(lsn = durable, bytes = blob.len(), removed_segments = ?removed.ok(), seconds = start.elapsed().as_secs_f64(), "snapshot written");
-        last_snapshot_lsn = durable;
-        last_snapshot_at = Instant::now();
     }
 }
 

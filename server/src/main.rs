@@ -22,45 +22,14 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API. Replays the log on start, with progress.
     Serve {
-        /// Data directory (created if missing): the log and the token hashes.
-        #[arg(long, default_value = "./redeemd-data")]
-        data_dir: PathBuf,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// `always`: answer only after msync (the default, survives power
-        /// loss). `none`: never msync (benchmarks only; loses acknowledged
-        /// writes on power loss).
-        #[arg(long, value_enum, default_value_t = Sync::Always)]
-        sync: Sync,
-        /// Accept requests without a token. For local load tests only.
-        #[arg(long)]
-        no_auth: bool,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
-        /// Largest JSON request body, in bytes.
-        #[arg(long, default_value_t = 1 << 20)]
-        body_bytes_max: usize,
-        /// Most open connections.
-        #[arg(long, default_value_t = 10_000)]
-        connections_max: usize,
-        /// Snapshot once this many records follow the last snapshot (older
-        /// log segments are then deleted, bounding replay time).
-        #[arg(long, default_value_t = 1_000_000)]
-        snapshot_every_records: u64,
-        /// Or once this many seconds have passed with new records.
-        #[arg(long, default_value_t = 600)]
-        snapshot_every_seconds: u64,
-        /// Size of each WAL segment file, in bytes: a multiple of 4096, at
-        /// least 64 KiB. Only new segments take it. Small segments are for
-        /// tests that fill a small disk.
-        #[arg(long, default_value_t = redeem_wal::SEGMENT_BYTES_DEFAULT)]
-        segment_bytes: u64,
-        /// Time a client has to open a connection's first request (and each
-        /// later request's headers) before the connection is closed.
-        #[arg(long, default_value_t = 10)]
-        header_timeout_seconds: u64,
+        #[command(flatten)]
+        config: ServeConfig,
     },
     /// Manage API tokens.
     Token {
@@ -118,12 +87,6 @@ enum WalCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Sync {
-    Always,
-    None,
-}
-
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum LogFormat {
     Text,
@@ -156,31 +119,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
-            data_dir,
             listen,
-            sync,
-            no_auth,
             log_format,
-            body_bytes_max,
-            connections_max,
-            snapshot_every_records,
-            snapshot_every_seconds,
-            segment_bytes,
-            header_timeout_seconds,
+            config,
         } => {
             init_logs(log_format);
-            let mut config = ServeConfig::new(data_dir);
-            config.sync = match sync {
-                Sync::Always => redeem_wal::SyncMode::Always,
-                Sync::None => redeem_wal::SyncMode::None,
-            };
-            config.no_auth = no_auth;
-            config.body_bytes_max = body_bytes_max;
-            config.connections_max = connections_max;
-            config.snapshot_records = snapshot_every_records.max(1);
-            config.snapshot_seconds = snapshot_every_seconds.max(1);
-            config.segment_bytes = segment_bytes;
-            config.header_timeout_seconds = header_timeout_seconds.max(1);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::app::App;
+use crate::timefmt;
+
 /// Latency bucket upper bounds, in seconds.
 const BUCKETS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -98,15 +101,14 @@ impl Metrics {
         self.commit_wait[shard_index()].lock().observe(elapsed);
     }
 
-    /// Renders everything; `extra` adds gauges the caller knows.
-    pub fn render(&self, extra: &str) -> String {
+    /// Renders the request and commit-wait families.
+    fn render(&self, out: &mut String) {
         let mut merged: BTreeMap<(&'static str, u16), Histogram> = BTreeMap::new();
         for shard in &self.requests {
             for (key, h) in shard.lock().iter() {
                 merged.entry(*key).or_default().merge(h);
             }
         }
-        let mut out = String::new();
         out.push_str("# HELP redeemd_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE redeemd_requests_total counter\n");
         for ((route, status), h) in &merged {
@@ -122,7 +124,7 @@ impl Metrics {
         out.push_str("# TYPE redeemd_request_duration_seconds histogram\n");
         for ((route, status), h) in &merged {
             h.write(
-                &mut out,
+                out,
                 "redeemd_request_duration_seconds",
                 &format!("route=\"{route}\",status=\"{status}\""),
             );
@@ -133,8 +135,95 @@ impl Metrics {
         for shard in &self.commit_wait {
             commit_wait.merge(&shard.lock());
         }
-        commit_wait.write(&mut out, "redeemd_wal_commit_wait_seconds", "");
-        out.push_str(extra);
-        out
+        commit_wait.write(out, "redeemd_wal_commit_wait_seconds", "");
     }
+}
+
+/// Writes one gauge or counter family with a single unlabelled sample.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// The whole `/metrics` page: requests, the WAL, and each campaign's pool.
+pub fn exposition(app: &App) -> String {
+    let mut out = String::new();
+    app.metrics.render(&mut out);
+    let stats = app.wal.stats();
+    family(
+        &mut out,
+        "redeemd_wal_durable_lsn",
+        "gauge",
+        "Highest LSN known durable.",
+        stats.durable_lsn,
+    );
+    family(
+        &mut out,
+        "redeemd_wal_last_lsn",
+        "gauge",
+        "Highest LSN appended.",
+        stats.last_lsn,
+    );
+    family(
+        &mut out,
+        "redeemd_wal_commits_total",
+        "counter",
+        "Group commits.",
+        stats.commits,
+    );
+    family(
+        &mut out,
+        "redeemd_wal_syncs_total",
+        "counter",
+        "msync calls.",
+        stats.syncs,
+    );
+    let batch = if stats.commits == 0 {
+        0.0
+    } else {
+        stats.durable_lsn as f64 / stats.commits as f64
+    };
+    family(
+        &mut out,
+        "redeemd_wal_records_per_commit",
+        "gauge",
+        "Mean records made durable per group commit.",
+        batch,
+    );
+    pools(&mut out, app);
+    out
+}
+
+/// Codes per campaign and state, and the low-stock flags.
+fn pools(out: &mut String, app: &App) {
+    let now = timefmt::now();
+    out.push_str("# HELP redeemd_pool_codes Codes per campaign and state.\n# TYPE redeemd_pool_codes gauge\n");
+    let mut low = String::from(
+        "# HELP redeemd_pool_low_stock 1 when a campaign is below its low-stock threshold.\n# TYPE redeemd_pool_low_stock gauge\n",
+    );
+    for campaign in app.engine.campaigns() {
+        let s = campaign.stats(now);
+        for (state, n) in [
+            ("available", s.available),
+            ("assigned", s.assigned),
+            ("reserved", s.reserved),
+            ("redeemed", s.redeemed),
+            ("voided", s.voided),
+        ] {
+            let _ = writeln!(
+                out,
+                "redeemd_pool_codes{{campaign=\"{}\",state=\"{state}\"}} {n}",
+                campaign.id()
+            );
+        }
+        let _ = writeln!(
+            low,
+            "redeemd_pool_low_stock{{campaign=\"{}\"}} {}",
+            campaign.id(),
+            u8::from(s.low_stock)
+        );
+    }
+    out.push_str(&low);
 }

@@ -3,7 +3,7 @@
 //! by the same functions, so a retry gets the same bytes.
 
 use redeem_engine::{
-    Assigned, CampaignView, CodeStatus, Effect, Record, Redeemed, Refusal, Renderer, ReservationId,
+    Assigned, CampaignView, CodeStatus, Effect, Record, Redeemed, Renderer, ReservationId,
     Reserved, Timestamp,
 };
 use serde::Serialize;
@@ -163,71 +163,6 @@ pub fn import_report(report: &redeem_engine::ImportReport) -> Vec<u8> {
         "total": report.total,
     }))
     .expect("serializes")
-}
-
-/// An error body: `{"error": {"code", "message", ...extra}}`.
-pub fn error_body(code: &str, message: &str, extra: &[(&str, Value)]) -> Vec<u8> {
-    let mut error = serde_json::Map::new();
-    error.insert("code".into(), code.into());
-    error.insert("message".into(), message.into());
-    for (key, value) in extra {
-        error.insert((*key).into(), value.clone());
-    }
-    serde_json::to_vec(&json!({ "error": error })).expect("serializes")
-}
-
-/// The HTTP status of each refusal, as API.md gives it.
-pub fn refusal_status(refusal: &Refusal) -> u16 {
-    match refusal {
-        Refusal::InvalidRequest { .. }
-        | Refusal::CodeSpaceTooSmall { .. }
-        | Refusal::MalformedCode => 400,
-        Refusal::UnknownCampaign | Refusal::UnknownCode | Refusal::UnknownReservation => 404,
-        Refusal::CampaignExists
-        | Refusal::PrefixConflict { .. }
-        | Refusal::AlreadyRedeemed { .. }
-        | Refusal::CodeReserved { .. }
-        | Refusal::UserLimitReached { .. }
-        | Refusal::PoolExhausted
-        | Refusal::NotRedeemed => 409,
-        Refusal::CodeVoided { .. } | Refusal::CodeExpired | Refusal::ReservationExpired => 410,
-        Refusal::CampaignNotStarted | Refusal::CampaignPaused => 422,
-        Refusal::TooManyFailedAttempts { .. } => 429,
-        Refusal::TooManyCampaigns { .. } => 409,
-        // The server is out of room for keys, not the client's fault.
-        Refusal::IdempotencyTableFull(_) => 503,
-        Refusal::Unavailable(_) => 503,
-        _ => 500,
-    }
-}
-
-/// The error body of a refusal, with its context fields.
-pub fn refusal_body(refusal: &Refusal) -> Vec<u8> {
-    let extra: Vec<(&str, Value)> = match refusal {
-        Refusal::InvalidRequest { field, .. } => vec![("field", (*field).into())],
-        Refusal::AlreadyRedeemed { redeemed_at, .. } => {
-            vec![("redeemed_at", timefmt::format(*redeemed_at).into())]
-        }
-        Refusal::UserLimitReached { limit } => vec![("limit", (*limit).into())],
-        Refusal::TooManyFailedAttempts {
-            retry_after_seconds,
-        } => {
-            vec![("retry_after_seconds", (*retry_after_seconds).into())]
-        }
-        Refusal::PrefixConflict { other } => vec![("campaign", other.clone().into())],
-        Refusal::CodeSpaceTooSmall { issued, space } => {
-            vec![
-                ("given", (*issued).into()),
-                ("space", space.to_string().into()),
-            ]
-        }
-        Refusal::IdempotencyTableFull(full) => {
-            vec![("given", full.given.into()), ("limit", full.limit.into())]
-        }
-        Refusal::TooManyCampaigns { limit } => vec![("limit", (*limit).into())],
-        _ => vec![],
-    };
-    error_body(refusal.code(), &refusal.to_string(), &extra)
 }
 
 /// The renderer the engine calls for keyed transitions, live and in replay.

@@ -10,9 +10,10 @@ use redeem_engine::{Record, RecordKind};
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
+use crate::errors::ApiError;
 use crate::http::Body;
-use crate::render;
-use crate::timefmt;
+use crate::routes::RouteRequest;
+use crate::{render, timefmt};
 
 const LIMIT_DEFAULT: u64 = 1000;
 const LIMIT_MAX: u64 = 10_000;
@@ -20,14 +21,8 @@ const WAIT_SECONDS_MAX: u64 = 30;
 /// How often a long-poll looks for a new record.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-fn bad(field: &str, message: &str) -> Response<Body> {
-    crate::http::json_response(
-        400,
-        render::error_body("invalid_request", message, &[("field", field.into())]),
-    )
-}
-
-pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
+pub async fn events(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
+    let parts = &req.parts;
     let mut after = 0u64;
     let mut limit = LIMIT_DEFAULT;
     let mut wait = 0u64;
@@ -40,14 +35,27 @@ pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let Ok(n) = v.parse::<u64>() else {
-            return bad(k, &format!("{k} must be a non-negative integer"));
+            return Err(ApiError::field(
+                k,
+                format!("{k} must be a non-negative integer"),
+            ));
         };
         match k {
             "after" => after = n,
             "limit" if (1..=LIMIT_MAX).contains(&n) => limit = n,
-            "limit" => return bad("limit", &format!("limit must be 1 to {LIMIT_MAX}")),
+            "limit" => {
+                return Err(ApiError::field(
+                    "limit",
+                    format!("limit must be 1 to {LIMIT_MAX}"),
+                ));
+            }
             "wait_seconds" => wait = n.min(WAIT_SECONDS_MAX),
-            other => return bad(other, &format!("unknown parameter `{other}`")),
+            other => {
+                return Err(ApiError::field(
+                    other,
+                    format!("unknown parameter `{other}`"),
+                ));
+            }
         }
     }
     if app.wal.durable_lsn() <= after && wait > 0 {
@@ -64,15 +72,12 @@ pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
     let through = app.wal.durable_lsn();
     let mut out = Vec::new();
     if through > after {
-        let mut records = match app.wal.read_from(after + 1) {
-            Ok(r) => r,
-            Err(e) => {
-                return crate::http::json_response(
-                    410,
-                    render::error_body("events_unavailable", &e.to_string(), &[]),
-                );
-            }
-        };
+        let mut records =
+            app.wal
+                .read_from(after + 1)
+                .map_err(|e| ApiError::EventsUnavailable {
+                    detail: e.to_string(),
+                })?;
         let mut sent = 0;
         while let Some(next) = records.next_record() {
             let Ok(record) = next else { break };
@@ -94,7 +99,7 @@ pub async fn events(app: &App, parts: &http::request::Parts) -> Response<Body> {
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    response
+    Ok(response)
 }
 
 /// One event line, or `None` for records that are not events.

@@ -1,0 +1,111 @@
+//! `serve`'s configuration: every flag with its default, written once.
+//! The same struct is the clap argument group and what the server reads.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use redeem_wal::SyncMode;
+
+/// Everything `serve` is configured with, one field a flag.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Data directory (created if missing): the log and the token hashes.
+    #[arg(long, default_value = "./redeemd-data")]
+    pub data_dir: PathBuf,
+    /// `always`: answer only after msync (the default, survives power
+    /// loss). `none`: never msync (benchmarks only; loses acknowledged
+    /// writes on power loss).
+    #[arg(
+        long,
+        default_value = "always",
+        value_parser = PossibleValuesParser::new(["always", "none"]).map(|s| parse_sync(&s))
+    )]
+    pub sync: SyncMode,
+    /// Accept requests without a token. For local load tests only.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Largest JSON request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub body_bytes_max: usize,
+    /// Largest code import body (`text/plain`), in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub import_bytes_max: usize,
+    /// Most open connections; more wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections_max: usize,
+    /// Time a client has to open a connection's first request (and each
+    /// later request's headers) before the connection is closed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_seconds: u64,
+    /// Time one request may take, long-polls included.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_seconds: u64,
+    /// Time in-flight requests get to finish after SIGTERM or SIGINT.
+    #[arg(long, default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// Size of each WAL segment file, in bytes: a multiple of 4096, at
+    /// least 64 KiB. Only new segments take it. Small segments are for
+    /// tests that fill a small disk.
+    #[arg(long, default_value_t = redeem_wal::SEGMENT_BYTES_DEFAULT)]
+    pub segment_bytes: u64,
+    /// Lookups of unknown or malformed codes one user may make a minute.
+    #[arg(long, default_value_t = redeem_engine::limiter::FAILURES_PER_WINDOW_DEFAULT)]
+    pub failed_lookups_per_minute: u32,
+    /// Snapshot once this many records follow the last snapshot (older
+    /// log segments are then deleted, bounding replay time).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every_records: u64,
+    /// Or once this many seconds have passed with new records.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every_seconds: u64,
+}
+
+fn parse_sync(s: &str) -> SyncMode {
+    match s {
+        "none" => SyncMode::None,
+        _ => SyncMode::Always,
+    }
+}
+
+/// Parses the flags alone, for [`ServeConfig::new`].
+#[derive(clap::Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: ServeConfig,
+}
+
+impl ServeConfig {
+    /// Every default, with the data in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> ServeConfig {
+        use clap::Parser;
+        let mut config = Flags::try_parse_from(["redeemd"])
+            .expect("the defaults parse")
+            .config;
+        config.data_dir = data_dir;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_those_the_flags_name() {
+        let config = ServeConfig::new("d".into());
+        assert_eq!(config.data_dir, PathBuf::from("d"));
+        assert_eq!(config.sync, SyncMode::Always);
+        assert_eq!(config.body_bytes_max, 1 << 20);
+        assert_eq!(config.header_timeout_seconds, 10);
+        assert!(!config.no_auth);
+    }
+
+    #[test]
+    fn zero_periods_are_refused() {
+        use clap::Parser;
+        let parsed = Flags::try_parse_from(["redeemd", "--snapshot-every-seconds", "0"]);
+        assert!(parsed.is_err());
+        let parsed = Flags::try_parse_from(["redeemd", "--sync", "none"]).unwrap();
+        assert_eq!(parsed.config.sync, SyncMode::None);
+    }
+}

@@ -1,0 +1,313 @@
+//! The one error table: every way a request can fail, engine refusal or
+//! server-side check, maps here to its HTTP status, its stable API code
+//! (API.md), its human message and its context fields.
+//!
+//! Both matches below are exhaustive on purpose: a new `Refusal` variant
+//! or a new `ApiError` without an answer fails to compile, so no failure
+//! can fall through to a generic 500.
+
+use std::borrow::Cow;
+
+use http::header::HeaderValue;
+use http::{Response, StatusCode};
+use redeem_engine::Refusal;
+use serde_json::{Value, json};
+
+use crate::http::{Body, json_response};
+use crate::timefmt;
+use crate::tokens::Role;
+
+/// A request that gets an error answer instead of a result.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The engine changed nothing, for the reason given.
+    Refused(Refusal),
+    /// No token, or one the store does not know.
+    Unauthenticated,
+    /// A valid token whose role the route does not admit.
+    Forbidden { role: Role },
+    /// No route has that path.
+    NotFound,
+    /// The path exists, the method does not; `allow` lists the ones it takes.
+    MethodNotAllowed { allow: HeaderValue },
+    /// The log is still being replayed.
+    NotReady { message: &'static str },
+    /// The body is not JSON at all.
+    InvalidJson { detail: String },
+    /// The request is well formed but a field (or parameter, or header) is wrong.
+    InvalidField { field: String, message: String },
+    /// The body could not be read from the connection.
+    BodyUnreadable,
+    /// The body's content type is not one the route takes.
+    UnsupportedMediaType { hint: &'static str },
+    /// The body is larger than the route's limit.
+    BodyTooLarge { limit: usize },
+    /// A sync failed: the log accepts nothing more (fsyncgate).
+    LogFailed,
+    /// The request ran past `--request-timeout-seconds`.
+    RequestTimeout,
+    /// The idempotency key was first used with another request.
+    IdempotencyKeyReused,
+    /// The first request with this key is still running past the wait limit.
+    IdempotencyKeyInFlight,
+    /// The events a client asked for are no longer in the log.
+    EventsUnavailable { detail: String },
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        ApiError::Refused(refusal)
+    }
+}
+
+/// An error's answer, before it is rendered.
+struct Described<'a> {
+    status: u16,
+    code: &'static str,
+    message: Cow<'a, str>,
+    context: Vec<(&'static str, Value)>,
+}
+
+fn described<'a>(
+    status: u16,
+    code: &'static str,
+    message: impl Into<Cow<'a, str>>,
+) -> Described<'a> {
+    Described {
+        status,
+        code,
+        message: message.into(),
+        context: Vec::new(),
+    }
+}
+
+impl Described<'_> {
+    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.context.push((key, value.into()));
+        self
+    }
+}
+
+/// The table's half for engine refusals; the message is the refusal's own.
+fn describe_refusal(refusal: &Refusal) -> Described<'static> {
+    let message = refusal.to_string();
+    let d = |status, code| described(status, code, message.clone());
+    match refusal {
+        Refusal::InvalidRequest { field, .. } => d(400, "invalid_request").with("field", *field),
+        Refusal::UnknownCampaign => d(404, "unknown_campaign"),
+        Refusal::CampaignExists => d(409, "campaign_exists"),
+        Refusal::PrefixConflict { other } => {
+            d(409, "prefix_conflict").with("campaign", other.clone())
+        }
+        Refusal::CodeSpaceTooSmall { issued, space } => d(400, "code_space_too_small")
+            .with("given", *issued)
+            .with("space", space.to_string()),
+        Refusal::TooManyCampaigns { limit } => d(409, "too_many_campaigns").with("limit", *limit),
+        Refusal::MalformedCode => d(400, "malformed_code"),
+        Refusal::UnknownCode => d(404, "unknown_code"),
+        Refusal::AlreadyRedeemed { redeemed_at, .. } => {
+            d(409, "already_redeemed").with("redeemed_at", timefmt::format(*redeemed_at))
+        }
+        Refusal::CodeReserved { .. } => d(409, "code_reserved"),
+        Refusal::CodeVoided { .. } => d(410, "code_voided"),
+        Refusal::CodeExpired => d(410, "code_expired"),
+        Refusal::CampaignNotStarted => d(422, "campaign_not_started"),
+        Refusal::CampaignPaused => d(422, "campaign_paused"),
+        Refusal::UserLimitReached { limit } => d(409, "user_limit_reached").with("limit", *limit),
+        Refusal::TooManyFailedAttempts {
+            retry_after_seconds,
+        } => d(429, "too_many_failed_attempts").with("retry_after_seconds", *retry_after_seconds),
+        Refusal::PoolExhausted => d(409, "pool_exhausted"),
+        Refusal::NotRedeemed => d(409, "not_redeemed"),
+        Refusal::UnknownReservation => d(404, "unknown_reservation"),
+        Refusal::ReservationExpired => d(410, "reservation_expired"),
+        // The server is out of room for keys: not the client's fault.
+        Refusal::IdempotencyTableFull(full) => d(503, "idempotency_table_full")
+            .with("given", full.given)
+            .with("limit", full.limit),
+        Refusal::Unavailable(_) => d(503, "unavailable"),
+    }
+}
+
+impl ApiError {
+    /// The table.
+    fn describe(&self) -> Described<'_> {
+        match self {
+            ApiError::Refused(refusal) => describe_refusal(refusal),
+            ApiError::Unauthenticated => described(
+                401,
+                "unauthenticated",
+                "send a valid token as `Authorization: Bearer <token>`",
+            ),
+            ApiError::Forbidden { role } => described(
+                403,
+                "forbidden",
+                format!("the {} role may not use this route", role.as_str()),
+            ),
+            ApiError::NotFound => described(404, "not_found", "no such route"),
+            ApiError::MethodNotAllowed { .. } => described(
+                405,
+                "method_not_allowed",
+                "this route does not take that method",
+            ),
+            ApiError::NotReady { message } => described(503, "not_ready", *message),
+            ApiError::InvalidJson { detail } => described(
+                400,
+                "invalid_json",
+                format!("the body is not valid JSON: {detail}"),
+            ),
+            ApiError::InvalidField { field, message } => {
+                described(400, "invalid_request", message.as_str()).with("field", field.as_str())
+            }
+            ApiError::BodyUnreadable => {
+                described(400, "invalid_request", "the request body could not be read")
+            }
+            ApiError::UnsupportedMediaType { hint } => {
+                described(415, "unsupported_media_type", *hint)
+            }
+            ApiError::BodyTooLarge { limit } => described(
+                413,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+            .with("limit", *limit),
+            ApiError::LogFailed => described(
+                503,
+                "log_failed",
+                "the write-ahead log failed; nothing more is acknowledged",
+            ),
+            ApiError::RequestTimeout => {
+                described(503, "request_timeout", "the request took too long")
+            }
+            ApiError::IdempotencyKeyReused => described(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            ),
+            ApiError::IdempotencyKeyInFlight => described(
+                409,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still running",
+            ),
+            ApiError::EventsUnavailable { detail } => {
+                described(410, "events_unavailable", detail.as_str())
+            }
+        }
+    }
+
+    /// A 400 naming the field at fault.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.describe().status
+    }
+
+    /// The stable API code, for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        self.describe().code
+    }
+
+    /// `{"error": {"code", "message", ...context}}`.
+    pub fn body(&self) -> Vec<u8> {
+        let d = self.describe();
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), d.code.into());
+        error.insert("message".into(), d.message.into_owned().into());
+        for (key, value) in d.context {
+            error.insert(key.into(), value);
+        }
+        serde_json::to_vec(&json!({ "error": error })).expect("serializes")
+    }
+
+    /// The whole answer, with the headers some errors carry.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut response = json_response(status, self.body());
+        debug_assert!(StatusCode::from_u16(status).is_ok());
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Refused(Refusal::TooManyFailedAttempts {
+                retry_after_seconds,
+            }) => {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds),
+                );
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(http::header::ALLOW, allow);
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The API code of a refusal, for log lines.
+pub fn refusal_code(refusal: &Refusal) -> &'static str {
+    describe_refusal(refusal).code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(error: ApiError, status: u16, code: &str) {
+        let body: Value = serde_json::from_slice(&error.body()).unwrap();
+        assert_eq!(error.status(), status);
+        assert_eq!(body["error"]["code"], code);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+
+    #[test]
+    fn every_answer_is_a_client_error_or_a_named_outage() {
+        check(Refusal::MalformedCode.into(), 400, "malformed_code");
+        check(Refusal::UnknownCode.into(), 404, "unknown_code");
+        check(
+            Refusal::AlreadyRedeemed {
+                redeemed_at: redeem_engine::Timestamp(0),
+                lsn: 1,
+            }
+            .into(),
+            409,
+            "already_redeemed",
+        );
+        check(Refusal::CodeVoided { lsn: 1 }.into(), 410, "code_voided");
+        check(Refusal::CampaignPaused.into(), 422, "campaign_paused");
+        check(
+            Refusal::TooManyFailedAttempts {
+                retry_after_seconds: 3,
+            }
+            .into(),
+            429,
+            "too_many_failed_attempts",
+        );
+        check(ApiError::Unauthenticated, 401, "unauthenticated");
+        check(ApiError::BodyTooLarge { limit: 10 }, 413, "body_too_large");
+        check(ApiError::LogFailed, 503, "log_failed");
+    }
+
+    #[test]
+    fn throttled_answers_say_when_to_retry() {
+        let response = ApiError::from(Refusal::TooManyFailedAttempts {
+            retry_after_seconds: 7,
+        })
+        .into_response();
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "7");
+        let response = ApiError::MethodNotAllowed {
+            allow: HeaderValue::from_static("GET, POST"),
+        }
+        .into_response();
+        assert_eq!(response.headers()[http::header::ALLOW], "GET, POST");
+    }
+}

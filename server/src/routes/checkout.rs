@@ -1,0 +1,124 @@
+//! The checkout routes: `POST /v1/redemptions`, and reservations (hold,
+//! confirm, release).
+
+use http::Response;
+use serde::Deserialize;
+
+use crate::answer::{Answer, keyed};
+use crate::app::App;
+use crate::errors::{ApiError, refusal_code};
+use crate::extract::{idempotency_key, read_body};
+use crate::http::Body;
+use crate::render;
+use crate::routes::{Authorized, JsonRequest, RouteRequest, read_json};
+use crate::timefmt;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedeemRequest {
+    code: String,
+    user: String,
+    order: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReserveRequest {
+    code: String,
+    user: String,
+    ttl_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfirmRequest {
+    order: Option<String>,
+}
+
+pub async fn redeem(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
+    let JsonRequest {
+        body: request, key, ..
+    } = read_json::<RedeemRequest>(app, req).await?;
+    let idem_key = key.as_ref().map(|k| k.scoped.clone());
+    Ok(keyed(app, key, |idem| {
+        let result = app.engine.redeem(
+            &request.code,
+            &request.user,
+            request.order.as_deref(),
+            timefmt::now(),
+            idem,
+        );
+        if let Err(r) = &result {
+            tracing::info!(code = %request.code, user = %request.user, idempotency_key = ?idem_key, failure = refusal_code(r), "redemption refused");
+        }
+        let redeemed = result?;
+        Ok(Answer {
+            status: 201,
+            body: render::redemption(&redeemed),
+            lsn: redeemed.lsn,
+        })
+    })
+    .await)
+}
+
+pub async fn reserve(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
+    let JsonRequest {
+        body: request, key, ..
+    } = read_json::<ReserveRequest>(app, req).await?;
+    Ok(keyed(app, key, |idem| {
+        let reserved = app.engine.reserve(
+            &request.code,
+            &request.user,
+            request.ttl_seconds,
+            timefmt::now(),
+            idem,
+        )?;
+        Ok(Answer {
+            status: 201,
+            body: render::reservation(&reserved),
+            lsn: reserved.lsn,
+        })
+    })
+    .await)
+}
+
+pub async fn confirm(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
+    let JsonRequest {
+        body: request,
+        key,
+        param: id,
+    } = read_json::<ConfirmRequest>(app, req).await?;
+    let id = render::parse_reservation_id(&id).ok_or(redeem_engine::Refusal::UnknownReservation)?;
+    Ok(keyed(app, key, |idem| {
+        let redeemed = app
+            .engine
+            .confirm(id, request.order.as_deref(), timefmt::now(), idem)?;
+        Ok(Answer {
+            status: 201,
+            body: render::redemption(&redeemed),
+            lsn: redeemed.lsn,
+        })
+    })
+    .await)
+}
+
+pub async fn release(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
+    let Authorized {
+        parts,
+        body,
+        param: id,
+        principal,
+    } = req.authorized();
+    let bytes = read_body(body, app.config.body_bytes_max).await?;
+    let key = idempotency_key(&parts, &principal, &bytes)?;
+    let id = render::parse_reservation_id(&id).ok_or(redeem_engine::Refusal::UnknownReservation)?;
+    Ok(keyed(app, key, |idem| {
+        let status = app.engine.release(id, timefmt::now(), idem)?;
+        Ok(Answer {
+            status: 200,
+            body: render::code_status(&status),
+            lsn: 0,
+        })
+    })
+    .await)
+}
