@@ -12,20 +12,29 @@ use super::GUESS_PROBABILITY_MAX;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
+    /// An input breaks a rule of its own.
     InvalidRequest {
+        /// The API's name of the offending field.
         field: &'static str,
+        /// What is wrong with it, for people.
         message: String,
     },
     UnknownCampaign,
     CampaignExists,
+    /// The prefix and another campaign's could be mistaken for each other.
     PrefixConflict {
+        /// The other campaign's id.
         other: String,
     },
+    /// Too many codes for the format: a guess would hit one too often.
     CodeSpaceTooSmall {
+        /// Codes the campaign would have issued.
         issued: u64,
+        /// Distinct bodies of the format.
         space: u128,
     },
     TooManyCampaigns {
+        /// `CAMPAIGNS_MAX`.
         limit: usize,
     },
     MalformedCode,
@@ -33,22 +42,28 @@ pub enum Refusal {
     /// `lsn`: the record that redeemed it (as for the other refusals that
     /// report a code's state: an answer need wait for no later record).
     AlreadyRedeemed {
+        /// When it was redeemed, for the answer.
         redeemed_at: Timestamp,
+        /// The record to wait for before answering.
         lsn: Lsn,
     },
     CodeReserved {
+        /// The record of the hold, to wait for before answering.
         lsn: Lsn,
     },
     CodeVoided {
+        /// The record of the void, to wait for before answering.
         lsn: Lsn,
     },
     CodeExpired,
     CampaignNotStarted,
     CampaignPaused,
     UserLimitReached {
+        /// The campaign's `per_user_limit`.
         limit: u32,
     },
     TooManyFailedAttempts {
+        /// When the user's failure window has room again.
         retry_after_seconds: u64,
     },
     PoolExhausted,
@@ -126,7 +141,9 @@ impl std::error::Error for Refusal {}
 /// log is corrupt (or was written by a buggy engine). Never skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayError {
+    /// The record's LSN; 0 for a snapshot entry that could not be read.
     pub lsn: Lsn,
+    /// What does not apply, for the operator.
     pub reason: String,
 }
 

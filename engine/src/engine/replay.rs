@@ -19,6 +19,11 @@ impl<J: Journal> Engine<J> {
     /// Re-applies a record from the log, re-validating it against the state
     /// the records before it built. Never consults the clock.
     pub fn apply_replayed(&self, lsn: Lsn, record: &Record<'_>) -> Result<(), ReplayError> {
+        if let Some((campaign, slot)) = record.code() {
+            // As live: the code is held while its record takes effect.
+            let held = self.replay_lock(lsn, campaign, slot)?;
+            return self.replay_code_record(lsn, record, held);
+        }
         match *record {
             Record::CampaignCreated {
                 campaign,
@@ -40,56 +45,6 @@ impl<J: Journal> Engine<J> {
                 ref codes,
                 ..
             } => self.replay_imported(lsn, self.campaign_of(lsn, campaign)?, first, codes),
-            Record::Assigned {
-                campaign,
-                slot,
-                recipient,
-                test,
-                ..
-            } => {
-                let held = self.replay_lock(lsn, campaign, slot)?;
-                self.replay_assigned(lsn, record, held, recipient, test)
-            }
-            Record::Reserved {
-                campaign,
-                slot,
-                reservation,
-                user,
-                expires_at,
-                ..
-            } => {
-                let held = self.replay_lock(lsn, campaign, slot)?;
-                self.replay_reserved(lsn, record, held, reservation, user, expires_at)
-            }
-            Record::Released {
-                campaign,
-                slot,
-                reservation,
-                expired,
-                ..
-            } => {
-                let held = self.replay_lock(lsn, campaign, slot)?;
-                self.replay_released(lsn, record, held, reservation, expired)
-            }
-            Record::Redeemed {
-                campaign,
-                slot,
-                user,
-                order,
-                reservation,
-                ..
-            } => {
-                let held = self.replay_lock(lsn, campaign, slot)?;
-                self.replay_redeemed(lsn, record, held, user, order, reservation)
-            }
-            Record::RolledBack { campaign, slot, .. } => {
-                let held = self.replay_lock(lsn, campaign, slot)?;
-                self.replay_rolled_back(lsn, record, held)
-            }
-            Record::Voided { campaign, slot, .. } => {
-                let held = self.replay_lock(lsn, campaign, slot)?;
-                self.replay_voided(lsn, record, held)
-            }
             Record::IdempotentResponse {
                 at,
                 key,
@@ -103,6 +58,46 @@ impl<J: Journal> Engine<J> {
             Record::LowStock { campaign, .. } => {
                 self.replay_low_stock(self.campaign_of(lsn, campaign)?)
             }
+            Record::Assigned { .. }
+            | Record::Reserved { .. }
+            | Record::Released { .. }
+            | Record::Redeemed { .. }
+            | Record::RolledBack { .. }
+            | Record::Voided { .. } => unreachable!("a record about one code has its code"),
+        }
+    }
+
+    /// Re-applies a record about the one code `held`.
+    fn replay_code_record(
+        &self,
+        lsn: Lsn,
+        record: &Record<'_>,
+        held: Held<'_>,
+    ) -> Result<(), ReplayError> {
+        match *record {
+            Record::Assigned {
+                recipient, test, ..
+            } => self.replay_assigned(lsn, record, held, recipient, test),
+            Record::Reserved {
+                reservation,
+                user,
+                expires_at,
+                ..
+            } => self.replay_reserved(lsn, record, held, reservation, user, expires_at),
+            Record::Released {
+                reservation,
+                expired,
+                ..
+            } => self.replay_released(lsn, record, held, reservation, expired),
+            Record::Redeemed {
+                user,
+                order,
+                reservation,
+                ..
+            } => self.replay_redeemed(lsn, record, held, user, order, reservation),
+            Record::RolledBack { .. } => self.replay_rolled_back(lsn, record, held),
+            Record::Voided { .. } => self.replay_voided(lsn, record, held),
+            _ => unreachable!("only records about one code have a code"),
         }
     }
 

@@ -153,3 +153,29 @@ fn unknown_kind_and_trailing_bytes_are_refused() {
         "trailing bytes"
     );
 }
+
+#[test]
+fn payloads_open_with_the_fixed_header() {
+    let at = Timestamp(0x0102_0304_0506_0708);
+    let mut bytes = Vec::new();
+    Record::Voided {
+        at,
+        campaign: 0x0a0b_0c0d,
+        slot: Slot::imported(5),
+        idem: None,
+    }
+    .encode(&mut bytes);
+    let field = |offset: usize, width: usize| &bytes[offset..offset + width];
+    assert_eq!(field(PAYLOAD_AT_OFFSET, 8), at.0.to_le_bytes());
+    assert_eq!(
+        field(PAYLOAD_CAMPAIGN_OFFSET, 4),
+        0x0a0b_0c0d_u32.to_le_bytes()
+    );
+    assert_eq!(
+        field(PAYLOAD_SLOT_OFFSET, 8),
+        Slot::imported(5).0.to_le_bytes()
+    );
+    // The idem flag, absent, is the first field of the kind's own.
+    assert_eq!(bytes.len(), PAYLOAD_CODE_FIELDS_OFFSET + 1);
+    assert_eq!(bytes[PAYLOAD_CODE_FIELDS_OFFSET], 0);
+}
