@@ -175,6 +175,20 @@ fn create_validates_and_refuses_conflicts() {
         ),
         "code_space_too_small",
     );
+    // Checked by the engine itself, so replay and library callers get it too.
+    let no_recipients = e.create_campaign(
+        CampaignSpec {
+            per_recipient_limit: 0,
+            ..spec("x", "X", 1)
+        },
+        key(13),
+        T0,
+        None,
+    );
+    match no_recipients {
+        Err(Refusal::InvalidRequest { field, .. }) => assert_eq!(field, "per_recipient_limit"),
+        other => panic!("expected invalid_request, got {other:?}"),
+    }
     e.create_campaign(
         CampaignSpec {
             length: 6,
