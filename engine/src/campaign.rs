@@ -524,3 +524,24 @@ impl Campaign {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_recipients_answer_membership_and_keep_their_order() {
+        let list: Vec<String> = ["qa-b", "qa-a", "qa-c", "qa-a"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let recipients = TestRecipients::new(&list);
+        for name in ["qa-a", "qa-b", "qa-c"] {
+            assert!(recipients.contains(name), "{name}");
+        }
+        assert!(!recipients.contains("qa"));
+        assert!(!recipients.contains("qa-d"));
+        assert_eq!(recipients.in_order(), list);
+        assert_eq!(TestRecipients::new(&[]).in_order(), Vec::<String>::new());
+    }
+}
