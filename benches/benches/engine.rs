@@ -7,6 +7,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use redeem_engine::codec::CodeKey;
 use redeem_engine::{CampaignSpec, Config, Effect, Engine, NullJournal, Slot, Timestamp};
 
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
@@ -26,6 +27,7 @@ fn engine(codes: u64) -> Engine<NullJournal> {
                 per_user_limit: 0,
                 ..CampaignSpec::default()
             },
+            CodeKey::from_bytes([1; 16]),
             NOW,
             None,
         )

@@ -1,7 +1,7 @@
 //! A campaign: its settings, its codes' state maps and the metadata of the
 //! codes that have been touched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::Timestamp;
 use crate::codec::Codec;
@@ -13,53 +13,136 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, IntHasher, Mutex, Ordering, RwLock
 /// costs its bitmap (half a byte a code) until codes are used.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct CodeMeta {
+    /// Who the code was assigned to, so a status and an export can name the
+    /// holder and a snapshot can re-create the assignment.
     pub recipient: Option<Arc<str>>,
+    /// When the code was assigned; a snapshot re-creates the assignment at
+    /// that time, which also fixes its deadline.
     pub assigned_at: Option<Timestamp>,
     /// Per-code deadline from `code_valid_seconds_after_assignment`.
     pub deadline: Option<Timestamp>,
+    /// The live hold, so a confirm, release or void can check and drop it.
     pub hold: Option<Hold>,
+    /// The redemption, so a repeat attempt can report when it happened and a
+    /// rollback can give the user's claim back.
     pub redemption: Option<Redemption>,
     /// The LSN of the last record about this code: an answer that reports
     /// the code's state waits for this LSN to be durable, and no later one.
     pub lsn: Lsn,
 }
 
+/// A live reservation of one code.
 #[derive(Debug, Clone)]
 pub(crate) struct Hold {
+    /// The reservation id the holder confirms or releases with.
     pub id: ReservationId,
+    /// The holder, interned: the hold carries one of its per-user claims.
     pub user: Arc<str>,
+    /// The deadline after which the hold is released, by the sweeper or by
+    /// the next transition that finds it.
     pub until: Timestamp,
 }
 
+/// How a code was redeemed.
 #[derive(Debug, Clone)]
 pub(crate) struct Redemption {
+    /// The redeemer, interned: a redemption carries one of its per-user
+    /// claims, given back on rollback.
     pub user: Arc<str>,
+    /// When, reported to a later attempt as `redeemed_at`.
     pub at: Timestamp,
+    /// The caller's order reference, shown by the code's status.
     pub order: Option<Box<str>>,
+}
+
+/// What a campaign is created with and never changes afterwards; the
+/// settings an update may change live in [`Settings`], and the generated
+/// count in the generated map, so each field has one owner.
+#[derive(Debug, Clone)]
+pub(crate) struct Terms {
+    /// The campaign's API id, `[a-z0-9-]{1,64}`.
+    pub id: String,
+    /// The generated codes' prefix, which routes a code to its campaign.
+    pub prefix: String,
+    /// Body symbols of a generated code.
+    pub length: u8,
+    /// Redemptions and live holds one user may have; 0 is unlimited.
+    pub per_user_limit: u32,
+    /// Codes one recipient may be assigned; test recipients are exempt.
+    pub per_recipient_limit: u32,
+    /// Seconds an assigned code stays valid, if it has a per-code deadline.
+    pub code_valid_seconds_after_assignment: Option<u64>,
+    /// A hold's length when the reserver does not choose one.
+    pub reservation_ttl_seconds: u64,
 }
 
 /// Settings an update may change.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    /// Before this moment the campaign refuses work with `campaign_not_started`.
     pub starts_at: Option<Timestamp>,
+    /// From this moment every code of the campaign is expired.
     pub expires_at: Option<Timestamp>,
+    /// Set by an operator to stop new holds, redemptions and assignments.
     pub paused: bool,
-    pub test_recipients: HashSet<String>,
-    pub test_recipients_order: Vec<String>,
+    /// Recipients that get a fresh code on every assignment, for testing.
+    pub test_recipients: TestRecipients,
+    /// Available codes below which the campaign reports low stock; 0 is off.
     pub low_stock_threshold: u64,
+}
+
+/// The test recipients, as the operator listed them: sorted by name for
+/// membership tests, each with its place in the list so the list reads
+/// back in its original order, duplicates included.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TestRecipients {
+    /// (name, position in the original list), sorted.
+    by_name: Vec<(Box<str>, u32)>,
+}
+
+impl TestRecipients {
+    pub fn new(list: &[String]) -> TestRecipients {
+        let mut by_name: Vec<(Box<str>, u32)> = list
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let position = u32::try_from(i).expect("test recipients under 4G");
+                (name.as_str().into(), position)
+            })
+            .collect();
+        by_name.sort_unstable();
+        TestRecipients { by_name }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .is_ok()
+    }
+
+    /// The list as it was given.
+    pub fn in_order(&self) -> Vec<String> {
+        let mut list: Vec<&(Box<str>, u32)> = self.by_name.iter().collect();
+        list.sort_unstable_by_key(|(_, position)| *position);
+        list.into_iter().map(|(name, _)| name.to_string()).collect()
+    }
 }
 
 /// Per-user state within a campaign: the user's interned name and how many
 /// of the per-user slots (redemptions and live holds) it has claimed.
 #[derive(Debug)]
 pub(crate) struct UserEntry {
+    /// The name every hold and redemption of the user shares.
     pub name: Arc<str>,
+    /// Redemptions plus live holds, checked against `per_user_limit`.
     pub claimed: u32,
 }
 
 /// A recipient's codes in a campaign.
 #[derive(Debug)]
 pub(crate) struct RecipientEntry {
+    /// In the order assigned: the first is the one a recipient at its limit
+    /// is given again.
     pub slots: Vec<Slot>,
 }
 
@@ -117,26 +200,38 @@ impl RateWindow {
 
 /// One campaign of codes.
 pub struct Campaign {
+    /// The campaign's number: its creation order, what records name it by.
     pub(crate) number: CampaignNo,
-    pub(crate) spec: CampaignSpec,
+    /// What the campaign was created with and never changes.
+    pub(crate) terms: Terms,
+    /// When it was created; snapshot records that have no time of their own
+    /// carry this one.
     pub(crate) created_at: Timestamp,
+    /// Prints and parses the generated codes.
     pub(crate) codec: Codec,
     /// The codec's key, kept for snapshots; never shown by any route.
     pub(crate) codec_key: [u8; 16],
+    /// What an update may change; read by every admission check.
     pub(crate) settings: RwLock<Settings>,
-    /// Read on every redemption without taking `settings`.
-    pub(crate) paused: AtomicBool,
+    /// States of the generated codes, by index.
     pub(crate) generated: StateMap,
+    /// States of the imported codes, by import order.
     pub(crate) imported: StateMap,
     /// Imported codes, normalized, by import index.
     pub(crate) imported_codes: RwLock<Vec<Arc<str>>>,
+    /// Metadata of touched codes only, so untouched codes cost no memory.
     pub(crate) meta: ShardedMap<Slot, CodeMeta, IntHasher>,
+    /// Per-user claims, for `per_user_limit`.
     pub(crate) users: ShardedMap<Box<str>, UserEntry>,
+    /// Per-recipient codes, for `per_recipient_limit` and repeat assignments.
     pub(crate) recipients: ShardedMap<Box<str>, RecipientEntry>,
     /// Where the next assignment starts looking for an available code.
     pub(crate) assign_cursor: AtomicU64,
+    /// Assignments to test recipients, a statistic.
     pub(crate) test_assignments: AtomicU64,
+    /// Redemptions per second, a statistic.
     pub(crate) redemptions: RateWindow,
+    /// Assignments per second, a statistic.
     pub(crate) assignments: RateWindow,
     /// Codes taken from the available pool (assigned or redeemed directly).
     pub(crate) depletions: RateWindow,
@@ -149,7 +244,7 @@ pub struct Campaign {
 impl std::fmt::Debug for Campaign {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Campaign")
-            .field("id", &self.spec.id)
+            .field("id", &self.terms.id)
             .field("number", &self.number)
             .finish()
     }
@@ -158,25 +253,37 @@ impl std::fmt::Debug for Campaign {
 /// A campaign's live statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stats {
+    /// Codes in the campaign, generated and imported.
     pub total: u64,
+    /// Codes in each public state; they add up to `total`.
     pub available: u64,
     pub assigned: u64,
     pub reserved: u64,
     pub redeemed: u64,
     pub voided: u64,
+    /// Assignments to test recipients so far.
     pub test_assignments: u64,
+    /// Means over the last minute.
     pub redemptions_per_second: f64,
     pub assignments_per_second: f64,
+    /// When the available pool runs out at the last minute's pace, if it
+    /// is being used at all.
     pub depletion_eta_seconds: Option<u64>,
+    /// Fewer codes available than the campaign's threshold.
     pub low_stock: bool,
 }
 
 /// A campaign as the API reads it back (everything but the key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignView {
+    /// The campaign's terms and current settings, in the shape it was
+    /// created with; `generate` is the generated codes so far.
     pub spec: CampaignSpec,
+    /// Whether an operator paused it.
     pub paused: bool,
+    /// When it was created.
     pub created_at: Timestamp,
+    /// Its live statistics.
     pub stats: Stats,
 }
 
@@ -192,18 +299,25 @@ impl Campaign {
             starts_at: spec.starts_at,
             expires_at: spec.expires_at,
             paused: false,
-            test_recipients: spec.test_recipients.iter().cloned().collect(),
-            test_recipients_order: spec.test_recipients.clone(),
+            test_recipients: TestRecipients::new(&spec.test_recipients),
             low_stock_threshold: spec.low_stock_threshold,
+        };
+        let terms = Terms {
+            id: spec.id,
+            prefix: spec.prefix,
+            length: spec.length,
+            per_user_limit: spec.per_user_limit,
+            per_recipient_limit: spec.per_recipient_limit,
+            code_valid_seconds_after_assignment: spec.code_valid_seconds_after_assignment,
+            reservation_ttl_seconds: spec.reservation_ttl_seconds,
         };
         Campaign {
             number,
-            spec,
+            terms,
             created_at,
             codec,
             codec_key,
             settings: RwLock::new(settings),
-            paused: AtomicBool::new(false),
             generated: StateMap::new(),
             imported: StateMap::new(),
             imported_codes: RwLock::new(Vec::new()),
@@ -221,7 +335,7 @@ impl Campaign {
     }
 
     pub fn id(&self) -> &str {
-        &self.spec.id
+        &self.terms.id
     }
 
     pub(crate) fn map(&self, slot: Slot) -> &StateMap {
@@ -250,13 +364,9 @@ impl Campaign {
         }
         if let Some(paused) = patch.paused {
             settings.paused = paused;
-            // Release: pairs with the Acquire in `window_check`; only a hint
-            // there, the settings lock is the truth.
-            self.paused.store(paused, Ordering::Release);
         }
         if let Some(list) = &patch.test_recipients {
-            settings.test_recipients = list.iter().cloned().collect();
-            settings.test_recipients_order = list.clone();
+            settings.test_recipients = TestRecipients::new(list);
         }
         if let Some(threshold) = patch.low_stock_threshold {
             settings.low_stock_threshold = threshold;
@@ -299,24 +409,33 @@ impl Campaign {
     }
 
     pub fn view(&self, now: Timestamp) -> CampaignView {
-        let settings = self.settings.read().clone();
-        let mut spec = self.spec.clone();
-        spec.starts_at = settings.starts_at;
-        spec.expires_at = settings.expires_at;
-        spec.test_recipients = settings.test_recipients_order;
-        spec.low_stock_threshold = settings.low_stock_threshold;
-        spec.generate = self.generated.len();
+        let (spec, paused) = {
+            let settings = self.settings.read();
+            let terms = &self.terms;
+            let spec = CampaignSpec {
+                id: terms.id.clone(),
+                generate: self.generated.len(),
+                prefix: terms.prefix.clone(),
+                length: terms.length,
+                starts_at: settings.starts_at,
+                expires_at: settings.expires_at,
+                per_user_limit: terms.per_user_limit,
+                per_recipient_limit: terms.per_recipient_limit,
+                code_valid_seconds_after_assignment: terms.code_valid_seconds_after_assignment,
+                reservation_ttl_seconds: terms.reservation_ttl_seconds,
+                low_stock_threshold: settings.low_stock_threshold,
+                test_recipients: settings.test_recipients.in_order(),
+            };
+            (spec, settings.paused)
+        };
         CampaignView {
             spec,
-            paused: settings.paused,
+            paused,
             created_at: self.created_at,
             stats: self.stats(now),
         }
     }
 
-    /// The metadata of a code known to be in `state`. An available code was
-    /// never assigned, held or redeemed (release and rollback of an assigned
-    /// code return it to assigned), so it has none to look up.
     /// Every code's slot and public state, generated codes first: for
     /// exports. Waits out transitions in progress, one code at a time.
     pub fn states(&self) -> impl Iterator<Item = (Slot, PublicState)> + '_ {
@@ -325,6 +444,9 @@ impl Campaign {
         })
     }
 
+    /// The metadata of a code known to be in `state`. An available code was
+    /// never assigned, held or redeemed (release and rollback of an assigned
+    /// code return it to assigned), so it has none to look up.
     pub(crate) fn meta_in(&self, slot: Slot, state: CodeState) -> CodeMeta {
         if state == CodeState::Available {
             return CodeMeta::default();
@@ -400,5 +522,26 @@ impl Campaign {
             }
         });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_recipients_answer_membership_and_keep_their_order() {
+        let list: Vec<String> = ["qa-b", "qa-a", "qa-c", "qa-a"]
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let recipients = TestRecipients::new(&list);
+        for name in ["qa-a", "qa-b", "qa-c"] {
+            assert!(recipients.contains(name), "{name}");
+        }
+        assert!(!recipients.contains("qa"));
+        assert!(!recipients.contains("qa-d"));
+        assert_eq!(recipients.in_order(), list);
+        assert_eq!(TestRecipients::new(&[]).in_order(), Vec::<String>::new());
     }
 }

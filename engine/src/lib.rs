@@ -9,11 +9,25 @@
 //!
 //! # Layout
 //! - `sync`: the only module that names atomics and locks (loom under `cfg(loom)`).
-//! - [`codec`]: the generated code format: keyed permutation of an index, check symbol.
+//! - [`codec`]: the generated code format: keyed permutation of an index, check symbol
+//!   (its tests in `codec/tests.rs`).
 //! - [`state`]: the code state encoding, the transition table, the state bitmap.
-//! - [`record`]: the journal boundary: records, their bytes, the `Journal` trait.
-//! - [`campaign`]: a campaign's settings, maps and statistics.
-//! - [`engine`]: lookups and every transition, live and in replay.
+//! - [`record`]: the journal boundary: records, their bytes (`record/wire.rs` holds the
+//!   primitive encodings; `docs/record-format.md` the layout), the `Journal` trait.
+//! - [`campaign`]: a campaign's terms, settings, maps and statistics.
+//! - [`engine`]: lookups and every transition, live and in replay, one concern a file:
+//!   - `engine/mod.rs`: the `Engine` struct, its accessors, the held-code type, limits;
+//!   - `engine/refusal.rs`: `Refusal` and `ReplayError`;
+//!   - `engine/outcome.rs`: what operations return (`Redeemed`, `CodeStatus`, ...);
+//!   - `engine/campaigns.rs`: create, update, generate, and the low-stock event;
+//!   - `engine/lookup.rs`: resolving a code, its status, the campaign window;
+//!   - `engine/assign.rs`: assignment;
+//!   - `engine/redeem.rs`: redemption, rollback, void;
+//!   - `engine/reserve.rs`: reserve, confirm, release, the sweeper;
+//!   - `engine/import.rs`: the `Importer` of client code lists;
+//!   - `engine/idempotent.rs`: stored responses of keyed requests;
+//!   - `engine/replay.rs`: the dispatch of a logged record to its `replay_*` function;
+//!   - `engine/snapshot.rs`: snapshots, restore, the state dump.
 //! - [`idempotency`]: the idempotency-key table.
 //! - [`limiter`]: the failed-lookup limiter.
 //! - `mutations` (`cfg(loom)` only): deliberate bugs for `loom-tests` to find.
@@ -40,7 +54,8 @@ pub use engine::{
 pub use idempotency::{Begin, StoredResponse};
 pub use record::{
     CampaignNo, CampaignPatch, CampaignSpec, IdemTag, Journal, JournalError, Lsn, MemoryJournal,
-    NullJournal, Record, RecordKind, ReservationId, Slot,
+    NullJournal, PER_RECIPIENT_LIMIT_DEFAULT, PER_USER_LIMIT_DEFAULT,
+    RESERVATION_TTL_SECONDS_DEFAULT, Record, RecordKind, ReservationId, Slot,
 };
 pub use state::PublicState;
 

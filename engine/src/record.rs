@@ -7,6 +7,28 @@
 //! the server stores as a WAL payload, with [`Record::kind`] as its type byte.
 
 use crate::Timestamp;
+use crate::codec::BODY_SYMBOLS_DEFAULT;
+
+mod wire;
+
+use wire::{Reader, Writer};
+
+// ---- Fixed payload header (`docs/record-format.md`) -----------------------
+//
+// Every payload opens with the record's time. A record about a campaign
+// follows it with the campaign's number, and one about a single code
+// follows that with the code's slot; the fields after those vary by kind.
+
+/// Offset of `at`, milliseconds since the epoch, in every payload.
+pub const PAYLOAD_AT_OFFSET: usize = 0;
+/// Offset of the campaign number in a payload about a campaign.
+pub const PAYLOAD_CAMPAIGN_OFFSET: usize = PAYLOAD_AT_OFFSET + 8;
+/// Offset of the slot in a payload about one code.
+pub const PAYLOAD_SLOT_OFFSET: usize = PAYLOAD_CAMPAIGN_OFFSET + 4;
+/// Offset of the first field particular to a code record's kind.
+pub const PAYLOAD_CODE_FIELDS_OFFSET: usize = PAYLOAD_SLOT_OFFSET + 8;
+/// Bytes of a campaign's code key, after the number in `CampaignCreated`.
+pub const CODE_KEY_BYTES: usize = 16;
 
 /// A log sequence number: the journal's position of a record, dense from 1.
 pub type Lsn = u64;
@@ -64,6 +86,13 @@ pub struct CampaignPatch {
     pub low_stock_threshold: Option<u64>,
 }
 
+/// Redemptions one user may make in a campaign that does not choose.
+pub const PER_USER_LIMIT_DEFAULT: u32 = 1;
+/// Codes one recipient may hold in a campaign that does not choose.
+pub const PER_RECIPIENT_LIMIT_DEFAULT: u32 = 1;
+/// A hold's length when neither the campaign nor the reserver chooses.
+pub const RESERVATION_TTL_SECONDS_DEFAULT: u64 = 900;
+
 /// Everything a campaign is created with, as it is logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignSpec {
@@ -89,13 +118,13 @@ impl Default for CampaignSpec {
             id: String::new(),
             generate: 0,
             prefix: String::new(),
-            length: 10,
+            length: BODY_SYMBOLS_DEFAULT,
             starts_at: None,
             expires_at: None,
-            per_user_limit: 1,
-            per_recipient_limit: 1,
+            per_user_limit: PER_USER_LIMIT_DEFAULT,
+            per_recipient_limit: PER_RECIPIENT_LIMIT_DEFAULT,
             code_valid_seconds_after_assignment: None,
-            reservation_ttl_seconds: 900,
+            reservation_ttl_seconds: RESERVATION_TTL_SECONDS_DEFAULT,
             low_stock_threshold: 0,
             test_recipients: Vec::new(),
         }
@@ -110,7 +139,7 @@ pub enum Record<'a> {
         at: Timestamp,
         campaign: CampaignNo,
         /// The campaign's secret code key.
-        key: [u8; 16],
+        key: [u8; CODE_KEY_BYTES],
         spec: CampaignSpec,
         idem: Option<IdemTag<'a>>,
     },
@@ -586,7 +615,8 @@ impl<'a> Record<'a> {
         let record = match record_kind {
             RecordKind::CampaignCreated => {
                 let campaign = r.u32()?;
-                let key: [u8; 16] = r.take(16)?.try_into().expect("16 bytes taken");
+                let key: [u8; CODE_KEY_BYTES] =
+                    r.take(CODE_KEY_BYTES)?.try_into().expect("key bytes taken");
                 let spec = CampaignSpec {
                     id: r.str()?.to_owned(),
                     generate: r.u64()?,
@@ -720,312 +750,6 @@ impl<'a> Record<'a> {
     }
 }
 
-struct Writer<'o>(&'o mut Vec<u8>);
-
-impl Writer<'_> {
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u128(&mut self, v: u128) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn bytes(&mut self, v: &[u8]) {
-        let len = u32::try_from(v.len()).expect("record field over 4 GiB");
-        self.u32(len);
-        self.0.extend_from_slice(v);
-    }
-    fn str(&mut self, v: &str) {
-        self.bytes(v.as_bytes());
-    }
-    fn opt_str(&mut self, v: Option<&str>) {
-        match v {
-            None => self.0.push(0),
-            Some(s) => {
-                self.0.push(1);
-                self.str(s);
-            }
-        }
-    }
-    fn opt_u64(&mut self, v: Option<u64>) {
-        match v {
-            None => self.0.push(0),
-            Some(x) => {
-                self.0.push(1);
-                self.u64(x);
-            }
-        }
-    }
-    fn opt_time(&mut self, v: Option<Timestamp>) {
-        self.opt_u64(v.map(|t| t.0));
-    }
-    fn strs<'s>(&mut self, items: impl ExactSizeIterator<Item = &'s str>) {
-        self.u32(u32::try_from(items.len()).expect("list over 4G entries"));
-        for item in items {
-            self.str(item);
-        }
-    }
-    fn idem(&mut self, v: &Option<IdemTag<'_>>) {
-        match v {
-            None => self.0.push(0),
-            Some(tag) => {
-                self.0.push(1);
-                self.str(tag.key);
-                self.u128(tag.fingerprint);
-            }
-        }
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    kind: u8,
-}
-
-impl<'a> Reader<'a> {
-    fn error(&self, reason: &'static str) -> DecodeError {
-        DecodeError {
-            kind: self.kind,
-            reason,
-        }
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.bytes.len() < n {
-            return Err(self.error("truncated"));
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn flag(&mut self) -> Result<bool, DecodeError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(self.error("bad flag byte")),
-        }
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn u128(&mut self) -> Result<u128, DecodeError> {
-        Ok(u128::from_le_bytes(
-            self.take(16)?.try_into().expect("16 bytes"),
-        ))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
-        let bytes = self.bytes()?;
-        std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))
-    }
-    fn opt_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
-        Ok(if self.flag()? {
-            Some(self.str()?)
-        } else {
-            None
-        })
-    }
-    fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
-        Ok(if self.flag()? {
-            Some(self.u64()?)
-        } else {
-            None
-        })
-    }
-    fn opt_time(&mut self) -> Result<Option<Timestamp>, DecodeError> {
-        Ok(self.opt_u64()?.map(Timestamp))
-    }
-    fn strs(&mut self) -> Result<Vec<&'a str>, DecodeError> {
-        let count = self.u32()? as usize;
-        // Each string costs at least its 4-byte length: bound the allocation
-        // by what the payload can actually hold.
-        if count > self.bytes.len() / 4 {
-            return Err(self.error("list longer than its payload"));
-        }
-        (0..count).map(|_| self.str()).collect()
-    }
-    fn idem(&mut self) -> Result<Option<IdemTag<'a>>, DecodeError> {
-        if !self.flag()? {
-            return Ok(None);
-        }
-        Ok(Some(IdemTag {
-            key: self.str()?,
-            fingerprint: self.u128()?,
-        }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[track_caller]
-    fn check(record: Record<'_>) {
-        let mut bytes = Vec::new();
-        record.encode(&mut bytes);
-        let back = Record::decode(record.kind() as u8, &bytes).expect("decodes");
-        assert_eq!(back, record);
-        // Every strict prefix fails cleanly.
-        for cut in 0..bytes.len() {
-            assert!(
-                Record::decode(record.kind() as u8, &bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
-        }
-    }
-
-    #[test]
-    fn every_kind_round_trips() {
-        let at = Timestamp(1_700_000_000_123);
-        let idem = Some(IdemTag {
-            key: "tok:abc",
-            fingerprint: 0xdead_beef << 70,
-        });
-        check(Record::CampaignCreated {
-            at,
-            campaign: 3,
-            key: [7; 16],
-            spec: CampaignSpec {
-                id: "spring".into(),
-                generate: 1000,
-                prefix: "SPR".into(),
-                starts_at: Some(Timestamp(5)),
-                code_valid_seconds_after_assignment: Some(60),
-                test_recipients: vec!["qa@example.com".into()],
-                ..CampaignSpec::default()
-            },
-            idem,
-        });
-        check(Record::CampaignUpdated {
-            at,
-            campaign: 3,
-            patch: CampaignPatch {
-                starts_at: Some(None),
-                expires_at: Some(Some(Timestamp(9))),
-                paused: Some(true),
-                test_recipients: Some(vec![]),
-                low_stock_threshold: Some(4),
-            },
-            idem: None,
-        });
-        check(Record::CampaignUpdated {
-            at,
-            campaign: 1,
-            patch: CampaignPatch::default(),
-            idem,
-        });
-        check(Record::CodesGenerated {
-            at,
-            campaign: 1,
-            count: 5,
-            idem,
-        });
-        check(Record::CodesImported {
-            at,
-            campaign: 1,
-            first: 9,
-            codes: vec!["A", "BC"],
-        });
-        check(Record::Assigned {
-            at,
-            campaign: 1,
-            slot: Slot::imported(4),
-            recipient: "r",
-            test: true,
-            idem,
-        });
-        check(Record::Reserved {
-            at,
-            campaign: 1,
-            slot: Slot::generated(4),
-            reservation: 77,
-            user: "u",
-            expires_at: Timestamp(99),
-            idem,
-        });
-        check(Record::Released {
-            at,
-            campaign: 1,
-            slot: Slot(4),
-            reservation: 77,
-            expired: true,
-            idem: None,
-        });
-        check(Record::Redeemed {
-            at,
-            campaign: 1,
-            slot: Slot(4),
-            user: "u",
-            order: Some("o-1"),
-            reservation: Some(77),
-            idem,
-        });
-        check(Record::RolledBack {
-            at,
-            campaign: 1,
-            slot: Slot(4),
-            idem,
-        });
-        check(Record::Voided {
-            at,
-            campaign: 1,
-            slot: Slot(4),
-            idem: None,
-        });
-        check(Record::IdempotentResponse {
-            at,
-            key: "k",
-            fingerprint: 1,
-            status: 409,
-            body: b"{}",
-        });
-        check(Record::Counters {
-            at,
-            next_reservation: 42,
-        });
-        check(Record::LowStock {
-            at,
-            campaign: 1,
-            available: 3,
-        });
-    }
-
-    #[test]
-    fn unknown_kind_and_trailing_bytes_are_refused() {
-        assert!(Record::decode(0, &[]).is_err());
-        assert!(Record::decode(200, &[0; 64]).is_err());
-        let mut bytes = Vec::new();
-        Record::CodesGenerated {
-            at: Timestamp(1),
-            campaign: 1,
-            count: 1,
-            idem: None,
-        }
-        .encode(&mut bytes);
-        bytes.push(0);
-        assert_eq!(
-            Record::decode(RecordKind::CodesGenerated as u8, &bytes)
-                .unwrap_err()
-                .reason,
-            "trailing bytes"
-        );
-    }
-}
-
 /// A journal in memory: records kept as bytes, as a log would keep them.
 /// For tests, the reference model and replay checks.
 #[derive(Debug, Default)]
@@ -1081,3 +805,6 @@ impl Journal for NullJournal {
         Ok(self.next.fetch_add(1, crate::sync::Ordering::Relaxed) + 1)
     }
 }
+
+#[cfg(test)]
+mod tests;

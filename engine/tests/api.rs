@@ -3,6 +3,9 @@
 //! replaying the journal into a fresh engine and comparing the state dumps,
 //! so every record a scenario emits is also proven to re-apply exactly.
 
+mod common;
+
+use common::{key, refusal_code};
 use redeem_engine::codec::ALPHABET;
 use redeem_engine::{
     Begin, CampaignPatch, CampaignSpec, Config, Effect, Engine, IdemKey, MemoryJournal,
@@ -82,7 +85,8 @@ fn check_replay(engine: &Engine<MemoryJournal>) {
 #[test]
 fn a_damaged_snapshot_is_refused() {
     let e = engine();
-    e.create_campaign(spec("s", "S", 10), T0, None).unwrap();
+    e.create_campaign(spec("s", "S", 10), key(1), T0, None)
+        .unwrap();
     let c = codes(&e, "s", 1);
     e.redeem(&c[0], "u", None, T0, None).unwrap();
     let snapshot = e.snapshot(2, T0);
@@ -107,7 +111,7 @@ fn codes(engine: &Engine<MemoryJournal>, id: &str, n: u64) -> Vec<String> {
 #[track_caller]
 fn check_refusal<T: std::fmt::Debug>(result: Result<T, Refusal>, code: &str) {
     match result {
-        Err(refusal) => assert_eq!(refusal.code(), code, "{refusal}"),
+        Err(refusal) => assert_eq!(refusal_code(&refusal), code, "{refusal}"),
         Ok(value) => panic!("expected {code}, got {value:?}"),
     }
 }
@@ -116,33 +120,34 @@ fn check_refusal<T: std::fmt::Debug>(result: Result<T, Refusal>, code: &str) {
 fn create_validates_and_refuses_conflicts() {
     let e = engine();
     let view = e
-        .create_campaign(spec("spring", "SPR", 100), T0, None)
+        .create_campaign(spec("spring", "SPR", 100), key(2), T0, None)
         .unwrap();
     assert_eq!(view.stats.total, 100);
     assert_eq!(view.stats.available, 100);
     check_refusal(
-        e.create_campaign(spec("spring", "OTHER", 1), T0, None),
+        e.create_campaign(spec("spring", "OTHER", 1), key(3), T0, None),
         "campaign_exists",
     );
     check_refusal(
-        e.create_campaign(spec("b", "SP", 1), T0, None),
+        e.create_campaign(spec("b", "SP", 1), key(4), T0, None),
         "prefix_conflict",
     );
     check_refusal(
-        e.create_campaign(spec("c", "SPRX", 1), T0, None),
+        e.create_campaign(spec("c", "SPRX", 1), key(5), T0, None),
         "prefix_conflict",
     );
-    e.create_campaign(spec("d", "", 1), T0, None).unwrap();
+    e.create_campaign(spec("d", "", 1), key(6), T0, None)
+        .unwrap();
     check_refusal(
-        e.create_campaign(spec("e", "", 1), T0, None),
+        e.create_campaign(spec("e", "", 1), key(7), T0, None),
         "prefix_conflict",
     );
     check_refusal(
-        e.create_campaign(spec("Bad_Id", "X", 1), T0, None),
+        e.create_campaign(spec("Bad_Id", "X", 1), key(8), T0, None),
         "invalid_request",
     );
     check_refusal(
-        e.create_campaign(spec("x", "lower", 1), T0, None),
+        e.create_campaign(spec("x", "lower", 1), key(9), T0, None),
         "invalid_request",
     );
     check_refusal(
@@ -151,6 +156,7 @@ fn create_validates_and_refuses_conflicts() {
                 length: 5,
                 ..spec("x", "X", 1)
             },
+            key(10),
             T0,
             None,
         ),
@@ -163,16 +169,32 @@ fn create_validates_and_refuses_conflicts() {
                 length: 6,
                 ..spec("x", "X", 1100)
             },
+            key(11),
             T0,
             None,
         ),
         "code_space_too_small",
     );
+    // Checked by the engine itself, so replay and library callers get it too.
+    let no_recipients = e.create_campaign(
+        CampaignSpec {
+            per_recipient_limit: 0,
+            ..spec("x", "X", 1)
+        },
+        key(13),
+        T0,
+        None,
+    );
+    match no_recipients {
+        Err(Refusal::InvalidRequest { field, .. }) => assert_eq!(field, "per_recipient_limit"),
+        other => panic!("expected invalid_request, got {other:?}"),
+    }
     e.create_campaign(
         CampaignSpec {
             length: 6,
             ..spec("x", "X", 1000)
         },
+        key(12),
         T0,
         None,
     )
@@ -190,6 +212,7 @@ fn redeem_once_then_refuse_with_state() {
             per_user_limit: 0,
             ..spec("s", "S", 10)
         },
+        key(13),
         T0,
         None,
     )
@@ -226,7 +249,8 @@ fn malformed_unknown_and_the_limiter() {
         },
         renderer(),
     );
-    e.create_campaign(spec("s", "S", 10), T0, None).unwrap();
+    e.create_campaign(spec("s", "S", 10), key(14), T0, None)
+        .unwrap();
     let code = codes(&e, "s", 1)[0].clone();
     // A typo in the body: malformed before any lookup.
     let mut typo: Vec<u8> = code.clone().into_bytes();
@@ -274,6 +298,7 @@ fn per_user_limit_and_window_and_pause() {
             expires_at: Some(at(100)),
             ..spec("s", "S", 10)
         },
+        key(15),
         T0,
         None,
     )
@@ -353,6 +378,7 @@ fn assignment_recipients_tests_and_exhaustion() {
             low_stock_threshold: 2,
             ..spec("s", "S", 4)
         },
+        key(16),
         T0,
         None,
     )
@@ -405,6 +431,7 @@ fn reservations_confirm_release_expire() {
             reservation_ttl_seconds: 60,
             ..spec("s", "S", 10)
         },
+        key(17),
         T0,
         None,
     )
@@ -475,7 +502,8 @@ fn reservations_confirm_release_expire() {
 #[test]
 fn void_is_final_and_frees_a_hold() {
     let e = engine();
-    e.create_campaign(spec("s", "S", 10), T0, None).unwrap();
+    e.create_campaign(spec("s", "S", 10), key(18), T0, None)
+        .unwrap();
     let c = codes(&e, "s", 3);
     let r = e.reserve(&c[0], "u", None, T0, None).unwrap();
     assert_eq!(e.void(&c[0], at(1), None).unwrap().state, "voided");
@@ -494,8 +522,10 @@ fn void_is_final_and_frees_a_hold() {
 #[test]
 fn imports_count_duplicates_and_rejects() {
     let e = engine();
-    e.create_campaign(spec("a", "A", 0), T0, None).unwrap();
-    e.create_campaign(spec("b", "B", 0), T0, None).unwrap();
+    e.create_campaign(spec("a", "A", 0), key(19), T0, None)
+        .unwrap();
+    e.create_campaign(spec("b", "B", 0), key(20), T0, None)
+        .unwrap();
     let mut importer = e.importer("a").unwrap();
     let lines = [
         "zz-top",
@@ -539,7 +569,8 @@ fn imports_count_duplicates_and_rejects() {
 #[test]
 fn idempotent_transitions_store_their_response_with_the_record() {
     let e = engine();
-    e.create_campaign(spec("s", "S", 10), T0, None).unwrap();
+    e.create_campaign(spec("s", "S", 10), key(21), T0, None)
+        .unwrap();
     let c = codes(&e, "s", 2);
     let key = IdemKey {
         key: "tok:k1",
@@ -590,6 +621,7 @@ fn a_failing_journal_changes_nothing() {
             per_user_limit: 1,
             ..spec("s", "S", 10)
         },
+        key(22),
         T0,
         None,
     )
@@ -615,7 +647,8 @@ fn a_failing_journal_changes_nothing() {
 #[test]
 fn replay_refuses_records_that_do_not_apply() {
     let e = engine();
-    e.create_campaign(spec("s", "S", 10), T0, None).unwrap();
+    e.create_campaign(spec("s", "S", 10), key(23), T0, None)
+        .unwrap();
     let c = codes(&e, "s", 1);
     e.redeem(&c[0], "u", None, T0, None).unwrap();
     let records = e.journal().records();

@@ -29,6 +29,9 @@
 
 use std::collections::HashMap;
 
+mod common;
+
+use common::{key, refusal_code};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redeem_engine::codec::ALPHABET;
@@ -676,7 +679,9 @@ impl Harness {
                 test_recipients: vec![TEST_RECIPIENT.into()],
                 ..CampaignSpec::default()
             };
-            engine.create_campaign(spec.clone(), T0, None).unwrap();
+            engine
+                .create_campaign(spec.clone(), key(n as u8 + 1), T0, None)
+                .unwrap();
             let mut importer = engine.importer(&id).unwrap();
             for i in 0..s.imported {
                 importer.push(i + 1, &format!("imp-{n}{i}"), T0).unwrap();
@@ -1049,7 +1054,7 @@ fn same_refusal<T: std::fmt::Debug, U: std::fmt::Debug>(
     want: Outcome<U>,
 ) -> Result<(), TestCaseError> {
     match (got, want) {
-        (Err(refusal), Err(code)) if refusal.code() == code => Ok(()),
+        (Err(refusal), Err(code)) if refusal_code(refusal) == code => Ok(()),
         (got, want) => Err(TestCaseError::fail(format!(
             "engine gave {got:?}, model expects {want:?}"
         ))),
@@ -1100,7 +1105,7 @@ fn holder_reserving_again_after_the_deadline_gets_a_live_hold() {
         reservation_ttl_seconds: 2,
         ..CampaignSpec::default()
     };
-    e.create_campaign(spec, T0, None).unwrap();
+    e.create_campaign(spec, key(1), T0, None).unwrap();
     let code = e.campaign("c0").unwrap().code_of(Slot::generated(0));
     let first = e.reserve(&code, "u0", None, T0, None).unwrap();
     let now = plus_seconds(T0, 2);
@@ -1111,9 +1116,7 @@ fn holder_reserving_again_after_the_deadline_gets_a_live_hold() {
     );
     assert_ne!(again.reservation, first.reservation);
     assert_eq!(
-        e.confirm(first.reservation, None, now, None)
-            .unwrap_err()
-            .code(),
+        refusal_code(&e.confirm(first.reservation, None, now, None).unwrap_err()),
         "reservation_expired"
     );
     e.confirm(again.reservation, None, now, None).unwrap();

@@ -8,6 +8,10 @@
 use std::collections::HashSet;
 use std::sync::Barrier;
 
+mod common;
+
+use common::{key, refusal_code};
+
 use redeem_engine::{
     CampaignSpec, Config, Effect, Engine, MemoryJournal, Record, Refusal, Renderer, Slot, Timestamp,
 };
@@ -20,7 +24,7 @@ fn renderer() -> Renderer {
 
 fn engine_with(spec: CampaignSpec) -> Engine<MemoryJournal> {
     let engine = Engine::new(MemoryJournal::default(), Config::default(), renderer());
-    engine.create_campaign(spec, NOW, None).unwrap();
+    engine.create_campaign(spec, key(1), NOW, None).unwrap();
     engine
 }
 
@@ -115,7 +119,7 @@ fn one_user_racing_over_many_codes_gets_exactly_its_limit() {
         assert!(
             all.iter()
                 .filter_map(|r| r.as_ref().err())
-                .all(|e| e.code() == "user_limit_reached")
+                .all(|e| refusal_code(e) == "user_limit_reached")
         );
         let campaign = engine.campaign("race").unwrap();
         assert_eq!(campaign.user_claimed("greedy"), limit);
@@ -180,7 +184,7 @@ fn recipients_racing_for_a_small_pool_never_share_a_code() {
     assert!(
         all.iter()
             .filter_map(|r| r.as_ref().err())
-            .all(|e| e.code() == "pool_exhausted")
+            .all(|e| refusal_code(e) == "pool_exhausted")
     );
     let stats = engine.campaign("race").unwrap().view(NOW).stats;
     assert_eq!((stats.assigned, stats.available), (pool, 0));

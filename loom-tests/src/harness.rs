@@ -3,6 +3,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use redeem_engine::codec::CodeKey;
 pub use redeem_engine::mutations::Mutation;
 use redeem_engine::{
     CampaignSpec, Config, Effect, Engine, Journal, MemoryJournal, PublicState, Record, Refusal,
@@ -159,7 +160,9 @@ pub fn campaign<J: Journal>(
         per_user_limit,
         ..CampaignSpec::default()
     };
-    engine.create_campaign(spec, T0, None).expect("campaign");
+    engine
+        .create_campaign(spec, CodeKey::from_bytes([1; 16]), T0, None)
+        .expect("campaign");
     codes(engine, id)
 }
 
@@ -180,7 +183,37 @@ pub fn state<J: Journal>(engine: &Engine<J>, code: &str) -> &'static str {
 pub fn outcome<T>(result: &Result<T, Refusal>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(refusal) => refusal.code(),
+        Err(refusal) => refusal_code(refusal),
+    }
+}
+
+/// The API's error code for a refusal, as the models name outcomes. The
+/// engine has no API strings; this mirrors the server's table.
+pub fn refusal_code(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::InvalidRequest { .. } => "invalid_request",
+        Refusal::UnknownCampaign => "unknown_campaign",
+        Refusal::CampaignExists => "campaign_exists",
+        Refusal::PrefixConflict { .. } => "prefix_conflict",
+        Refusal::CodeSpaceTooSmall { .. } => "code_space_too_small",
+        Refusal::TooManyCampaigns { .. } => "too_many_campaigns",
+        Refusal::MalformedCode => "malformed_code",
+        Refusal::UnknownCode => "unknown_code",
+        Refusal::AlreadyRedeemed { .. } => "already_redeemed",
+        Refusal::CodeReserved { .. } => "code_reserved",
+        Refusal::CodeVoided { .. } => "code_voided",
+        Refusal::CodeExpired => "code_expired",
+        Refusal::CampaignNotStarted => "campaign_not_started",
+        Refusal::CampaignPaused => "campaign_paused",
+        Refusal::UserLimitReached { .. } => "user_limit_reached",
+        Refusal::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
+        Refusal::PoolExhausted => "pool_exhausted",
+        Refusal::NotRedeemed => "not_redeemed",
+        Refusal::UnknownReservation => "unknown_reservation",
+        Refusal::ReservationExpired => "reservation_expired",
+        Refusal::IdempotencyTableFull(_) => "idempotency_table_full",
+        Refusal::Unavailable(_) => "unavailable",
+        _ => "unmapped",
     }
 }
 

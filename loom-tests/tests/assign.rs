@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use loom_tests::{
-    Mutation, T0, campaign, check, check_caught, check_counters, check_replay, engine,
+    Mutation, T0, campaign, check, check_caught, check_counters, check_replay, engine, refusal_code,
 };
 use redeem_engine::Assigned;
 
@@ -26,7 +26,7 @@ fn race(
             loom::thread::spawn(move || {
                 engine
                     .assign("assign", recipient, T0, None)
-                    .map_err(|r| r.code())
+                    .map_err(|r| refusal_code(&r))
             })
         })
         .collect();

@@ -1,0 +1,154 @@
+//! What the engine's operations return, and what they are configured with.
+
+use crate::Timestamp;
+use crate::campaign::Campaign;
+use crate::codec;
+use crate::record::{IdemTag, Lsn, Record, ReservationId, Slot};
+use crate::state::PublicState;
+
+/// An idempotency key sent with a request, scoped to its token by the
+/// caller: the same pair a transition's record carries.
+pub type IdemKey<'a> = IdemTag<'a>;
+
+/// What the renderer sees of a transition that carried an idempotency key.
+#[derive(Debug)]
+pub struct Effect<'a> {
+    /// The record's LSN: the stored response is durable with it.
+    pub lsn: Lsn,
+    /// The transition, as logged.
+    pub record: &'a Record<'a>,
+    /// The campaign it changed, just after the record.
+    pub campaign: &'a Campaign,
+    /// The status, just after the record, of the code it is about, if any.
+    pub status: Option<&'a CodeStatus>,
+}
+
+/// Turns a transition into the response stored under its idempotency key.
+/// The server renders its HTTP response this way both live and in replay,
+/// so a replayed key returns the same bytes.
+pub type Renderer = Box<dyn Fn(&Effect<'_>) -> (u16, Vec<u8>) + Send + Sync>;
+
+/// A code's status, as `GET /v1/codes/{code}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeStatus {
+    /// The printed code.
+    pub code: String,
+    /// Its campaign's id.
+    pub campaign: String,
+    /// `available`, `assigned`, `reserved`, `redeemed`, `voided`, `expired`
+    /// or `not_started`.
+    pub state: &'static str,
+    /// Who it was assigned to, if anyone.
+    pub recipient: Option<String>,
+    /// When it was assigned.
+    pub assigned_at: Option<Timestamp>,
+    /// The live hold's deadline, if it is reserved.
+    pub reserved_until: Option<Timestamp>,
+    /// Who redeemed it, when, and under which order reference.
+    pub redeemed_by: Option<String>,
+    pub redeemed_at: Option<Timestamp>,
+    pub order: Option<String>,
+    /// The earlier of the code's own deadline and the campaign's end.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A successful redemption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeemed {
+    /// The printed code and its campaign's id.
+    pub code: String,
+    pub campaign: String,
+    /// The redeemer and its order reference.
+    pub user: String,
+    pub order: Option<String>,
+    /// When it took effect.
+    pub redeemed_at: Timestamp,
+    /// The record to wait for before answering.
+    pub lsn: Lsn,
+}
+
+/// A successful reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    /// The id to confirm or release the hold with.
+    pub reservation: ReservationId,
+    /// The printed code and its holder.
+    pub code: String,
+    pub user: String,
+    /// The hold's deadline.
+    pub expires_at: Timestamp,
+    /// The record to wait for before answering; 0 when the holder got its
+    /// existing hold back and nothing was logged.
+    pub lsn: Lsn,
+}
+
+/// A successful assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The printed code, its campaign's id and its recipient.
+    pub code: String,
+    pub campaign: String,
+    pub recipient: String,
+    /// The code's state now: a code given again may be redeemed since.
+    pub state: PublicState,
+    /// False when the recipient already held a code and got it again.
+    pub new: bool,
+    /// The record to wait for, when one was logged.
+    pub lsn: Option<Lsn>,
+}
+
+/// What a code import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Codes added to the campaign.
+    pub added: u64,
+    /// Lines that repeat a code the campaign already has or the import
+    /// already took.
+    pub duplicates: u64,
+    /// The first rejected lines: (1-based line number, reason code).
+    pub rejected: Vec<(u64, &'static str)>,
+    /// Every rejected line, reported in detail or not.
+    pub rejected_total: u64,
+    /// Codes in the campaign afterwards.
+    pub total: u64,
+}
+
+/// A located code: its campaign and slot.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeRef<'e> {
+    /// The campaign the code belongs to.
+    pub campaign: &'e Campaign,
+    /// Where in it.
+    pub slot: Slot,
+    /// The printed form of a generated code, made from the input while it
+    /// was parsed, so answers need not encrypt the index again.
+    pub(super) printed: Option<codec::Code>,
+}
+
+impl CodeRef<'_> {
+    /// The code's printed form.
+    pub fn code_string(&self) -> String {
+        match &self.printed {
+            Some(code) => code.as_str().to_owned(),
+            None => self.campaign.code_of(self.slot),
+        }
+    }
+}
+
+/// Engine-wide configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Unknown or malformed codes one user may try per minute.
+    pub failed_lookups_per_minute: u32,
+    /// Most idempotency keys remembered at once.
+    pub idempotency_entries_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            failed_lookups_per_minute: crate::limiter::FAILURES_PER_WINDOW_DEFAULT,
+            idempotency_entries_max: crate::idempotency::ENTRIES_MAX_DEFAULT,
+        }
+    }
+}

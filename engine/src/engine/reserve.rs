@@ -1,0 +1,413 @@
+//! Reservations: a user holds a code for a while, then confirms (redeems)
+//! or releases it; the sweeper releases holds whose deadline passed.
+
+use crate::Timestamp;
+use crate::campaign::{Campaign, CodeMeta, Hold};
+use crate::record::{CampaignNo, IdemTag, Journal, Lsn, Record, ReservationId, Slot};
+use crate::state::{CodeState, PublicState, Transition};
+use crate::sync::Ordering;
+
+use super::refusal::replay_err;
+use super::{
+    CodeRef, CodeStatus, Engine, Held, IdemKey, Redeemed, Refusal, ReplayError, Reserved,
+    check_name,
+};
+
+/// How long expired holds are remembered, so a late confirm is answered
+/// `reservation_expired` rather than `unknown_reservation`.
+const EXPIRED_REMEMBERED_MILLIS: u64 = 3_600_000;
+
+/// A live hold, by reservation id.
+#[derive(Debug, Clone)]
+pub(super) struct HoldRef {
+    /// The held code's campaign.
+    pub(super) campaign: CampaignNo,
+    /// The held code.
+    pub(super) slot: Slot,
+    /// The hold's deadline, its key in `expiries`.
+    pub(super) until: Timestamp,
+}
+
+impl<J: Journal> Engine<J> {
+    pub fn reserve(
+        &self,
+        input: &str,
+        user: &str,
+        ttl_seconds: Option<u64>,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<Reserved, Refusal> {
+        check_name("user", user)?;
+        if ttl_seconds == Some(0) {
+            return Err(Refusal::InvalidRequest {
+                field: "ttl_seconds",
+                message: "must be at least 1".into(),
+            });
+        }
+        let code = self.resolve_limited(input, user, now)?;
+        let (campaign, slot) = (code.campaign, code.slot);
+        let ttl = ttl_seconds.unwrap_or(campaign.terms.reservation_ttl_seconds);
+        let expires_at = Timestamp(now.0.saturating_add(ttl.saturating_mul(1000)));
+        let (held, meta) = self.lock_live(campaign, slot, now)?;
+        Self::code_usable(held.state(), &meta, now)?;
+        self.window_check(campaign, now)?;
+        if held.state().public() == PublicState::Reserved {
+            let hold = meta.hold.expect("a reserved code has its hold");
+            if &*hold.user == user {
+                // The holder asking again gets its hold back.
+                return Ok(Reserved {
+                    reservation: hold.id,
+                    code: campaign.code_of(slot),
+                    user: user.into(),
+                    expires_at: hold.until,
+                    lsn: 0,
+                });
+            }
+            return Err(Refusal::CodeReserved { lsn: meta.lsn });
+        }
+        let limit = campaign.terms.per_user_limit;
+        campaign
+            .claim_user(user, limit)
+            .map_err(|()| Refusal::UserLimitReached { limit })?;
+        // Relaxed: uniqueness comes from the atomic increment alone.
+        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        let record = Record::Reserved {
+            at: now,
+            campaign: campaign.number,
+            slot,
+            reservation: id,
+            user,
+            expires_at,
+            idem,
+        };
+        let lsn = match self.append(&record) {
+            Ok(lsn) => lsn,
+            Err(refusal) => {
+                campaign.unclaim_user(user);
+                return Err(refusal);
+            }
+        };
+        let code_string = code.code_string();
+        self.effect_reserved(held, lsn, id, user, expires_at);
+        self.store_effect(lsn, &record, campaign);
+        Ok(Reserved {
+            reservation: id,
+            code: code_string,
+            user: user.into(),
+            expires_at,
+            lsn,
+        })
+    }
+
+    /// Replays a reservation: the code must be available or assigned, and
+    /// the user under its limit.
+    pub(super) fn replay_reserved(
+        &self,
+        lsn: Lsn,
+        record: &Record<'_>,
+        held: Held<'_>,
+        reservation: ReservationId,
+        user: &str,
+        expires_at: Timestamp,
+    ) -> Result<(), ReplayError> {
+        let campaign = held.campaign;
+        if !matches!(held.state(), CodeState::Available | CodeState::Assigned) {
+            return Err(replay_err(
+                lsn,
+                format!("reserve of a code in state {:?}", held.state()),
+            ));
+        }
+        let limit = campaign.terms.per_user_limit;
+        campaign
+            .claim_user(user, limit)
+            .map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
+        // Relaxed: replay is single-threaded; keep ids unique afterwards.
+        self.next_reservation
+            .fetch_max(reservation + 1, Ordering::Relaxed);
+        self.effect_reserved(held, lsn, reservation, user, expires_at);
+        self.store_effect(lsn, record, campaign);
+        Ok(())
+    }
+
+    /// Applies a logged hold to the held code (whose user has claimed) and
+    /// publishes it.
+    fn effect_reserved(
+        &self,
+        held: Held<'_>,
+        lsn: Lsn,
+        id: ReservationId,
+        user: &str,
+        until: Timestamp,
+    ) {
+        let campaign = held.campaign;
+        let name = campaign
+            .users
+            .shard(user)
+            .get(user)
+            .map(|e| e.name.clone())
+            .expect("user claimed");
+        held.update_meta(lsn, |meta| {
+            meta.hold = Some(Hold {
+                id,
+                user: name,
+                until,
+            })
+        });
+        // Indexed before the code is published as reserved: a void or a
+        // release that takes the code next must find the hold to forget it.
+        self.reservations.shard(&id).insert(
+            id,
+            HoldRef {
+                campaign: campaign.number,
+                slot: held.slot,
+                until,
+            },
+        );
+        self.expiries.lock().insert((until, id));
+        let from = held.state();
+        held.publish(Transition::Reserve, from.reserved());
+    }
+
+    /// Locks a code for a new hold or redemption. A hold already past its
+    /// deadline that the sweeper has not reached yet is released first (its
+    /// own record), so an expired hold never blocks or is handed out again.
+    pub(super) fn lock_live<'c>(
+        &self,
+        campaign: &'c Campaign,
+        slot: Slot,
+        now: Timestamp,
+    ) -> Result<(Held<'c>, CodeMeta), Refusal> {
+        let held = Held::take(campaign, slot).expect("resolved slot exists");
+        let meta = campaign.meta_in(slot, held.state());
+        match &meta.hold {
+            Some(hold) if held.state().public() == PublicState::Reserved && now >= hold.until => {
+                self.release_locked(held, hold, true, now, None)?;
+                let held = Held::take(campaign, slot).expect("resolved slot exists");
+                let meta = campaign.meta_in(slot, held.state());
+                Ok((held, meta))
+            }
+            _ => Ok((held, meta)),
+        }
+    }
+
+    /// Drops a hold from the indexes of live holds.
+    pub(super) fn forget_hold(&self, id: ReservationId) {
+        if let Some(hold) = self.reservations.shard(&id).remove(&id) {
+            self.expiries.lock().remove(&(hold.until, id));
+        }
+    }
+
+    /// Locks the code a live reservation holds, checking the hold is still
+    /// that reservation's.
+    fn lock_hold(&self, id: ReservationId) -> Result<(Held<'_>, Hold), Refusal> {
+        let Some(hold_ref) = self.reservations.shard(&id).get(&id).cloned() else {
+            if self.expired.shard(&id).contains_key(&id) {
+                return Err(Refusal::ReservationExpired);
+            }
+            return Err(Refusal::UnknownReservation);
+        };
+        let campaign = self
+            .campaign_by_number(hold_ref.campaign)
+            .expect("hold's campaign exists");
+        #[cfg(loom)]
+        let stale = crate::mutations::on(crate::mutations::Mutation::LockHoldChecksBeforeLock)
+            .then(|| campaign.meta_of(hold_ref.slot).hold)
+            .flatten()
+            .filter(|hold| hold.id == id);
+        let held = Held::take(campaign, hold_ref.slot).expect("hold's slot exists");
+        #[cfg(loom)]
+        if let Some(hold) = stale {
+            return Ok((held, hold));
+        }
+        match campaign.meta_of(hold_ref.slot).hold {
+            Some(hold) if hold.id == id && held.state().public() == PublicState::Reserved => {
+                Ok((held, hold))
+            }
+            // Released or expired between the lookup and the lock.
+            _ if self.expired.shard(&id).contains_key(&id) => Err(Refusal::ReservationExpired),
+            _ => Err(Refusal::UnknownReservation),
+        }
+    }
+
+    pub fn confirm(
+        &self,
+        id: ReservationId,
+        order: Option<&str>,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<Redeemed, Refusal> {
+        if let Some(order) = order {
+            check_name("order", order)?;
+        }
+        let (held, hold) = self.lock_hold(id)?;
+        if now >= hold.until {
+            self.release_locked(held, &hold, true, now, None)?;
+            return Err(Refusal::ReservationExpired);
+        }
+        let (campaign, slot) = (held.campaign, held.slot);
+        self.window_check(campaign, now)?;
+        let meta = campaign.meta_in(slot, held.state());
+        Self::code_usable(held.state(), &meta, now)?;
+        let record = Record::Redeemed {
+            at: now,
+            campaign: campaign.number,
+            slot,
+            user: &hold.user,
+            order,
+            reservation: Some(id),
+            idem,
+        };
+        let lsn = self.append(&record)?;
+        let code_string = campaign.code_of(slot);
+        self.effect_redeemed(held, lsn, None, order, Some(id), now);
+        self.store_effect(lsn, &record, campaign);
+        Ok(Redeemed {
+            code: code_string,
+            campaign: campaign.id().into(),
+            user: hold.user.to_string(),
+            order: order.map(Into::into),
+            redeemed_at: now,
+            lsn,
+        })
+    }
+
+    /// Releases a hold; the code returns to its state before it.
+    pub fn release(
+        &self,
+        id: ReservationId,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<CodeStatus, Refusal> {
+        let (held, hold) = self.lock_hold(id)?;
+        if now >= hold.until {
+            self.release_locked(held, &hold, true, now, None)?;
+            return Err(Refusal::ReservationExpired);
+        }
+        let (campaign, slot) = (held.campaign, held.slot);
+        let tag = idem;
+        self.release_locked(held, &hold, false, now, tag)?;
+        Ok(self.status_of(
+            CodeRef {
+                campaign,
+                slot,
+                printed: None,
+            },
+            now,
+        ))
+    }
+
+    /// Logs and applies the release of `hold`, whose code is held; `expired`
+    /// when its deadline passed rather than the holder letting go.
+    fn release_locked(
+        &self,
+        held: Held<'_>,
+        hold: &Hold,
+        expired: bool,
+        now: Timestamp,
+        idem: Option<IdemTag<'_>>,
+    ) -> Result<Lsn, Refusal> {
+        let campaign = held.campaign;
+        let record = Record::Released {
+            at: now,
+            campaign: campaign.number,
+            slot: held.slot,
+            reservation: hold.id,
+            expired,
+            idem,
+        };
+        let lsn = self.append(&record)?;
+        self.effect_released(held, lsn, hold, expired, now);
+        self.store_effect(lsn, &record, campaign);
+        Ok(lsn)
+    }
+
+    /// Replays a release: the reservation must hold the code.
+    pub(super) fn replay_released(
+        &self,
+        lsn: Lsn,
+        record: &Record<'_>,
+        held: Held<'_>,
+        reservation: ReservationId,
+        expired: bool,
+    ) -> Result<(), ReplayError> {
+        let campaign = held.campaign;
+        let hold = match campaign.meta_of(held.slot).hold {
+            Some(hold)
+                if hold.id == reservation && held.state().public() == PublicState::Reserved =>
+            {
+                hold
+            }
+            _ => {
+                return Err(replay_err(
+                    lsn,
+                    format!("release of reservation {reservation} that does not hold the code"),
+                ));
+            }
+        };
+        self.effect_released(held, lsn, &hold, expired, record.at());
+        self.store_effect(lsn, record, campaign);
+        Ok(())
+    }
+
+    /// Applies a logged release to the held code, publishes it, and gives
+    /// the holder's claim back.
+    fn effect_released(&self, held: Held<'_>, lsn: Lsn, hold: &Hold, expired: bool, at: Timestamp) {
+        let campaign = held.campaign;
+        held.update_meta(lsn, |meta| {
+            meta.hold = None;
+        });
+        // Remembered before the code is released and the hold forgotten: a
+        // confirm that misses the hold in either place must find it here
+        // and answer `reservation_expired`, not `unknown_reservation`.
+        if expired {
+            self.expired.shard(&hold.id).insert(hold.id, at);
+        }
+        let from = held.state();
+        held.publish(Transition::Release, from.base());
+        self.forget_hold(hold.id);
+        campaign.unclaim_user(&hold.user);
+    }
+
+    /// Releases every hold whose deadline has passed and prunes limiter and
+    /// expired-hold memory. The server calls it a few times a second.
+    /// Returns the number of holds released.
+    pub fn sweep(&self, now: Timestamp) -> Result<usize, Refusal> {
+        let due: Vec<ReservationId> = {
+            let expiries = self.expiries.lock();
+            expiries
+                .range(..(Timestamp(now.0 + 1), 0))
+                .map(|&(_, id)| id)
+                .collect()
+        };
+        let mut released = 0;
+        for id in due {
+            match self.lock_hold(id) {
+                Ok((held, hold)) => {
+                    if now < hold.until {
+                        continue;
+                    }
+                    self.release_locked(held, &hold, true, now, None)?;
+                    released += 1;
+                }
+                // Confirmed or released since the scan.
+                Err(_) => continue,
+            }
+        }
+        self.limiter.prune(now);
+        self.expired.for_each_shard(|map| {
+            map.retain(|_, at| now.0.saturating_sub(at.0) < EXPIRED_REMEMBERED_MILLIS)
+        });
+        Ok(released)
+    }
+
+    /// Replays the counters a snapshot closes with.
+    pub(super) fn replay_counters(
+        &self,
+        next_reservation: ReservationId,
+    ) -> Result<(), ReplayError> {
+        // Relaxed: replay is single-threaded.
+        self.next_reservation
+            .fetch_max(next_reservation, Ordering::Relaxed);
+        Ok(())
+    }
+}
