@@ -254,7 +254,8 @@ impl Workload {
                     test_recipients: self.test_recipients(),
                     ..CampaignSpec::default()
                 };
-                let result = engine.create_campaign(spec, now, idem);
+                let key = redeem_engine::codec::CodeKey::from_bytes([n as u8 + 1; 16]);
+                let result = engine.create_campaign(spec, key, now, idem);
                 if result.is_ok() {
                     self.campaigns.push((format!("c{n}"), generate));
                 }
@@ -333,7 +334,7 @@ impl Workload {
         };
         if let (Err(refusal), Some(key)) = (outcome, idem) {
             engine
-                .store_response(key, 409, refusal.code().as_bytes(), now)
+                .store_response(key, 409, refusal.to_string().as_bytes(), now)
                 .expect("the journal takes a stored refusal");
         }
     }

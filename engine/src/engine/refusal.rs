@@ -9,8 +9,9 @@ use super::GUESS_PROBABILITY_MAX;
 
 /// Why an operation changed nothing. Typed, with no API strings: the
 /// server maps each variant to its HTTP status and error code in one table.
+/// Exhaustive on purpose (not `#[non_exhaustive]`): that table matches
+/// every variant, so a new refusal without an answer fails to compile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Refusal {
     /// An input breaks a rule of its own.
     InvalidRequest {

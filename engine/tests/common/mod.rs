@@ -35,6 +35,5 @@ pub fn refusal_code(refusal: &Refusal) -> &'static str {
         Refusal::ReservationExpired => "reservation_expired",
         Refusal::IdempotencyTableFull(_) => "idempotency_table_full",
         Refusal::Unavailable(_) => "unavailable",
-        _ => "unmapped",
     }
 }
