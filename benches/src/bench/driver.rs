@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::plan::{Plan, Rng};
 use crate::stats::{Live, Recorder, Summary, Tracking, micros};
-use crate::targets::Conn;
+use crate::targets::Connection;
 
 /// When a run stops.
 #[derive(Clone, Copy, Debug)]
@@ -75,7 +75,7 @@ pub struct RunResult {
 }
 
 /// Runs the load over `conns`, one task per connection.
-pub async fn run(conns: Vec<Conn>, ctx: Arc<Ctx>, cfg: &RunConfig) -> RunResult {
+pub async fn run<C: Connection>(conns: Vec<C>, ctx: Arc<Ctx>, cfg: &RunConfig) -> RunResult {
     let n = conns.len();
     let t0 = Instant::now();
     let measure_from = t0 + cfg.warmup;
@@ -136,7 +136,12 @@ struct Schedule {
     first: Instant,
 }
 
-async fn worker(k: usize, mut conn: Conn, ctx: Arc<Ctx>, s: Schedule) -> (Recorder, u64) {
+async fn worker<C: Connection>(
+    k: usize,
+    mut conn: C,
+    ctx: Arc<Ctx>,
+    s: Schedule,
+) -> (Recorder, u64) {
     let mut rng = Rng::seeded(k as u64);
     let mut rec = Recorder::new(s.t0, s.measure_from);
     let mut next_slot = s.first;

@@ -7,7 +7,8 @@
 //! - `plan`: the scenarios and the shared counter that hands out work.
 //! - `driver`: the closed- and open-loop load loops, progress line.
 //! - `client`: a minimal HTTP/1.1 keep-alive client.
-//! - `targets`: redeemd, postgres, redis; setup, one connection, audit state.
+//! - `targets`: the `Target` and `Connection` traits, implemented by
+//!   redeemd, postgres and redis: setup, one connection, audit state.
 //! - `stats`: histograms, outcome counts, per-second series, per-code tracking.
 //! - `audit`: the checks run after the load.
 //! - `report`: table, JSON, HTML with inline SVG.
@@ -31,7 +32,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::driver::{Ctx, RunConfig, Stop};
 use crate::plan::{Plan, Rng, Scenario};
-use crate::targets::{Prepared, Spec};
+use crate::targets::{Spec, Target};
 
 #[derive(Parser)]
 #[command(
@@ -253,86 +254,126 @@ fn run(scenario: Scenario, mut args: RunArgs) -> anyhow::Result<bool> {
         bail!("--rate must be a positive number of operations a second");
     }
     let spec = Spec::parse(&args.target, &args.url)?;
-    let threads = args.threads as usize;
-    let runtime = if threads == 1 {
+    runtime(args.threads as usize)?.block_on(run_target(&spec, scenario, &args))
+}
+
+/// The tokio runtime the harness runs on, with `threads` worker threads.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
-            .build()?
+            .build()
+    }
+}
+
+/// Runs the scenario against the target `spec` names. This is the one
+/// place an implementation of [`Target`] is chosen; all that follows is
+/// generic over it.
+async fn run_target(spec: &Spec, scenario: Scenario, args: &RunArgs) -> anyhow::Result<bool> {
+    use targets::{postgres, redeemd, redis};
+
+    eprintln!("preparing {} with {} codes ...", spec.kind(), args.codes);
+    spec.check(scenario)?;
+    match spec {
+        Spec::Redeemd { addr, .. } => bench::<redeemd::Setup>(addr, spec, scenario, args).await,
+        Spec::Postgres(url) => bench::<postgres::Setup>(url, spec, scenario, args).await,
+        Spec::Redis(url) => bench::<redis::Setup>(url, spec, scenario, args).await,
+    }
+}
+
+/// Prepares target `T` at `endpoint`, drives the load, audits what the
+/// target stored, reports, and cleans up; `Ok(false)` when the audit failed.
+async fn bench<T: Target>(
+    endpoint: &T::Endpoint,
+    spec: &Spec,
+    scenario: Scenario,
+    args: &RunArgs,
+) -> anyhow::Result<bool> {
+    let mut rng = Rng::seeded(u64::from(std::process::id()));
+    let (target, mut codes) = T::prepare(
+        endpoint,
+        args.token.as_deref(),
+        scenario,
+        args.codes,
+        &mut rng,
+    )
+    .await?;
+    // Checkouts arrive in no particular order of issue.
+    rng.shuffle(&mut codes);
+    let ctx = Arc::new(Ctx::new(Plan::new(scenario, codes), args.timeout));
+    let conns = targets::connect_all(&target, args.connections as usize, scenario.races()).await?;
+    let cfg = RunConfig {
+        connections: conns.len(),
+        rate: args.rate,
+        warmup: args.warmup,
+        stop: match args.count {
+            Some(n) => Stop::Count(n),
+            None => Stop::After(args.duration),
+        },
     };
-    runtime.block_on(async move {
-        let mut rng = Rng::seeded(u64::from(std::process::id()));
-        eprintln!("preparing {} with {} codes ...", spec.kind(), args.codes);
-        let (prepared, codes) =
-            Prepared::prepare(&spec, args.token.as_deref(), scenario, args.codes, &mut rng).await?;
-        let ctx = Arc::new(Ctx::new(Plan::new(scenario, codes), args.timeout));
-        let conns = prepared
-            .connect(args.connections as usize, scenario.races())
-            .await?;
-        let cfg = RunConfig {
-            connections: conns.len(),
-            rate: args.rate,
-            warmup: args.warmup,
-            stop: match args.count {
-                Some(n) => Stop::Count(n),
-                None => Stop::After(args.duration),
-            },
-        };
-        eprintln!(
-            "running {} for {} after {:?} of warm-up over {} connections ...",
-            scenario.name(),
-            match cfg.stop {
-                Stop::After(d) => format!("{d:?}"),
-                Stop::Count(n) => format!("{n} operations"),
-            },
-            cfg.warmup,
-            cfg.connections
-        );
-        let result = driver::run(conns, ctx.clone(), &cfg).await;
-        eprintln!("auditing ...");
-        let state = prepared
-            .server_state()
-            .await
-            .context("read the server's state for the audit")?;
-        let audit = audit::audit(&ctx, &result.summary, &state);
-        let meta = report::Meta {
-            scenario: scenario.name(),
-            description: scenario.describe(),
-            target: spec.kind(),
-            endpoint: match &spec {
-                Spec::Redeemd { url, .. } => url.clone(),
-                Spec::Postgres(u) | Spec::Redis(u) => u.clone(),
-            },
-            connections: cfg.connections,
-            rate: cfg.rate,
-            warmup_seconds: cfg.warmup.as_secs_f64(),
-            duration_seconds: args.count.is_none().then_some(args.duration.as_secs_f64()),
-            count: args.count,
-            codes: args.codes,
-            threads,
-            notes: prepared.notes(),
-        };
-        print!("{}", report::table(&meta, &result, &audit));
-        if let Some(path) = &args.json {
-            let doc = report::json(&meta, &result, &audit);
-            std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
-                .with_context(|| format!("write {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        if let Some(path) = &args.report {
-            std::fs::write(path, report::html(&meta, &result, &audit))
-                .with_context(|| format!("write {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
-        }
-        if let Err(e) = prepared.cleanup().await {
-            eprintln!("warning: cleanup failed: {e:#}");
-        }
-        Ok(audit.passed())
-    })
+    eprintln!(
+        "running {} for {} after {:?} of warm-up over {} connections ...",
+        scenario.name(),
+        match cfg.stop {
+            Stop::After(d) => format!("{d:?}"),
+            Stop::Count(n) => format!("{n} operations"),
+        },
+        cfg.warmup,
+        cfg.connections
+    );
+    let result = driver::run(conns, ctx.clone(), &cfg).await;
+    eprintln!("auditing ...");
+    let state = target
+        .server_state()
+        .await
+        .context("read the server's state for the audit")?;
+    let audit = audit::audit(&ctx, &result.summary, &state);
+    let meta = report::Meta {
+        scenario: scenario.name(),
+        description: scenario.describe(),
+        target: spec.kind(),
+        endpoint: spec.endpoint().to_owned(),
+        connections: cfg.connections,
+        rate: cfg.rate,
+        warmup_seconds: cfg.warmup.as_secs_f64(),
+        duration_seconds: args.count.is_none().then_some(args.duration.as_secs_f64()),
+        count: args.count,
+        codes: args.codes,
+        threads: args.threads as usize,
+        notes: target.notes(),
+    };
+    write_reports(&meta, &result, &audit, args)?;
+    if let Err(e) = target.cleanup().await {
+        eprintln!("warning: cleanup failed: {e:#}");
+    }
+    Ok(audit.passed())
+}
+
+/// Prints the table, and writes the `--json` and `--report` files if asked.
+fn write_reports(
+    meta: &report::Meta,
+    result: &driver::RunResult,
+    audit: &audit::Audit,
+    args: &RunArgs,
+) -> anyhow::Result<()> {
+    print!("{}", report::table(meta, result, audit));
+    if let Some(path) = &args.json {
+        let doc = report::json(meta, result, audit);
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, report::html(meta, result, audit))
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

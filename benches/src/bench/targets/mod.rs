@@ -2,6 +2,11 @@
 //! baselines (a PostgreSQL table, a Redis set with a Lua script) loaded
 //! with the same number of codes.
 //!
+//! Each target implements [`Target`] (set up, connect, read back what it
+//! stored, clean up) and hands out [`Connection`]s that perform the
+//! operations, so the driver and the audit are generic over the target;
+//! the bench's `run_target` is the one place the three are told apart.
+//!
 //! # Layout
 //! - `redeemd`: the HTTP API, every scenario.
 //! - `postgres`: `UPDATE ... WHERE status='available'`, synchronous commit.
@@ -74,100 +79,103 @@ impl Spec {
             Spec::Redis(_) => "redis",
         }
     }
+
+    /// The URL the load goes to, for the report.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            Spec::Redeemd { url, .. } => url,
+            Spec::Postgres(url) | Spec::Redis(url) => url,
+        }
+    }
+
+    /// Fails unless this target can run `scenario`: the baselines model
+    /// redemption only, so they run the uniform and hot scenarios only.
+    pub fn check(&self, scenario: Scenario) -> anyhow::Result<()> {
+        let baseline = !matches!(self, Spec::Redeemd { .. });
+        if baseline && !matches!(scenario, Scenario::Uniform | Scenario::Hot { .. }) {
+            bail!(
+                "the {} baseline runs the uniform and hot scenarios only",
+                self.kind()
+            );
+        }
+        Ok(())
+    }
 }
 
-/// A target with its codes loaded.
-pub enum Prepared {
-    Redeemd(redeemd::Setup),
-    Postgres(postgres::Setup),
-    Redis(redis::Setup),
-}
+/// A target with its codes loaded: what the bench connects to, and asks
+/// afterwards what it stored.
+///
+/// Only [`Connection::execute`] runs on spawned tasks, so only it promises
+/// a `Send` future; these methods run on the bench's own task.
+pub trait Target: Sized {
+    /// Where the target is, as [`Spec`] names it.
+    type Endpoint: ?Sized;
+    /// One connection to this target.
+    type Conn: Connection;
 
-impl Prepared {
     /// Creates the campaign (redeemd) or loads `codes` codes (baselines),
-    /// and returns the codes in the order they will be used.
-    pub async fn prepare(
-        spec: &Spec,
+    /// and returns the target with its codes in the order it listed them
+    /// (the bench shuffles them before use).
+    async fn prepare(
+        endpoint: &Self::Endpoint,
         token: Option<&str>,
         scenario: Scenario,
         codes: u64,
         rng: &mut Rng,
-    ) -> anyhow::Result<(Prepared, Vec<String>)> {
-        let baseline = !matches!(spec, Spec::Redeemd { .. });
-        if baseline && !matches!(scenario, Scenario::Uniform | Scenario::Hot { .. }) {
-            bail!(
-                "the {} baseline runs the uniform and hot scenarios only",
-                spec.kind()
-            );
-        }
-        let (prepared, mut list) = match spec {
-            Spec::Redeemd { addr, .. } => {
-                let (s, list) = redeemd::prepare(*addr, token, scenario, codes, rng).await?;
-                (Prepared::Redeemd(s), list)
-            }
-            Spec::Postgres(url) => {
-                let list = generate_codes(codes, rng);
-                let s = postgres::prepare(url, &list, rng).await?;
-                (Prepared::Postgres(s), list)
-            }
-            Spec::Redis(url) => {
-                let list = generate_codes(codes, rng);
-                let s = redis::prepare(url, &list, rng).await?;
-                (Prepared::Redis(s), list)
-            }
-        };
-        // Checkouts arrive in no particular order of issue.
-        rng.shuffle(&mut list);
-        Ok((prepared, list))
-    }
+    ) -> anyhow::Result<(Self, Vec<String>)>;
 
-    pub async fn connect(&self, connections: usize, races: bool) -> anyhow::Result<Vec<Conn>> {
-        let mut conns = Vec::with_capacity(connections);
-        for k in 0..connections {
-            conns.push(match self {
-                Prepared::Redeemd(s) => {
-                    let mut w = s.connect(k);
-                    w.open().await?;
-                    Conn::Redeemd(Box::new(w))
-                }
-                Prepared::Postgres(s) => Conn::Postgres(s.connect(k, races).await?),
-                Prepared::Redis(s) => Conn::Redis(s.connect(k, races).await?),
-            });
-        }
-        Ok(conns)
-    }
+    /// Opens connection `k`, ready to run before the clock starts; `races`
+    /// says whether losing a redemption to another connection is expected.
+    async fn connect(&self, k: usize, races: bool) -> anyhow::Result<Self::Conn>;
 
-    pub async fn server_state(&self) -> anyhow::Result<ServerState> {
-        match self {
-            Prepared::Redeemd(s) => s.server_state().await,
-            Prepared::Postgres(s) => s.server_state().await,
-            Prepared::Redis(s) => s.server_state().await,
-        }
-    }
+    /// What the server says it redeemed, for the audit.
+    async fn server_state(&self) -> anyhow::Result<ServerState>;
 
-    /// Removes what a baseline loaded; a redeemd campaign stays, as
-    /// campaigns cannot be deleted through the API.
-    pub async fn cleanup(&self) -> anyhow::Result<()> {
-        match self {
-            Prepared::Redeemd(_) => Ok(()),
-            Prepared::Postgres(s) => s.cleanup().await,
-            Prepared::Redis(s) => s.cleanup().await,
-        }
-    }
+    /// Removes what `prepare` loaded, where the target allows it.
+    async fn cleanup(&self) -> anyhow::Result<()>;
 
     /// Facts about the target a reader of the numbers needs: the campaign,
     /// the durability settings in force.
-    pub fn notes(&self) -> Vec<String> {
-        match self {
-            Prepared::Redeemd(s) => vec![format!("campaign {}", s.shared.campaign)],
-            Prepared::Postgres(s) => s.notes.clone(),
-            Prepared::Redis(s) => s.notes.clone(),
-        }
+    fn notes(&self) -> Vec<String>;
+}
+
+/// One connection of a target, driven by one task of the driver.
+pub trait Connection: Send + 'static {
+    /// Performs `work`, due at `scheduled`, records its requests and the
+    /// operation in `rec`, and books its effect on codes in `ctx.tracking`.
+    ///
+    /// The future is `Send` because the driver spawns it on a task of a
+    /// possibly multi-threaded runtime.
+    fn execute(
+        &mut self,
+        ctx: &Ctx,
+        work: Work,
+        scheduled: Instant,
+        rec: &mut Recorder,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Times the connection was reopened after losing it; 0 for one that
+    /// never reopens, as the baselines' database clients do not.
+    fn reconnects(&self) -> u64 {
+        0
     }
 }
 
+/// Opens `connections` connections to `target`, before the clock starts.
+pub async fn connect_all<T: Target>(
+    target: &T,
+    connections: usize,
+    races: bool,
+) -> anyhow::Result<Vec<T::Conn>> {
+    let mut conns = Vec::with_capacity(connections);
+    for k in 0..connections {
+        conns.push(target.connect(k, races).await?);
+    }
+    Ok(conns)
+}
+
 /// Codes shaped like redeemd's (`PREFIX-XXXXX-XXXXX-X`), for the baselines.
-fn generate_codes(n: u64, rng: &mut Rng) -> Vec<String> {
+pub fn generate_codes(n: u64, rng: &mut Rng) -> Vec<String> {
     const SYMBOLS: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
     let mut seen = std::collections::HashSet::with_capacity(n as usize);
     let mut out = Vec::with_capacity(n as usize);
@@ -185,30 +193,6 @@ fn generate_codes(n: u64, rng: &mut Rng) -> Vec<String> {
         }
     }
     out
-}
-
-/// One connection of any target.
-pub enum Conn {
-    Redeemd(Box<redeemd::Worker>),
-    Postgres(postgres::Worker),
-    Redis(redis::Worker),
-}
-
-impl Conn {
-    pub async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
-        match self {
-            Conn::Redeemd(w) => w.execute(ctx, work, scheduled, rec).await,
-            Conn::Postgres(w) => w.execute(ctx, work, scheduled, rec).await,
-            Conn::Redis(w) => w.execute(ctx, work, scheduled, rec).await,
-        }
-    }
-
-    pub fn reconnects(&self) -> u64 {
-        match self {
-            Conn::Redeemd(w) => w.reconnects(),
-            Conn::Postgres(_) | Conn::Redis(_) => 0,
-        }
-    }
 }
 
 /// How a baseline's redemption answer counts: it has no HTTP status, so

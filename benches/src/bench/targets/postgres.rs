@@ -9,9 +9,11 @@ use anyhow::Context as _;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::driver::Ctx;
-use crate::plan::{Rng, Work};
+use crate::plan::{Rng, Scenario, Work};
 use crate::stats::{Class, Recorder};
-use crate::targets::{ServerState, baseline_class, transport_pause};
+use crate::targets::{
+    Connection, ServerState, Target, baseline_class, generate_codes, transport_pause,
+};
 
 /// Codes sent per `INSERT` while loading.
 const LOAD_BATCH_CODES: usize = 10_000;
@@ -20,7 +22,7 @@ pub struct Setup {
     url: String,
     table: String,
     /// The server version and durability settings in force.
-    pub notes: Vec<String>,
+    notes: Vec<String>,
     admin: Client,
 }
 
@@ -37,7 +39,7 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
 }
 
 /// Creates a fresh table and loads `codes` into it.
-pub async fn prepare(url: &str, codes: &[String], rng: &mut Rng) -> anyhow::Result<Setup> {
+async fn load(url: &str, codes: &[String], rng: &mut Rng) -> anyhow::Result<Setup> {
     let admin = connect(url).await?;
     let table = format!("redeem_bench_{:08x}", rng.next_u64() as u32);
     admin
@@ -77,8 +79,25 @@ pub async fn prepare(url: &str, codes: &[String], rng: &mut Rng) -> anyhow::Resu
     })
 }
 
-impl Setup {
-    pub async fn connect(&self, k: usize, races: bool) -> anyhow::Result<Worker> {
+impl Target for Setup {
+    type Endpoint = str;
+    type Conn = Worker;
+
+    /// Generates `codes` codes and loads them; the baseline needs neither
+    /// a token nor the scenario.
+    async fn prepare(
+        url: &str,
+        _token: Option<&str>,
+        _scenario: Scenario,
+        codes: u64,
+        rng: &mut Rng,
+    ) -> anyhow::Result<(Setup, Vec<String>)> {
+        let list = generate_codes(codes, rng);
+        let setup = load(url, &list, rng).await?;
+        Ok((setup, list))
+    }
+
+    async fn connect(&self, k: usize, races: bool) -> anyhow::Result<Worker> {
         let client = connect(&self.url).await?;
         // The server's default, stated so a changed default cannot
         // quietly make the baseline less durable than redeemd.
@@ -98,7 +117,7 @@ impl Setup {
         })
     }
 
-    pub async fn server_state(&self) -> anyhow::Result<ServerState> {
+    async fn server_state(&self) -> anyhow::Result<ServerState> {
         let q = format!("SELECT code FROM {} WHERE status='redeemed'", self.table);
         let rows = self.admin.query(&q, &[]).await?;
         let codes: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
@@ -123,11 +142,15 @@ impl Setup {
         })
     }
 
-    pub async fn cleanup(&self) -> anyhow::Result<()> {
+    async fn cleanup(&self) -> anyhow::Result<()> {
         self.admin
             .batch_execute(&format!("DROP TABLE {}", self.table))
             .await?;
         Ok(())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 }
 
@@ -139,8 +162,8 @@ pub struct Worker {
     races: bool,
 }
 
-impl Worker {
-    pub async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
+impl Connection for Worker {
+    async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
         let Work::Redeem(idx) = work else {
             unreachable!("the postgres baseline runs only redemptions");
         };

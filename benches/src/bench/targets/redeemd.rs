@@ -12,7 +12,7 @@ use crate::client::{Head, HttpClient, json_str_field};
 use crate::driver::Ctx;
 use crate::plan::{Rng, Scenario, Work};
 use crate::stats::{Class, Kind, Recorder};
-use crate::targets::{ServerState, transport_pause};
+use crate::targets::{Connection, ServerState, Target, transport_pause};
 
 /// How long setup and audit requests (generation, export) may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -27,10 +27,10 @@ const PREFIX_SYMBOLS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 const CODE_LENGTH: u32 = 10;
 
 /// What every connection to this campaign shares.
-pub struct Shared {
+struct Shared {
     addr: SocketAddr,
     token: Option<String>,
-    pub campaign: String,
+    campaign: String,
     /// Distinguishes this run's idempotency keys and recipients.
     run_id: String,
     /// Code to index, for answers that name a code (the funnel's assignments).
@@ -39,21 +39,17 @@ pub struct Shared {
 }
 
 pub struct Setup {
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
-/// Waits for readiness, creates a campaign of `codes` codes with no
-/// per-user limit, and exports its codes.
-pub async fn prepare(
-    addr: SocketAddr,
-    token: Option<&str>,
+/// Creates a campaign of `codes` codes with no per-user limit under a
+/// fresh id and prefix, and returns its id.
+async fn create_campaign(
+    http: &mut HttpClient,
     scenario: Scenario,
     codes: u64,
     rng: &mut Rng,
-) -> anyhow::Result<(Setup, Vec<String>)> {
-    let mut http = HttpClient::new(addr, token);
-    wait_ready(&mut http).await?;
-    let mut created = None;
+) -> anyhow::Result<String> {
     for _ in 0..CREATE_ATTEMPTS_MAX {
         let id = format!("bench-{}-{:08x}", scenario.name(), rng.next_u64() as u32);
         let prefix: String = (0..8)
@@ -63,12 +59,9 @@ pub async fn prepare(
         http.json(format_args!(
             r#"{{"id":"{id}","generate":{codes},"code":{{"prefix":"{prefix}","length":{CODE_LENGTH}}},"per_user_limit":0}}"#
         ));
-        let head = admin(&mut http, "create campaign").await?;
+        let head = admin(http, "create campaign").await?;
         match (head.status, json_str_field(&http.body, "code")) {
-            (201, _) => {
-                created = Some(id);
-                break;
-            }
+            (201, _) => return Ok(id),
             (409, Some("campaign_exists" | "prefix_conflict")) => continue,
             (401 | 403, _) => bail!(
                 "create campaign: HTTP {}: the harness needs an admin token (--token) or a server started with --no-auth",
@@ -80,31 +73,7 @@ pub async fn prepare(
             ),
         }
     }
-    let Some(campaign) = created else {
-        bail!("create campaign: {CREATE_ATTEMPTS_MAX} ids or prefixes in a row were taken");
-    };
-    let list = export(&mut http, &campaign, None).await?;
-    if list.len() as u64 != codes {
-        bail!(
-            "the export of campaign {campaign} listed {} codes, expected {codes}",
-            list.len()
-        );
-    }
-    let index = matches!(scenario, Scenario::Funnel { .. }).then(|| {
-        list.iter()
-            .enumerate()
-            .map(|(i, c)| (c.clone(), i as u32))
-            .collect()
-    });
-    let shared = Arc::new(Shared {
-        addr,
-        token: token.map(str::to_owned),
-        run_id: campaign.clone(),
-        campaign,
-        index,
-        races: scenario.races(),
-    });
-    Ok((Setup { shared }, list))
+    bail!("create campaign: {CREATE_ATTEMPTS_MAX} ids or prefixes in a row were taken");
 }
 
 async fn admin(http: &mut HttpClient, what: &str) -> anyhow::Result<Head> {
@@ -168,19 +137,62 @@ async fn export(
         .collect()
 }
 
-impl Setup {
-    pub fn connect(&self, k: usize) -> Worker {
-        Worker {
-            http: HttpClient::new(self.shared.addr, self.shared.token.as_deref()),
+impl Target for Setup {
+    type Endpoint = SocketAddr;
+    type Conn = Worker;
+
+    /// Waits for readiness, creates a campaign of `codes` codes with no
+    /// per-user limit, and exports its codes.
+    async fn prepare(
+        addr: &SocketAddr,
+        token: Option<&str>,
+        scenario: Scenario,
+        codes: u64,
+        rng: &mut Rng,
+    ) -> anyhow::Result<(Setup, Vec<String>)> {
+        let mut http = HttpClient::new(*addr, token);
+        wait_ready(&mut http).await?;
+        let campaign = create_campaign(&mut http, scenario, codes, rng).await?;
+        let list = export(&mut http, &campaign, None).await?;
+        if list.len() as u64 != codes {
+            bail!(
+                "the export of campaign {campaign} listed {} codes, expected {codes}",
+                list.len()
+            );
+        }
+        let index = matches!(scenario, Scenario::Funnel { .. }).then(|| {
+            list.iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), i as u32))
+                .collect()
+        });
+        let shared = Arc::new(Shared {
+            addr: *addr,
+            token: token.map(str::to_owned),
+            run_id: campaign.clone(),
+            campaign,
+            index,
+            races: scenario.races(),
+        });
+        Ok((Setup { shared }, list))
+    }
+
+    /// Opens the connection now, so the first operation is not charged for
+    /// the handshake; `races` was already taken from the scenario.
+    async fn connect(&self, k: usize, _races: bool) -> anyhow::Result<Worker> {
+        let mut http = HttpClient::new(self.shared.addr, self.shared.token.as_deref());
+        http.connect().await.context("connect to redeemd")?;
+        Ok(Worker {
+            http,
             shared: self.shared.clone(),
             user: format!("bench-{k}"),
             first_body: Vec::new(),
             path: String::new(),
-        }
+        })
     }
 
     /// The campaign's `redeemed` stat and its redeemed codes.
-    pub async fn server_state(&self) -> anyhow::Result<ServerState> {
+    async fn server_state(&self) -> anyhow::Result<ServerState> {
         let s = &self.shared;
         let mut http = HttpClient::new(s.addr, s.token.as_deref());
         http.start("GET", &format!("/v1/campaigns/{}", s.campaign));
@@ -205,6 +217,16 @@ impl Setup {
             source: format!("GET /v1/campaigns/{} stats.redeemed", s.campaign),
         })
     }
+
+    /// Leaves the campaign in place: campaigns cannot be deleted through
+    /// the API.
+    async fn cleanup(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        vec![format!("campaign {}", self.shared.campaign)]
+    }
 }
 
 /// One connection.
@@ -224,17 +246,8 @@ enum Answer {
     Lost,
 }
 
-impl Worker {
-    /// Opens the connection before the clock starts.
-    pub async fn open(&mut self) -> anyhow::Result<()> {
-        self.http.connect().await.context("connect to redeemd")
-    }
-
-    pub fn reconnects(&self) -> u64 {
-        self.http.reconnects
-    }
-
-    pub async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
+impl Connection for Worker {
+    async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
         match work {
             Work::Redeem(idx) => {
                 let code = &ctx.plan.codes[idx as usize];
@@ -265,6 +278,12 @@ impl Worker {
         rec.op(&ctx.live, scheduled, Instant::now());
     }
 
+    fn reconnects(&self) -> u64 {
+        self.http.reconnects
+    }
+}
+
+impl Worker {
     async fn retry(&mut self, ctx: &Ctx, idx: u32, scheduled: Instant, rec: &mut Recorder) {
         let code = &ctx.plan.codes[idx as usize];
         ctx.tracking.attempt(idx);

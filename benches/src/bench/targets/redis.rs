@@ -9,9 +9,11 @@ use anyhow::Context as _;
 use redis::aio::MultiplexedConnection;
 
 use crate::driver::Ctx;
-use crate::plan::{Rng, Work};
+use crate::plan::{Rng, Scenario, Work};
 use crate::stats::{Class, Recorder};
-use crate::targets::{ServerState, baseline_class, transport_pause};
+use crate::targets::{
+    Connection, ServerState, Target, baseline_class, generate_codes, transport_pause,
+};
 
 /// Codes sent per `SADD` while loading.
 const LOAD_BATCH_CODES: usize = 10_000;
@@ -31,7 +33,7 @@ pub struct Setup {
     available: String,
     redeemed: String,
     /// The server version and persistence settings in force.
-    pub notes: Vec<String>,
+    notes: Vec<String>,
     admin: MultiplexedConnection,
 }
 
@@ -45,7 +47,7 @@ async fn config(con: &mut MultiplexedConnection, name: &str) -> anyhow::Result<S
 }
 
 /// Loads `codes` into a fresh set.
-pub async fn prepare(url: &str, codes: &[String], rng: &mut Rng) -> anyhow::Result<Setup> {
+async fn load(url: &str, codes: &[String], rng: &mut Rng) -> anyhow::Result<Setup> {
     let client = redis::Client::open(url).with_context(|| format!("--target {url}"))?;
     let mut admin = client
         .get_multiplexed_async_connection()
@@ -88,8 +90,25 @@ pub async fn prepare(url: &str, codes: &[String], rng: &mut Rng) -> anyhow::Resu
     })
 }
 
-impl Setup {
-    pub async fn connect(&self, k: usize, races: bool) -> anyhow::Result<Worker> {
+impl Target for Setup {
+    type Endpoint = str;
+    type Conn = Worker;
+
+    /// Generates `codes` codes and loads them; the baseline needs neither
+    /// a token nor the scenario.
+    async fn prepare(
+        url: &str,
+        _token: Option<&str>,
+        _scenario: Scenario,
+        codes: u64,
+        rng: &mut Rng,
+    ) -> anyhow::Result<(Setup, Vec<String>)> {
+        let list = generate_codes(codes, rng);
+        let setup = load(url, &list, rng).await?;
+        Ok((setup, list))
+    }
+
+    async fn connect(&self, k: usize, races: bool) -> anyhow::Result<Worker> {
         // A connection of its own per worker, like every other target.
         let con = self
             .client
@@ -106,7 +125,7 @@ impl Setup {
         })
     }
 
-    pub async fn server_state(&self) -> anyhow::Result<ServerState> {
+    async fn server_state(&self) -> anyhow::Result<ServerState> {
         let mut con = self.admin.clone();
         let count: u64 = redis::cmd("HLEN")
             .arg(&self.redeemed)
@@ -123,7 +142,7 @@ impl Setup {
         })
     }
 
-    pub async fn cleanup(&self) -> anyhow::Result<()> {
+    async fn cleanup(&self) -> anyhow::Result<()> {
         let mut con = self.admin.clone();
         let _: u64 = redis::cmd("DEL")
             .arg(&self.available)
@@ -131,6 +150,10 @@ impl Setup {
             .query_async(&mut con)
             .await?;
         Ok(())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 }
 
@@ -144,8 +167,8 @@ pub struct Worker {
     races: bool,
 }
 
-impl Worker {
-    pub async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
+impl Connection for Worker {
+    async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
         let Work::Redeem(idx) = work else {
             unreachable!("the redis baseline runs only redemptions");
         };
