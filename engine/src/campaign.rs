@@ -497,6 +497,20 @@ impl Campaign {
             .expect("unclaim of a user that never claimed");
         assert!(entry.claimed > 0, "user {user} claimed count underflow");
         entry.claimed -= 1;
+        // A user with nothing claimed costs nothing: names a client picks
+        // (reserve and release with a fresh one each time) must not pile up.
+        if entry.claimed == 0 {
+            shard.remove(user);
+        }
+    }
+
+    /// Users with something claimed: the per-user table holds these and no
+    /// others, so it is bounded by live holds and redemptions, not by the
+    /// names clients ever sent.
+    pub fn users_tracked(&self) -> usize {
+        let mut total = 0;
+        self.users.for_each_shard(|map| total += map.len());
+        total
     }
 
     /// Per-user slots the user holds: redemptions plus live holds.

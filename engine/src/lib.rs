@@ -55,7 +55,8 @@ pub use idempotency::{Begin, StoredResponse};
 pub use record::{
     CampaignNo, CampaignPatch, CampaignSpec, IdemTag, Journal, JournalError, Lsn, MemoryJournal,
     NullJournal, PER_RECIPIENT_LIMIT_DEFAULT, PER_USER_LIMIT_DEFAULT,
-    RESERVATION_TTL_SECONDS_DEFAULT, Record, RecordKind, ReservationId, Slot,
+    RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX, Record, RecordKind,
+    ReservationId, Slot,
 };
 pub use state::PublicState;
 

@@ -92,6 +92,8 @@ pub const PER_USER_LIMIT_DEFAULT: u32 = 1;
 pub const PER_RECIPIENT_LIMIT_DEFAULT: u32 = 1;
 /// A hold's length when neither the campaign nor the reserver chooses.
 pub const RESERVATION_TTL_SECONDS_DEFAULT: u64 = 900;
+/// The longest hold a campaign may allow: a week.
+pub const RESERVATION_TTL_SECONDS_MAX: u64 = 7 * 24 * 60 * 60;
 
 /// Everything a campaign is created with, as it is logged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -509,9 +509,11 @@ impl StateMap {
     }
 
     /// Finds an available code at or after `start` (wrapping) and locks it.
+    /// An exhausted map answers from its counters in O(shards) instead of
+    /// scanning every word: assignments against an empty pool stay cheap.
     pub fn lock_available(&self, start: u64) -> Option<Locked> {
         let len = self.len();
-        if len == 0 {
+        if len == 0 || self.counts()[PublicState::Available as usize] == 0 {
             return None;
         }
         let start = start % len;

@@ -453,6 +453,10 @@ impl Model {
         }
         let code = self.resolve(sel)?;
         let campaign = self.codes[code].campaign;
+        // A hold never outlives what its campaign allows.
+        if ttl_seconds.is_some_and(|ttl| ttl > self.campaigns[campaign].reservation_ttl_seconds) {
+            return Err("invalid_request");
+        }
         self.release_if_expired(code);
         self.usable(code)?;
         self.window(campaign)?;

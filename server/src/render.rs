@@ -221,3 +221,59 @@ pub fn renderer() -> Renderer {
         }
     })
 }
+
+/// How much of a code a log line shows: the part before its first hyphen
+/// when that looks like a campaign prefix, and its last four symbols.
+/// Logs never hold a whole live code (API.md, Conventions); anything that
+/// is not a code symbol is dropped, so the result cannot forge a line.
+pub fn masked_code(input: &str) -> String {
+    const SHOWN: usize = 4;
+    const PREFIX_CHARS_MAX: usize = 8;
+    let symbols: Vec<char> = input
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let prefix = match input.split_once('-') {
+        Some((head, rest))
+            if !head.is_empty()
+                && head.len() <= PREFIX_CHARS_MAX
+                && rest.contains('-')
+                && head.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            head.to_ascii_uppercase()
+        }
+        _ => String::new(),
+    };
+    let body = symbols.len().saturating_sub(prefix.len());
+    let tail: String = symbols[symbols.len() - body.min(SHOWN).min(body / 2)..]
+        .iter()
+        .collect();
+    if prefix.is_empty() {
+        format!("…{tail}")
+    } else {
+        format!("{prefix}-…{tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_code;
+
+    #[track_caller]
+    fn check(input: &str, expected: &str) {
+        assert_eq!(masked_code(input), expected, "{input:?}");
+    }
+
+    #[test]
+    fn logs_show_a_prefix_and_four_symbols_at_most() {
+        check("SPR-7KQ2M-XP9TD-H", "SPR-…9TDH");
+        check("7KQ2MXP9TDH", "…9TDH");
+        check("spr-7kq2m-xp9td-h", "SPR-…9TDH");
+        // Short inputs show at most half of themselves.
+        check("ABCD", "…CD");
+        check("", "…");
+        // Line breaks and quotes are dropped, not escaped into the line.
+        check("AB\nfake line\"X", "…INEX");
+    }
+}

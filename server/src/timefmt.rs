@@ -119,17 +119,50 @@ pub fn parse(input: &str) -> Option<Timestamp> {
         .map(|s| Timestamp(s * 1000 + millis))
 }
 
-/// Now, from the system clock.
-pub fn now() -> Timestamp {
-    let since = std::time::SystemTime::now()
+/// The wall clock, in milliseconds since 1970; 0 for a clock set before.
+fn wall_millis() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970");
-    Timestamp(since.as_millis() as u64)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Where the process's clock starts: the wall clock read once, and the
+/// monotonic instant it was read at.
+fn anchor() -> &'static (std::time::Instant, u64) {
+    static ANCHOR: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    ANCHOR.get_or_init(|| {
+        let wall = wall_millis();
+        if wall == 0 {
+            tracing::error!("the system clock is before 1970; times start at the epoch");
+        }
+        (std::time::Instant::now(), wall)
+    })
+}
+
+/// Now: the wall clock at start-up advanced by the monotonic clock, so a
+/// step of the system clock while serving (by hand, or a bad time source)
+/// neither releases every hold at once nor makes time run backwards.
+pub fn now() -> Timestamp {
+    let (start, wall) = anchor();
+    Timestamp(wall + start.elapsed().as_millis() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn now_follows_the_wall_clock_and_never_goes_back() {
+        let first = now();
+        let wall = wall_millis();
+        assert!(first.0.abs_diff(wall) < 1_000, "{first:?} vs {wall}");
+        let mut last = first;
+        for _ in 0..1000 {
+            let t = now();
+            assert!(t >= last);
+            last = t;
+        }
+    }
 
     #[track_caller]
     fn check(input: &str, expected: Option<u64>) {

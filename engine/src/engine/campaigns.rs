@@ -5,7 +5,8 @@ use crate::Timestamp;
 use crate::campaign::Campaign;
 use crate::codec::{CodeFormat, CodeKey, Codec};
 use crate::record::{
-    CODE_KEY_BYTES, CampaignNo, CampaignPatch, CampaignSpec, Journal, Lsn, Record,
+    CODE_KEY_BYTES, CampaignNo, CampaignPatch, CampaignSpec, Journal, Lsn,
+    RESERVATION_TTL_SECONDS_MAX, Record,
 };
 use crate::sync::Ordering;
 
@@ -14,6 +15,22 @@ use super::{
     CAMPAIGNS_MAX, Engine, GENERATE_MAX, GUESS_PROBABILITY_MAX, IdemKey, ImportReport, Refusal,
     ReplayError, check_name,
 };
+
+/// Most test recipients a campaign lists: at the longest names they stay
+/// well inside one record, so a client's long list is refused as a 4xx
+/// rather than failing the log append as a 503.
+pub const TEST_RECIPIENTS_MAX: usize = 1000;
+
+fn check_test_recipients(list: &[String]) -> Result<(), Refusal> {
+    if list.len() > TEST_RECIPIENTS_MAX {
+        return Err(Refusal::InvalidRequest {
+            field: "test_recipients",
+            message: format!("at most {TEST_RECIPIENTS_MAX} names, got {}", list.len()),
+        });
+    }
+    list.iter()
+        .try_for_each(|recipient| check_name("test_recipients", recipient))
+}
 
 /// The longest campaign id, in bytes.
 const CAMPAIGN_ID_BYTES_MAX: usize = 64;
@@ -45,10 +62,10 @@ impl<J: Journal> Engine<J> {
             });
         }
         Self::check_space(&format, spec.generate)?;
-        if spec.reservation_ttl_seconds == 0 {
+        if !(1..=RESERVATION_TTL_SECONDS_MAX).contains(&spec.reservation_ttl_seconds) {
             return Err(Refusal::InvalidRequest {
                 field: "reservation_ttl_seconds",
-                message: "must be at least 1".into(),
+                message: format!("must be 1 to {RESERVATION_TTL_SECONDS_MAX}"),
             });
         }
         if spec.per_recipient_limit == 0 {
@@ -65,9 +82,7 @@ impl<J: Journal> Engine<J> {
                 message: "must be after starts_at".into(),
             });
         }
-        for recipient in &spec.test_recipients {
-            check_name("test_recipients", recipient)?;
-        }
+        check_test_recipients(&spec.test_recipients)?;
         Ok(format)
     }
 
@@ -211,9 +226,7 @@ impl<J: Journal> Engine<J> {
     ) -> Result<crate::CampaignView, Refusal> {
         let campaign = self.campaign(id).ok_or(Refusal::UnknownCampaign)?;
         if let Some(list) = &patch.test_recipients {
-            for recipient in list {
-                check_name("test_recipients", recipient)?;
-            }
+            check_test_recipients(list)?;
         }
         // Hold the add lock so concurrent updates log in the order applied.
         let _order = campaign.add_lock.lock();

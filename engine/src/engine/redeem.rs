@@ -87,7 +87,9 @@ impl<J: Journal> Engine<J> {
             }
         };
         let code_string = code.code_string();
-        self.effect_redeemed(held, lsn, claimed, order, reservation, now);
+        if self.effect_redeemed(held, lsn, claimed, order, reservation, now) {
+            self.after_depletion(campaign, now);
+        }
         self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
@@ -141,13 +143,18 @@ impl<J: Journal> Engine<J> {
                 );
             }
         }
-        self.effect_redeemed(held, lsn, claimed, order, reservation, record.at());
+        // No low-stock check: replay never appends; the live run's own
+        // `LowStock` record, if it wrote one, follows in the log.
+        let _ = self.effect_redeemed(held, lsn, claimed, order, reservation, record.at());
         self.store_effect(lsn, record, campaign);
         Ok(())
     }
 
     /// Applies a logged redemption to the held code and publishes it;
     /// `claimed` is the user's new claim, `None` when a hold's carries over.
+    /// True when the code came straight from the available pool: the live
+    /// path then checks the low-stock threshold (replay never appends).
+    #[must_use]
     pub(super) fn effect_redeemed(
         &self,
         held: Held<'_>,
@@ -156,7 +163,7 @@ impl<J: Journal> Engine<J> {
         order: Option<&str>,
         reservation: Option<ReservationId>,
         at: Timestamp,
-    ) {
+    ) -> bool {
         let campaign = held.campaign;
         let from = held.state();
         held.update_meta(lsn, |meta| {
@@ -179,10 +186,11 @@ impl<J: Journal> Engine<J> {
             self.forget_hold(id);
         }
         campaign.redemptions.note(at);
-        if from == CodeState::Available {
+        let depleted = from == CodeState::Available;
+        if depleted {
             campaign.depletions.note(at);
-            self.after_depletion(campaign, at);
         }
+        depleted
     }
 
     pub fn rollback(

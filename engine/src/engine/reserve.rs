@@ -46,7 +46,21 @@ impl<J: Journal> Engine<J> {
         }
         let code = self.resolve_limited(input, user, now)?;
         let (campaign, slot) = (code.campaign, code.slot);
-        let ttl = ttl_seconds.unwrap_or(campaign.terms.reservation_ttl_seconds);
+        let ttl_max = campaign.terms.reservation_ttl_seconds;
+        // A hold may not outlive what the campaign allows: an unbounded one
+        // would take its code out of the pool for good.
+        let ttl = match ttl_seconds {
+            Some(ttl) if ttl > ttl_max => {
+                return Err(Refusal::InvalidRequest {
+                    field: "ttl_seconds",
+                    message: format!(
+                        "must be 1 to {ttl_max}, the campaign's reservation_ttl_seconds"
+                    ),
+                });
+            }
+            Some(ttl) => ttl,
+            None => ttl_max,
+        };
         let expires_at = Timestamp(now.0.saturating_add(ttl.saturating_mul(1000)));
         let (held, meta) = self.lock_live(campaign, slot, now)?;
         Self::code_usable(held.state(), &meta, now)?;
@@ -259,7 +273,9 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         let code_string = campaign.code_of(slot);
-        self.effect_redeemed(held, lsn, None, order, Some(id), now);
+        if self.effect_redeemed(held, lsn, None, order, Some(id), now) {
+            self.after_depletion(campaign, now);
+        }
         self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,

@@ -127,7 +127,7 @@ pub async fn create(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
     .await)
 }
 
-pub fn list(app: &App) -> Response<Body> {
+pub async fn list(app: &App) -> Result<Response<Body>, ApiError> {
     let now = timefmt::now();
     let list: Vec<Value> = app
         .engine
@@ -135,18 +135,25 @@ pub fn list(app: &App) -> Response<Body> {
         .map(|c| render::campaign_value(&c.view(now)))
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "campaigns": list })).expect("serializes");
-    json_response(200, body)
+    durable_read(app, body).await
 }
 
-pub fn get(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
+pub async fn get(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
     let campaign = app
         .engine
         .campaign(&req.param)
         .ok_or(Refusal::UnknownCampaign)?;
-    Ok(json_response(
-        200,
-        render::campaign(&campaign.view(timefmt::now())),
-    ))
+    durable_read(app, render::campaign(&campaign.view(timefmt::now()))).await
+}
+
+/// Answers a read once everything it may show is durable: the state was
+/// read before the log's end was taken, and every change is appended
+/// before it becomes visible, so waiting for that end covers it.
+async fn durable_read(app: &App, body: Vec<u8>) -> Result<Response<Body>, ApiError> {
+    app.durable(app.wal.last_lsn())
+        .await
+        .map_err(|_| ApiError::LogFailed)?;
+    Ok(json_response(200, body))
 }
 
 pub async fn update(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {

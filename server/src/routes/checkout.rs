@@ -49,7 +49,7 @@ pub async fn redeem(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
             idem,
         );
         if let Err(r) = &result {
-            tracing::info!(code = %request.code, user = %request.user, idempotency_key = ?idem_key, failure = refusal_code(r), "redemption refused");
+            tracing::info!(code = %render::masked_code(&request.code), user = ?request.user, idempotency_key = ?idem_key, failure = refusal_code(r), "redemption refused");
         }
         let redeemed = result?;
         Ok(Answer {

@@ -32,34 +32,60 @@ pub(crate) struct GenerateRequest {
     generate: u64,
 }
 
+/// Longest line kept whole for the importer. A longer line cannot be a
+/// code (at most 64 characters, plus room for stray whitespace); its bytes
+/// are dropped as they arrive and the line is reported as invalid.
+const IMPORT_LINE_BYTES_MAX: usize = 1024;
+
 /// Splits a byte stream into lines for the importer, holding only a
-/// partial last line between chunks.
+/// partial last line (at most [`IMPORT_LINE_BYTES_MAX`] of it) between
+/// chunks, so every byte is looked at once however the lines are cut.
 struct LineFeeder<'e, J: Journal> {
     importer: Importer<'e, J>,
+    /// The start of the current line.
     carry: Vec<u8>,
+    /// The current line outgrew the limit; its bytes are being dropped.
+    overlong: bool,
     line_no: u64,
     now: Timestamp,
 }
 
 impl<'e, J: Journal> LineFeeder<'e, J> {
-    fn feed(&mut self, data: &[u8]) -> Result<(), Refusal> {
-        self.carry.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(pos) = self.carry[start..].iter().position(|&b| b == b'\n') {
-            self.line_no += 1;
-            let line = String::from_utf8_lossy(&self.carry[start..start + pos]).into_owned();
-            self.importer.push(self.line_no, &line, self.now)?;
-            start += pos + 1;
+    fn feed(&mut self, mut data: &[u8]) -> Result<(), Refusal> {
+        while let Some(pos) = data.iter().position(|&b| b == b'\n') {
+            self.take(&data[..pos]);
+            self.end_line()?;
+            data = &data[pos + 1..];
         }
-        self.carry.drain(..start);
+        self.take(data);
         Ok(())
     }
 
+    /// Adds bytes to the current line, or drops them once it is too long.
+    fn take(&mut self, bytes: &[u8]) {
+        if self.overlong || self.carry.len() + bytes.len() > IMPORT_LINE_BYTES_MAX {
+            self.overlong = true;
+            self.carry.clear();
+        } else {
+            self.carry.extend_from_slice(bytes);
+        }
+    }
+
+    fn end_line(&mut self) -> Result<(), Refusal> {
+        self.line_no += 1;
+        let line = if std::mem::take(&mut self.overlong) {
+            // Not a code, whatever it holds; the importer says why.
+            String::from("-overlong line-")
+        } else {
+            String::from_utf8_lossy(&self.carry).into_owned()
+        };
+        self.carry.clear();
+        self.importer.push(self.line_no, &line, self.now)
+    }
+
     fn finish(mut self) -> Result<ImportReport, Refusal> {
-        if !self.carry.is_empty() {
-            self.line_no += 1;
-            let line = String::from_utf8_lossy(&self.carry).into_owned();
-            self.importer.push(self.line_no, &line, self.now)?;
+        if !self.carry.is_empty() || self.overlong {
+            self.end_line()?;
         }
         self.importer.finish(self.now)
     }
@@ -122,6 +148,7 @@ async fn import(
         app.engine.importer(id).map(|importer| LineFeeder {
             importer,
             carry: Vec::new(),
+            overlong: false,
             line_no: 0,
             now: timefmt::now(),
         })
@@ -162,6 +189,18 @@ async fn import(
     Ok(finish(app, outcome).await)
 }
 
+/// Sends a chunk of an export once the states it shows are durable (they
+/// were read before the log's end was taken). `false` when the export must
+/// stop: the client went away, or the log failed, which cuts the stream
+/// short rather than show what a crash could lose.
+fn send_durable(app: &App, tx: &tokio::sync::mpsc::Sender<Bytes>, chunk: String) -> bool {
+    if app.wal.wait_durable(app.wal.last_lsn()).is_err() {
+        tracing::error!("export stopped: the log failed");
+        return false;
+    }
+    tx.blocking_send(Bytes::from(chunk)).is_ok()
+}
+
 /// `GET .../codes?state=S&limit=N`: `code,state` lines, streamed.
 pub fn export_codes(app: &Arc<App>, req: RouteRequest) -> Result<Response<Body>, ApiError> {
     let params = query_params(&req.parts.uri);
@@ -196,16 +235,13 @@ pub fn export_codes(app: &Arc<App>, req: RouteRequest) -> Result<Response<Body>,
             in_chunk += 1;
             if in_chunk >= EXPORT_CHUNK_CODES {
                 in_chunk = 0;
-                if tx
-                    .blocking_send(Bytes::from(std::mem::take(&mut chunk)))
-                    .is_err()
-                {
-                    return; // The client went away.
+                if !send_durable(&app, &tx, std::mem::take(&mut chunk)) {
+                    return;
                 }
             }
         }
         if !chunk.is_empty() {
-            let _ = tx.blocking_send(Bytes::from(chunk));
+            send_durable(&app, &tx, chunk);
         }
     });
     let mut response = Response::new(ChannelBody { rx }.boxed());

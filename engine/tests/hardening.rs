@@ -1,0 +1,149 @@
+//! Regression tests for the holes an adversarial review found in the
+//! engine (issue "Hardening"); each test is named after the item's number
+//! and fails on the code before its fix.
+//! - #2: a hold cannot outlive its campaign's `reservation_ttl_seconds`,
+//!   itself at most a week.
+//! - #10: replaying a log appends nothing (no phantom `low_stock`).
+//! - #12: the per-user table forgets users with nothing claimed.
+//! - #15: an over-long test-recipient list is a 4xx refusal, not a record
+//!   the log would refuse.
+
+mod common;
+
+use common::{key, refusal_code};
+use redeem_engine::{
+    CampaignPatch, CampaignSpec, Config, Effect, Engine, MemoryJournal, Refusal, Renderer,
+    Timestamp,
+};
+
+fn renderer() -> Renderer {
+    Box::new(|_: &Effect<'_>| (200, Vec::new()))
+}
+
+fn engine() -> Engine<MemoryJournal> {
+    Engine::new(MemoryJournal::default(), Config::default(), renderer())
+}
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn spec(id: &str, prefix: &str, generate: u64) -> CampaignSpec {
+    CampaignSpec {
+        id: id.into(),
+        prefix: prefix.into(),
+        generate,
+        per_user_limit: 0,
+        ..CampaignSpec::default()
+    }
+}
+
+#[track_caller]
+fn check_invalid<T: std::fmt::Debug>(result: Result<T, Refusal>, field: &str) {
+    match result {
+        Err(Refusal::InvalidRequest { field: f, .. }) => assert_eq!(f, field),
+        other => panic!("expected invalid_request on {field}, got {other:?}"),
+    }
+}
+
+fn first_code(e: &Engine<MemoryJournal>, id: &str) -> String {
+    let campaign = e.campaign(id).unwrap();
+    let (slot, _) = campaign.states().next().unwrap();
+    campaign.code_of(slot)
+}
+
+#[test]
+fn hardening_2_holds_are_bounded_by_the_campaign() {
+    let e = engine();
+    let mut week_and_a_second = spec("long", "LNG", 10);
+    week_and_a_second.reservation_ttl_seconds = 7 * 24 * 3600 + 1;
+    check_invalid(
+        e.create_campaign(week_and_a_second, key(1), T0, None),
+        "reservation_ttl_seconds",
+    );
+    let mut short = spec("short", "SHT", 10);
+    short.reservation_ttl_seconds = 60;
+    e.create_campaign(short, key(2), T0, None).unwrap();
+    let code = first_code(&e, "short");
+    check_invalid(e.reserve(&code, "u", Some(61), T0, None), "ttl_seconds");
+    check_invalid(
+        e.reserve(&code, "u", Some(u64::MAX), T0, None),
+        "ttl_seconds",
+    );
+    let held = e.reserve(&code, "u", Some(60), T0, None).unwrap();
+    assert_eq!(held.expires_at, Timestamp(T0.0 + 60_000));
+}
+
+#[test]
+fn hardening_10_replay_appends_nothing() {
+    let e = engine();
+    let mut low = spec("low", "LOW", 5);
+    low.low_stock_threshold = 4;
+    e.create_campaign(low, key(3), T0, None).unwrap();
+    let campaign = e.campaign("low").unwrap();
+    let codes: Vec<String> = campaign
+        .states()
+        .map(|(s, _)| campaign.code_of(s))
+        .collect();
+    for (i, code) in codes.iter().take(3).enumerate() {
+        e.redeem(code, &format!("u{i}"), None, T0, None).unwrap();
+    }
+    let records = e.journal().records();
+    let low_stock = |records: &[(u64, u8, Vec<u8>)]| {
+        records
+            .iter()
+            .filter(|(_, kind, _)| *kind == redeem_engine::RecordKind::LowStock as u8)
+            .count()
+    };
+    assert_eq!(
+        low_stock(&records),
+        1,
+        "the live run reports low stock once"
+    );
+    // A restart replays into an engine whose journal is the real log.
+    let replayed = engine();
+    for (lsn, kind, payload) in &records {
+        replayed.apply_encoded(*lsn, *kind, payload).unwrap();
+    }
+    assert_eq!(replayed.journal().records().len(), 0, "replay appended");
+    assert_eq!(replayed.dump_state(), e.dump_state());
+}
+
+#[test]
+fn hardening_12_users_with_nothing_claimed_are_forgotten() {
+    let e = engine();
+    e.create_campaign(spec("users", "USR", 10), key(4), T0, None)
+        .unwrap();
+    let code = first_code(&e, "users");
+    for i in 0..1000 {
+        let held = e
+            .reserve(&code, &format!("fresh-{i}"), None, T0, None)
+            .unwrap();
+        e.release(held.reservation, T0, None).unwrap();
+    }
+    let campaign = e.campaign("users").unwrap();
+    assert_eq!(campaign.users_tracked(), 0);
+    e.redeem(&code, "keeper", None, T0, None).unwrap();
+    assert_eq!(campaign.users_tracked(), 1);
+}
+
+#[test]
+fn hardening_15_long_test_recipient_lists_are_refused() {
+    let e = engine();
+    let mut many = spec("many", "MNY", 10);
+    many.test_recipients = (0..1001).map(|i| format!("t{i}")).collect();
+    check_invalid(e.create_campaign(many, key(5), T0, None), "test_recipients");
+    e.create_campaign(spec("few", "FEW", 10), key(6), T0, None)
+        .unwrap();
+    let patch = CampaignPatch {
+        test_recipients: Some((0..262_144).map(|i| format!("{i}")).collect()),
+        ..CampaignPatch::default()
+    };
+    let refused = e.update_campaign("few", patch, T0, None);
+    assert_eq!(refusal_code(&refused.unwrap_err()), "invalid_request");
+    // Nothing reached the log: a refusal, not a failed append.
+    assert!(
+        e.journal()
+            .records()
+            .iter()
+            .all(|(_, kind, _)| *kind != redeem_engine::RecordKind::CampaignUpdated as u8)
+    );
+}
