@@ -147,3 +147,61 @@ fn hardening_15_long_test_recipient_lists_are_refused() {
             .all(|(_, kind, _)| *kind != redeem_engine::RecordKind::CampaignUpdated as u8)
     );
 }
+
+#[test]
+fn hardening_4_every_issued_code_keeps_resolving_to_its_campaign() {
+    let e = engine();
+    let plain = CampaignSpec {
+        generate: 2000,
+        ..spec("plain", "", 0)
+    };
+    e.create_campaign(plain, key(7), T0, None).unwrap();
+    // Same normalized length as the empty prefix's codes: refused, since
+    // some of `plain`'s codes start with Q.
+    let mut clash = spec("clash", "Q", 10);
+    clash.length = 9;
+    assert_eq!(
+        refusal_code(&e.create_campaign(clash, key(8), T0, None).unwrap_err()),
+        "prefix_conflict"
+    );
+    e.create_campaign(spec("q", "Q", 10), key(9), T0, None)
+        .unwrap();
+    let plain = e.campaign("plain").unwrap();
+    let mut starting_with_q = 0;
+    for (slot, _) in plain.states() {
+        let code = plain.code_of(slot);
+        starting_with_q += usize::from(code.starts_with('Q'));
+        let found = e.resolve(&code).unwrap_or_else(|r| panic!("{code}: {r}"));
+        assert_eq!(found.campaign.id(), "plain", "{code}");
+    }
+    assert!(
+        starting_with_q > 0,
+        "the test needs codes that start with Q"
+    );
+    let q = e.campaign("q").unwrap();
+    for (slot, _) in q.states() {
+        assert_eq!(e.resolve(&q.code_of(slot)).unwrap().campaign.id(), "q");
+    }
+}
+
+#[test]
+fn hardening_20_unknown_is_for_what_could_be_a_code() {
+    let e = engine();
+    e.create_campaign(spec("g", "GEN", 3), key(10), T0, None)
+        .unwrap();
+    let code = first_code(&e, "g");
+    #[track_caller]
+    fn check(e: &Engine<MemoryJournal>, input: &str, expected: &str) {
+        let got = e.resolve(input).map(|_| ()).map_err(|r| refusal_code(&r));
+        assert_eq!(got, Err(expected), "{input:?}");
+    }
+    check(&e, "NOPE_x_never", "unknown_code");
+    check(&e, "GEN-22222-22222", "unknown_code");
+    check(&e, "no spaces allowed?", "malformed_code");
+    check(&e, "", "malformed_code");
+    // A generated code with one symbol changed fails its check symbol.
+    let last = code.chars().last().unwrap();
+    let other = if last == '2' { '3' } else { '2' };
+    let typo = format!("{}{other}", &code[..code.len() - 1]);
+    check(&e, &typo, "malformed_code");
+}

@@ -107,3 +107,35 @@ fn hardening_19_long_import_lines_are_one_rejected_line() {
         json!([{"line": 2, "reason": "invalid_code"}])
     );
 }
+
+#[test]
+fn hardening_4_and_20_codes_resolve_to_their_own_campaign() {
+    let server = Server::start();
+    server.create_campaign(json!({"id": "plain", "generate": 2000}));
+    server.create_campaign(json!({"id": "q", "generate": 10, "code": {"prefix": "Q"}}));
+    let clash = server.post(
+        Role::Admin,
+        "/v1/campaigns",
+        &json!({"id": "clash", "code": {"prefix": "R", "length": 9}}),
+    );
+    clash.expect(409, Some("prefix_conflict"));
+    let with_q: Vec<String> = server
+        .codes("plain", None)
+        .into_iter()
+        .map(|(code, _)| code)
+        .filter(|code| code.starts_with('Q'))
+        .collect();
+    assert!(!with_q.is_empty());
+    for code in &with_q {
+        let r = server.status(code);
+        r.expect(200, None);
+        assert_eq!(r.json()["campaign"], "plain", "{code}");
+    }
+    server.redeem(&with_q[0], "u").expect(201, None);
+    server
+        .status("NOPE_x_never")
+        .expect(404, Some("unknown_code"));
+    server
+        .status("not%20a%20code%21")
+        .expect(400, Some("malformed_code"));
+}

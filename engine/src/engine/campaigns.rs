@@ -12,8 +12,8 @@ use crate::sync::Ordering;
 
 use super::refusal::replay_err;
 use super::{
-    CAMPAIGNS_MAX, Engine, GENERATE_MAX, GUESS_PROBABILITY_MAX, IdemKey, ImportReport, Refusal,
-    ReplayError, check_name,
+    CAMPAIGNS_MAX, Engine, GENERATE_MAX, GUESS_PROBABILITY_MAX, IdemKey, ImportReport, PrefixEntry,
+    Refusal, ReplayError, check_name,
 };
 
 /// Most test recipients a campaign lists: at the longest names they stay
@@ -113,7 +113,7 @@ impl<J: Journal> Engine<J> {
         {
             return Err(Refusal::CampaignExists);
         }
-        self.check_prefix(&spec.prefix)?;
+        self.check_prefix(&format)?;
         let count = self.campaign_total();
         if count as usize >= CAMPAIGNS_MAX {
             return Err(Refusal::TooManyCampaigns {
@@ -158,7 +158,7 @@ impl<J: Journal> Engine<J> {
         {
             return Err(replay_err(lsn, format!("campaign {} exists", spec.id)));
         }
-        self.check_prefix(&spec.prefix)
+        self.check_prefix(&format)
             .map_err(|r| replay_err(lsn, r.to_string()))?;
         let key = CodeKey::from_bytes(*key);
         let campaign = self.install(number, spec.clone(), format, key, record.at());
@@ -166,18 +166,27 @@ impl<J: Journal> Engine<J> {
         Ok(())
     }
 
-    /// Refuses a prefix that another campaign's codes could be mistaken for.
-    fn check_prefix(&self, prefix: &str) -> Result<(), Refusal> {
+    /// Refuses a campaign whose codes could be mistaken for another's, so
+    /// that every issued code resolves to its own campaign whatever is
+    /// created later. Non-empty prefixes may not begin one another; one
+    /// campaign at most has the empty prefix, and its normalized codes must
+    /// differ in length from every other campaign's (the empty prefix is
+    /// the start of every code, so length is what tells them apart).
+    fn check_prefix(&self, format: &CodeFormat) -> Result<(), Refusal> {
+        let prefix = format.prefix();
+        let code_len = format.normalized_len();
         let prefixes = self.prefixes.read();
-        for (other, number) in prefixes.iter() {
-            let conflict = if prefix.is_empty() || other.is_empty() {
-                prefix.is_empty() && other.is_empty()
-            } else {
-                other.starts_with(prefix) || prefix.starts_with(&**other)
+        for other in prefixes.iter() {
+            let conflict = match (prefix.is_empty(), other.prefix.is_empty()) {
+                (true, true) => true,
+                (true, false) | (false, true) => other.code_len == code_len,
+                (false, false) => {
+                    other.prefix.starts_with(prefix) || prefix.starts_with(&*other.prefix)
+                }
             };
             if conflict {
                 let id = self
-                    .campaign_by_number(*number)
+                    .campaign_by_number(other.number)
                     .map_or_else(String::new, |c| c.id().into());
                 return Err(Refusal::PrefixConflict { other: id });
             }
@@ -196,15 +205,18 @@ impl<J: Journal> Engine<J> {
         now: Timestamp,
     ) -> &Campaign {
         let generate = spec.generate;
+        let code_len = format.normalized_len();
         let codec = Codec::new(format, &key);
         let campaign = Campaign::new(number, spec, codec, key.to_bytes(), now);
         campaign
             .generated
             .grow(generate)
             .expect("GENERATE_MAX is below the map capacity");
-        self.prefixes
-            .write()
-            .push((campaign.terms.prefix.as_str().into(), number));
+        self.prefixes.write().push(PrefixEntry {
+            prefix: campaign.terms.prefix.as_str().into(),
+            code_len,
+            number,
+        });
         self.by_id
             .shard(campaign.id())
             .insert(campaign.id().into(), number);

@@ -105,11 +105,7 @@ impl<J: Journal> Importer<'_, J> {
         if line.trim().is_empty() {
             return Ok(());
         }
-        let valid = line.len() <= IMPORTED_CODE_CHARS_MAX
-            && line
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid {
+        if !is_imported_syntax(line) {
             self.reject(line_no, "invalid_code");
             return Ok(());
         }
@@ -215,4 +211,13 @@ impl<J: Journal> Importer<'_, J> {
         self.report.total = self.campaign.generated.len() + self.campaign.imported.len();
         Ok(self.report)
     }
+}
+
+/// Whether `input` is shaped like an imported code: 1 to
+/// [`IMPORTED_CODE_CHARS_MAX`] characters of `[A-Za-z0-9_-]`.
+pub(super) fn is_imported_syntax(input: &str) -> bool {
+    (1..=IMPORTED_CODE_CHARS_MAX).contains(&input.len())
+        && input
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

@@ -4,56 +4,45 @@
 use crate::Timestamp;
 use crate::campaign::Campaign;
 use crate::codec;
-use crate::record::{CampaignNo, Journal, Slot};
+use crate::record::{Journal, Slot};
 use crate::state::PublicState;
 use crate::sync::Ordering;
 
+use super::import::is_imported_syntax;
 use super::{CodeRef, CodeStatus, Engine, Refusal, check_name};
 
 impl<J: Journal> Engine<J> {
     /// Finds a code from client input, without touching the limiter.
+    ///
+    /// A normalized input equal to an imported code is that code.
+    /// Otherwise it is read as a generated code of the one campaign whose
+    /// prefix it starts with and whose codes have its length (creation
+    /// keeps that campaign unique): a body or check symbol that does not
+    /// decode is `MalformedCode`, an index never issued `UnknownCode`. An
+    /// input no campaign could have generated is `UnknownCode` when it is
+    /// well formed as an imported code, and `MalformedCode` when it can be
+    /// no code at all.
     pub fn resolve(&self, input: &str) -> Result<CodeRef<'_>, Refusal> {
         let mut buf = codec::NormalizedBuf::new();
         codec::normalize(input, &mut buf).map_err(|_| Refusal::MalformedCode)?;
         let normalized = buf.as_str();
-        if normalized.is_empty() {
-            return Err(Refusal::MalformedCode);
+        if let Some(found) = self.resolve_imported(normalized) {
+            return found;
         }
-        // Relaxed: a hint that skips the map when nothing was imported; an
-        // import racing with this lookup may be missed either way.
-        let found = if self.imported_count.load(Ordering::Relaxed) > 0 {
-            self.imported.shard(normalized).get(normalized).copied()
-        } else {
-            None
-        };
-        if let Some((number, slot)) = found {
-            let campaign = self
-                .campaign_by_number(number)
-                .ok_or(Refusal::UnknownCode)?;
-            if slot.index() < campaign.imported.len() {
-                return Ok(CodeRef {
-                    campaign,
-                    slot,
-                    printed: None,
-                });
-            }
-            return Err(Refusal::UnknownCode);
-        }
-        let number = {
+        let candidate = {
             let prefixes = self.prefixes.read();
-            let mut found = None;
-            for (prefix, number) in prefixes.iter() {
-                if normalized.starts_with(&**prefix)
-                    && found.is_none_or(|(p, _): (usize, CampaignNo)| prefix.len() > p)
-                {
-                    found = Some((prefix.len(), *number));
-                }
-            }
-            found.ok_or(Refusal::UnknownCode)?.1
+            prefixes
+                .iter()
+                .find(|p| p.code_len == normalized.len() && normalized.starts_with(&*p.prefix))
+                .map(|p| p.number)
         };
-        let campaign = self
-            .campaign_by_number(number)
-            .ok_or(Refusal::UnknownCode)?;
+        let Some(campaign) = candidate.and_then(|n| self.campaign_by_number(n)) else {
+            return Err(if is_imported_syntax(input) {
+                Refusal::UnknownCode
+            } else {
+                Refusal::MalformedCode
+            });
+        };
         let body = &normalized.as_bytes()[campaign.terms.prefix.len()..];
         let index = campaign
             .codec
@@ -67,6 +56,26 @@ impl<J: Journal> Engine<J> {
             slot: Slot::generated(index as u64),
             printed: Some(campaign.codec.display(body)),
         })
+    }
+
+    /// The imported code `normalized` names, if any.
+    fn resolve_imported(&self, normalized: &str) -> Option<Result<CodeRef<'_>, Refusal>> {
+        // Relaxed: a hint that skips the map when nothing was imported; an
+        // import racing with this lookup may be missed either way.
+        if self.imported_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let (number, slot) = self.imported.shard(normalized).get(normalized).copied()?;
+        Some(
+            self.campaign_by_number(number)
+                .filter(|campaign| slot.index() < campaign.imported.len())
+                .map(|campaign| CodeRef {
+                    campaign,
+                    slot,
+                    printed: None,
+                })
+                .ok_or(Refusal::UnknownCode),
+        )
     }
 
     /// `resolve` behind the failed-attempt limiter for `user`.

@@ -67,8 +67,8 @@ pub struct Engine<J> {
     campaign_count: AtomicU64,
     /// Campaign numbers by API id.
     by_id: ShardedMap<Box<str>, CampaignNo>,
-    /// Non-empty prefixes and the empty one, for parsing generated codes.
-    prefixes: RwLock<Vec<(Box<str>, CampaignNo)>>,
+    /// Every campaign's prefix and code length, for parsing generated codes.
+    prefixes: RwLock<Vec<PrefixEntry>>,
     /// Serialises creations so numbers follow log order.
     create_lock: Mutex<()>,
     /// Normalized imported code -> where it lives.
@@ -101,6 +101,18 @@ impl<J> std::fmt::Debug for Engine<J> {
             .field("campaigns", &campaigns)
             .finish_non_exhaustive()
     }
+}
+
+/// What parsing needs of a campaign to tell its generated codes apart.
+#[derive(Debug)]
+struct PrefixEntry {
+    /// The campaign's prefix; empty for at most one campaign.
+    prefix: Box<str>,
+    /// Bytes of a normalized code: prefix, body, check symbol. Campaigns
+    /// whose prefixes overlap (only the empty one overlaps others) differ
+    /// here, so every normalized input has at most one candidate.
+    code_len: usize,
+    number: CampaignNo,
 }
 
 /// A locked code that unlocks on drop unless published.
