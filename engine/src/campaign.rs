@@ -89,6 +89,9 @@ pub(crate) struct Settings {
     pub test_recipients: TestRecipients,
     /// Available codes below which the campaign reports low stock; 0 is off.
     pub low_stock_threshold: u64,
+    /// Guesses a minute past which the campaign reports `guessing_suspected`;
+    /// 0 is off.
+    pub guessing_alert_per_minute: u64,
 }
 
 /// The test recipients, as the operator listed them: sorted by name for
@@ -239,6 +242,55 @@ pub struct Campaign {
     pub(crate) low_stock_reported: AtomicBool,
     /// Orders code additions with their records.
     pub(crate) add_lock: Mutex<()>,
+    /// Well-formed codes under the prefix that were never issued, this
+    /// minute: guesses, since the check symbol catches typos.
+    pub(crate) guesses: MinuteCounter,
+    /// The minute (since the epoch) of the last `guessing_suspected`, plus
+    /// one; 0 before any. At most one alert a minute.
+    pub(crate) guess_alert_minute: AtomicU64,
+    /// `guessing_suspected` records written or replayed, for `/metrics`.
+    pub(crate) guess_alerts: AtomicU64,
+}
+
+/// Events in the current minute: a fixed window that restarts when the
+/// minute changes. Two atomics, so counting never takes a lock.
+#[derive(Debug)]
+pub(crate) struct MinuteCounter {
+    /// The minute (since the epoch) the count belongs to.
+    minute: AtomicU64,
+    /// Events in it.
+    count: AtomicU64,
+}
+
+impl MinuteCounter {
+    fn new() -> MinuteCounter {
+        MinuteCounter {
+            minute: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event at `at`; returns the minute and the count in it.
+    pub fn note(&self, at: Timestamp) -> (u64, u64) {
+        let minute = at.0 / 60_000;
+        // Relaxed throughout: a statistic and an alert trigger; a count lost
+        // on the turn of a minute only delays an alert.
+        if self.minute.load(Ordering::Relaxed) != minute {
+            self.minute.store(minute, Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+        }
+        (minute, self.count.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// The count in the minute of `now` (0 if nothing was noted in it).
+    pub fn in_minute_of(&self, now: Timestamp) -> u64 {
+        // Relaxed: a statistic.
+        if self.minute.load(Ordering::Relaxed) == now.0 / 60_000 {
+            self.count.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
 }
 
 impl std::fmt::Debug for Campaign {
@@ -301,6 +353,7 @@ impl Campaign {
             paused: false,
             test_recipients: TestRecipients::new(&spec.test_recipients),
             low_stock_threshold: spec.low_stock_threshold,
+            guessing_alert_per_minute: spec.guessing_alert_per_minute,
         };
         let terms = Terms {
             id: spec.id,
@@ -331,6 +384,9 @@ impl Campaign {
             depletions: RateWindow::new(),
             low_stock_reported: AtomicBool::new(false),
             add_lock: Mutex::new(()),
+            guesses: MinuteCounter::new(),
+            guess_alert_minute: AtomicU64::new(0),
+            guess_alerts: AtomicU64::new(0),
         }
     }
 
@@ -371,6 +427,20 @@ impl Campaign {
         if let Some(threshold) = patch.low_stock_threshold {
             settings.low_stock_threshold = threshold;
         }
+        if let Some(alert) = patch.guessing_alert_per_minute {
+            settings.guessing_alert_per_minute = alert;
+        }
+    }
+
+    /// Guesses under the prefix in the minute of `now`, for `/metrics`.
+    pub fn guesses_this_minute(&self, now: Timestamp) -> u64 {
+        self.guesses.in_minute_of(now)
+    }
+
+    /// `guessing_suspected` alerts raised so far, for `/metrics`.
+    pub fn guessing_alerts(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.guess_alerts.load(Ordering::Relaxed)
     }
 
     /// Codes in each public state, over both maps.
@@ -425,6 +495,7 @@ impl Campaign {
                 reservation_ttl_seconds: terms.reservation_ttl_seconds,
                 low_stock_threshold: settings.low_stock_threshold,
                 test_recipients: settings.test_recipients.in_order(),
+                guessing_alert_per_minute: settings.guessing_alert_per_minute,
             };
             (spec, settings.paused)
         };

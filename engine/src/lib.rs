@@ -29,7 +29,6 @@
 //!   - `engine/replay.rs`: the dispatch of a logged record to its `replay_*` function;
 //!   - `engine/snapshot.rs`: snapshots, restore, the state dump.
 //! - [`idempotency`]: the idempotency-key table.
-//! - [`limiter`]: the failed-lookup limiter.
 //! - `mutations` (`cfg(loom)` only): deliberate bugs for `loom-tests` to find.
 
 mod sync;
@@ -42,7 +41,6 @@ pub mod campaign;
 pub mod codec;
 pub mod engine;
 pub mod idempotency;
-pub mod limiter;
 pub mod record;
 pub mod state;
 

@@ -84,6 +84,7 @@ pub struct CampaignPatch {
     pub paused: Option<bool>,
     pub test_recipients: Option<Vec<String>>,
     pub low_stock_threshold: Option<u64>,
+    pub guessing_alert_per_minute: Option<u64>,
 }
 
 /// Redemptions one user may make in a campaign that does not choose.
@@ -92,6 +93,9 @@ pub const PER_USER_LIMIT_DEFAULT: u32 = 1;
 pub const PER_RECIPIENT_LIMIT_DEFAULT: u32 = 1;
 /// A hold's length when neither the campaign nor the reserver chooses.
 pub const RESERVATION_TTL_SECONDS_DEFAULT: u64 = 900;
+/// Misses a minute under a campaign's prefix past which it reports
+/// `guessing_suspected`, in a campaign that does not choose.
+pub const GUESSING_ALERT_PER_MINUTE_DEFAULT: u64 = 600;
 /// The longest hold a campaign may allow: a week.
 pub const RESERVATION_TTL_SECONDS_MAX: u64 = 7 * 24 * 60 * 60;
 
@@ -112,6 +116,9 @@ pub struct CampaignSpec {
     pub reservation_ttl_seconds: u64,
     pub low_stock_threshold: u64,
     pub test_recipients: Vec<String>,
+    /// Well-formed misses a minute (guesses) that raise `guessing_suspected`;
+    /// 0 never does.
+    pub guessing_alert_per_minute: u64,
 }
 
 impl Default for CampaignSpec {
@@ -129,6 +136,7 @@ impl Default for CampaignSpec {
             reservation_ttl_seconds: RESERVATION_TTL_SECONDS_DEFAULT,
             low_stock_threshold: 0,
             test_recipients: Vec::new(),
+            guessing_alert_per_minute: GUESSING_ALERT_PER_MINUTE_DEFAULT,
         }
     }
 }
@@ -226,6 +234,14 @@ pub enum Record<'a> {
         campaign: CampaignNo,
         available: u64,
     },
+    /// More well-formed codes that were never issued were tried under the
+    /// campaign's prefix in a minute than its `guessing_alert_per_minute`.
+    GuessingSuspected {
+        at: Timestamp,
+        campaign: CampaignNo,
+        /// Misses in the minute when the alert was raised.
+        attempts: u64,
+    },
     /// Engine counters a snapshot carries that no other record implies.
     Counters {
         at: Timestamp,
@@ -252,6 +268,7 @@ pub enum RecordKind {
     IdempotentResponse = 11,
     LowStock = 12,
     Counters = 13,
+    GuessingSuspected = 14,
 }
 
 impl RecordKind {
@@ -271,6 +288,7 @@ impl RecordKind {
             IdempotentResponse,
             LowStock,
             Counters,
+            GuessingSuspected,
         ]
         .into_iter()
         .find(|k| *k as u8 == byte)
@@ -291,6 +309,7 @@ impl RecordKind {
             RecordKind::IdempotentResponse => "idempotent_response",
             RecordKind::LowStock => "low_stock",
             RecordKind::Counters => "counters",
+            RecordKind::GuessingSuspected => "guessing_suspected",
         }
     }
 }
@@ -352,6 +371,7 @@ impl<'a> Record<'a> {
             Record::Voided { .. } => RecordKind::Voided,
             Record::IdempotentResponse { .. } => RecordKind::IdempotentResponse,
             Record::LowStock { .. } => RecordKind::LowStock,
+            Record::GuessingSuspected { .. } => RecordKind::GuessingSuspected,
             Record::Counters { .. } => RecordKind::Counters,
         }
     }
@@ -370,6 +390,7 @@ impl<'a> Record<'a> {
             | Record::Voided { at, .. }
             | Record::IdempotentResponse { at, .. }
             | Record::LowStock { at, .. }
+            | Record::GuessingSuspected { at, .. }
             | Record::Counters { at, .. } => *at,
         }
     }
@@ -393,7 +414,8 @@ impl<'a> Record<'a> {
             | Record::CampaignUpdated { campaign, .. }
             | Record::CodesGenerated { campaign, .. }
             | Record::CodesImported { campaign, .. }
-            | Record::LowStock { campaign, .. } => Some(campaign),
+            | Record::LowStock { campaign, .. }
+            | Record::GuessingSuspected { campaign, .. } => Some(campaign),
             Record::IdempotentResponse { .. } | Record::Counters { .. } => None,
             _ => self.code().map(|(c, _)| c),
         }
@@ -441,6 +463,9 @@ impl<'a> Record<'a> {
                 w.u64(spec.low_stock_threshold);
                 w.strs(spec.test_recipients.iter().map(String::as_str));
                 w.idem(idem);
+                // Fields added after the first format go last: a record
+                // written before them decodes with their defaults.
+                w.u64(spec.guessing_alert_per_minute);
             }
             Record::CampaignUpdated {
                 campaign,
@@ -477,6 +502,7 @@ impl<'a> Record<'a> {
                 }
                 w.opt_u64(patch.low_stock_threshold);
                 w.idem(idem);
+                w.opt_u64(patch.guessing_alert_per_minute);
             }
             Record::CodesGenerated {
                 campaign,
@@ -597,6 +623,12 @@ impl<'a> Record<'a> {
             Record::Counters {
                 next_reservation, ..
             } => w.u64(*next_reservation),
+            Record::GuessingSuspected {
+                campaign, attempts, ..
+            } => {
+                w.u32(*campaign);
+                w.u64(*attempts);
+            }
         }
     }
 
@@ -632,13 +664,23 @@ impl<'a> Record<'a> {
                     reservation_ttl_seconds: r.u64()?,
                     low_stock_threshold: r.u64()?,
                     test_recipients: r.strs()?.into_iter().map(str::to_owned).collect(),
+                    guessing_alert_per_minute: GUESSING_ALERT_PER_MINUTE_DEFAULT,
+                };
+                let idem = r.idem()?;
+                let spec = CampaignSpec {
+                    guessing_alert_per_minute: if r.bytes.is_empty() {
+                        GUESSING_ALERT_PER_MINUTE_DEFAULT
+                    } else {
+                        r.u64()?
+                    },
+                    ..spec
                 };
                 Record::CampaignCreated {
                     at,
                     campaign,
                     key,
                     spec,
-                    idem: r.idem()?,
+                    idem,
                 }
             }
             RecordKind::CampaignUpdated => {
@@ -662,12 +704,22 @@ impl<'a> Record<'a> {
                     paused,
                     test_recipients,
                     low_stock_threshold: r.opt_u64()?,
+                    guessing_alert_per_minute: None,
+                };
+                let idem = r.idem()?;
+                let patch = CampaignPatch {
+                    guessing_alert_per_minute: if r.bytes.is_empty() {
+                        None
+                    } else {
+                        r.opt_u64()?
+                    },
+                    ..patch
                 };
                 Record::CampaignUpdated {
                     at,
                     campaign,
                     patch,
-                    idem: r.idem()?,
+                    idem,
                 }
             }
             RecordKind::CodesGenerated => Record::CodesGenerated {
@@ -743,6 +795,11 @@ impl<'a> Record<'a> {
             RecordKind::Counters => Record::Counters {
                 at,
                 next_reservation: r.u64()?,
+            },
+            RecordKind::GuessingSuspected => Record::GuessingSuspected {
+                at,
+                campaign: r.u32()?,
+                attempts: r.u64()?,
             },
         };
         if !r.bytes.is_empty() {

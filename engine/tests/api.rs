@@ -240,15 +240,8 @@ fn redeem_once_then_refuse_with_state() {
 }
 
 #[test]
-fn malformed_unknown_and_the_limiter() {
-    let e = Engine::new(
-        MemoryJournal::default(),
-        Config {
-            failed_lookups_per_minute: 3,
-            ..Config::default()
-        },
-        renderer(),
-    );
+fn malformed_unknown_and_guessing() {
+    let e = engine();
     e.create_campaign(spec("s", "S", 10), key(14), T0, None)
         .unwrap();
     let code = codes(&e, "s", 1)[0].clone();
@@ -267,25 +260,46 @@ fn malformed_unknown_and_the_limiter() {
         e.redeem("NOPE-NOPE", "mallory", None, T0, None),
         "unknown_code",
     );
-    // Three failures used the window up: even a valid code is refused now.
-    match e.redeem(&code, "mallory", None, at(1), None) {
-        Err(Refusal::TooManyFailedAttempts {
-            retry_after_seconds,
-        }) => assert_eq!(retry_after_seconds, 59),
-        other => panic!("{other:?}"),
-    }
-    // Lookups without a user are not limited; other users are not affected.
+    // Failures change nothing (the server's limiter throttles callers).
     assert_eq!(e.status(&code, None, at(1)).unwrap().state, "available");
     e.redeem(&code, "alice", None, at(1), None).unwrap();
-    e.sweep(at(61)).unwrap();
     check_refusal(
         e.redeem(&code, "mallory", None, at(61), None),
         "already_redeemed",
     );
-    // An unknown generated index: a valid-looking code past the issued count.
+    // An unknown generated index: a valid-looking code past the issued
+    // count. It is a guess, counted against the campaign; past the
+    // campaign's alert level one `guessing_suspected` a minute is logged.
     let campaign = e.campaign("s").unwrap();
     let beyond = campaign.code_of(redeem_engine::Slot::generated(10));
     check_refusal(e.status(&beyond, None, T0), "unknown_code");
+    let alerts = |e: &Engine<MemoryJournal>| {
+        e.journal()
+            .records()
+            .iter()
+            .filter(|(_, kind, _)| *kind == redeem_engine::RecordKind::GuessingSuspected as u8)
+            .count()
+    };
+    let patch = CampaignPatch {
+        guessing_alert_per_minute: Some(3),
+        ..CampaignPatch::default()
+    };
+    e.update_campaign("s", patch, at(120), None).unwrap();
+    for i in 0..10 {
+        check_refusal(e.status(&beyond, None, at(120 + i)), "unknown_code");
+    }
+    assert_eq!(alerts(&e), 1, "one alert in the minute");
+    assert_eq!(campaign.guessing_alerts(), 1);
+    for i in 0..4 {
+        check_refusal(e.status(&beyond, None, at(180 + i)), "unknown_code");
+    }
+    assert_eq!(alerts(&e), 2, "one more in the next minute");
+    // Typos are not guesses: the check symbol caught them.
+    for i in 0..10 {
+        check_refusal(e.status(&typo, None, at(240 + i)), "malformed_code");
+    }
+    assert_eq!(alerts(&e), 2);
+    check_replay(&e);
 }
 
 #[test]

@@ -69,12 +69,7 @@ fn renderer() -> Renderer {
 }
 
 fn engine() -> Engine<MemoryJournal> {
-    // The limiter is not modelled; lift it out of reach.
-    let config = Config {
-        failed_lookups_per_minute: u32::MAX,
-        ..Config::default()
-    };
-    Engine::new(MemoryJournal::default(), config, renderer())
+    Engine::new(MemoryJournal::default(), Config::default(), renderer())
 }
 
 /// Replays `engine`'s journal into a fresh engine and checks equal state.

@@ -206,7 +206,6 @@ pub fn refusal_code(refusal: &Refusal) -> &'static str {
         Refusal::CampaignNotStarted => "campaign_not_started",
         Refusal::CampaignPaused => "campaign_paused",
         Refusal::UserLimitReached { .. } => "user_limit_reached",
-        Refusal::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
         Refusal::PoolExhausted => "pool_exhausted",
         Refusal::NotRedeemed => "not_redeemed",
         Refusal::UnknownReservation => "unknown_reservation",

@@ -52,11 +52,7 @@ pub async fn keyed(
         Ok(answer) => answer,
         // Outages, throttling and capacity answers are about this moment,
         // not about the request: they are not stored, so a retry runs anew.
-        Err(
-            r @ (Refusal::Unavailable(_)
-            | Refusal::TooManyFailedAttempts { .. }
-            | Refusal::IdempotencyTableFull(_)),
-        ) => {
+        Err(r @ (Refusal::Unavailable(_) | Refusal::IdempotencyTableFull(_))) => {
             app.engine.idempotency().abandon(idem.key);
             return ApiError::Refused(r).into_response();
         }

@@ -10,6 +10,7 @@ use redeem_engine::{Config as EngineConfig, Engine, Journal, JournalError, Lsn, 
 use redeem_wal::{Options, Wal};
 
 use crate::config::ServeConfig;
+use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::render;
 use crate::tokens::TokenStore;
@@ -68,6 +69,8 @@ pub struct App {
     pub config: ServeConfig,
     /// Request and commit-wait histograms for `/metrics`.
     pub metrics: Metrics,
+    /// Failed attempts per token, user and client address, against guessing.
+    pub limiter: Limiter,
     /// False until the log has been replayed: `/readyz` and every `/v1`
     /// route answer 503 until then.
     ready: AtomicBool,
@@ -115,6 +118,7 @@ pub fn open(
             &config.data_dir,
             crate::tokens::Role::Admin,
             "admin",
+            None,
         )?);
     }
     // The store sees the new token: it re-reads a changed file on a miss.
@@ -131,18 +135,17 @@ pub fn open(
     let wal = Arc::new(wal);
     let engine = Engine::new(
         WalJournal { wal: wal.clone() },
-        EngineConfig {
-            failed_lookups_per_minute: config.failed_lookups_per_minute,
-            ..EngineConfig::default()
-        },
+        EngineConfig::default(),
         render::renderer(),
     );
+    let limiter = Limiter::new(config.guess_budgets())?;
     let app = Arc::new(App {
         engine,
         wal,
         tokens,
         config,
         metrics: Metrics::default(),
+        limiter,
         ready: AtomicBool::new(false),
     });
     Ok((app, first_token, recovered))

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use redeem_wal::SyncMode;
 
+use crate::limiter;
+
 /// Everything `serve` is configured with, one field a flag.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
@@ -48,9 +50,17 @@ pub struct ServeConfig {
     /// tests that fill a small disk.
     #[arg(long, default_value_t = redeem_wal::SEGMENT_BYTES_DEFAULT)]
     pub segment_bytes: u64,
-    /// Lookups of unknown or malformed codes one user may make a minute.
-    #[arg(long, default_value_t = redeem_engine::limiter::FAILURES_PER_WINDOW_DEFAULT)]
-    pub failed_lookups_per_minute: u32,
+    /// Unknown or malformed codes one `user` may try a minute, over every
+    /// route that takes a code; more are answered 429 before any lookup.
+    #[arg(long, default_value_t = limiter::USER_PER_MINUTE_DEFAULT)]
+    pub failed_attempts_per_user_per_minute: u32,
+    /// The same for one end client's address (`client_ip` in the request).
+    #[arg(long, default_value_t = limiter::CLIENT_IP_PER_MINUTE_DEFAULT)]
+    pub failed_attempts_per_client_ip_per_minute: u32,
+    /// The same for one token, whatever `user` or `client_ip` it sends;
+    /// `token add --failed-attempts-per-minute` sets one token's own.
+    #[arg(long, default_value_t = limiter::TOKEN_PER_MINUTE_DEFAULT)]
+    pub failed_attempts_per_token_per_minute: u32,
     /// Snapshot once this many records follow the last snapshot (older
     /// log segments are then deleted, bounding replay time).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -75,6 +85,15 @@ struct Flags {
 }
 
 impl ServeConfig {
+    /// The limiter's budgets per minute.
+    pub fn guess_budgets(&self) -> limiter::Budgets {
+        limiter::Budgets {
+            token: self.failed_attempts_per_token_per_minute,
+            user: self.failed_attempts_per_user_per_minute,
+            client_ip: self.failed_attempts_per_client_ip_per_minute,
+        }
+    }
+
     /// Every default, with the data in `data_dir`.
     pub fn new(data_dir: PathBuf) -> ServeConfig {
         use clap::Parser;

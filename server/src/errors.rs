@@ -14,6 +14,7 @@ use redeem_engine::Refusal;
 use serde_json::{Value, json};
 
 use crate::http::{Body, json_response};
+use crate::limiter::Throttled;
 use crate::timefmt;
 use crate::tokens::Role;
 
@@ -50,6 +51,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     /// The first request with this key is still running past the wait limit.
     IdempotencyKeyInFlight,
+    /// An identity of the request used up its failed-attempt budget.
+    TooManyFailedAttempts(Throttled),
     /// The events a client asked for are no longer in the log.
     EventsUnavailable { detail: String },
 }
@@ -114,9 +117,6 @@ fn describe_refusal(refusal: &Refusal) -> Described<'static> {
         Refusal::CampaignNotStarted => d(422, "campaign_not_started"),
         Refusal::CampaignPaused => d(422, "campaign_paused"),
         Refusal::UserLimitReached { limit } => d(409, "user_limit_reached").with("limit", *limit),
-        Refusal::TooManyFailedAttempts {
-            retry_after_seconds,
-        } => d(429, "too_many_failed_attempts").with("retry_after_seconds", *retry_after_seconds),
         Refusal::PoolExhausted => d(409, "pool_exhausted"),
         Refusal::NotRedeemed => d(409, "not_redeemed"),
         Refusal::UnknownReservation => d(404, "unknown_reservation"),
@@ -189,6 +189,17 @@ impl ApiError {
                 "idempotency_key_in_flight",
                 "a request with this Idempotency-Key is still running",
             ),
+            ApiError::TooManyFailedAttempts(throttled) => described(
+                429,
+                "too_many_failed_attempts",
+                format!(
+                    "too many unknown or malformed codes for this {}; retry after {} s",
+                    throttled.limit.as_str(),
+                    throttled.retry_after_seconds
+                ),
+            )
+            .with("limit", throttled.limit.as_str())
+            .with("retry_after_seconds", throttled.retry_after_seconds),
             ApiError::EventsUnavailable { detail } => {
                 described(410, "events_unavailable", detail.as_str())
             }
@@ -231,12 +242,10 @@ impl ApiError {
         debug_assert!(StatusCode::from_u16(status).is_ok());
         let headers = response.headers_mut();
         match self {
-            ApiError::Refused(Refusal::TooManyFailedAttempts {
-                retry_after_seconds,
-            }) => {
+            ApiError::TooManyFailedAttempts(throttled) => {
                 headers.insert(
                     http::header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_seconds),
+                    HeaderValue::from(throttled.retry_after_seconds),
                 );
             }
             ApiError::MethodNotAllowed { allow } => {
@@ -256,6 +265,7 @@ pub fn refusal_code(refusal: &Refusal) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::Kind;
 
     #[track_caller]
     fn check(error: ApiError, status: u16, code: &str) {
@@ -285,10 +295,10 @@ mod tests {
         check(Refusal::CodeVoided { lsn: 1 }.into(), 410, "code_voided");
         check(Refusal::CampaignPaused.into(), 422, "campaign_paused");
         check(
-            Refusal::TooManyFailedAttempts {
+            ApiError::TooManyFailedAttempts(Throttled {
+                limit: Kind::Token,
                 retry_after_seconds: 3,
-            }
-            .into(),
+            }),
             429,
             "too_many_failed_attempts",
         );
@@ -299,7 +309,8 @@ mod tests {
 
     #[test]
     fn throttled_answers_say_when_to_retry() {
-        let response = ApiError::from(Refusal::TooManyFailedAttempts {
+        let response = ApiError::TooManyFailedAttempts(Throttled {
+            limit: Kind::User,
             retry_after_seconds: 7,
         })
         .into_response();

@@ -219,6 +219,7 @@ pub fn authorize(app: &App, parts: &Parts, roles: &[Role]) -> Result<Principal, 
             role: Role::Admin,
             name: "no-auth".into(),
             scope: "noauth".into(),
+            failed_attempts_per_minute: None,
         });
     }
     let token = parts

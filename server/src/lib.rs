@@ -14,6 +14,7 @@
 //!   `assignments`, `codes`, `checkout`, `events`, `system`).
 //! - `answer`: answering only durable state; idempotent replays.
 //! - `errors`: the one table from every failure to status, code, message.
+//! - `limiter`: failed-attempt budgets per token, user and client address.
 //! - `render`: JSON bodies, and the engine's renderer for stored responses.
 //! - `metrics`: the Prometheus text of `/metrics`.
 //! - `tokens`: hashed API tokens in the data dir.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod errors;
 pub mod extract;
 pub mod http;
+pub mod limiter;
 pub mod metrics;
 pub mod render;
 pub mod routes;

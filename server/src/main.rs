@@ -55,6 +55,11 @@ enum TokenCommand {
         /// A label kept next to the token's hash.
         #[arg(long, default_value = "token")]
         name: String,
+        /// This token's own budget of unknown or malformed codes a minute,
+        /// instead of the server's --failed-attempts-per-token-per-minute
+        /// (a load tester's token may need more; a partner's, less).
+        #[arg(long)]
+        failed_attempts_per_minute: Option<u32>,
     },
 }
 
@@ -142,12 +147,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     data_dir,
                     role,
                     name,
+                    failed_attempts_per_minute,
                 },
         } => {
             let role = Role::parse(&role).ok_or_else(|| {
                 anyhow::anyhow!("unknown role `{role}`: use admin, checkout or issuer")
             })?;
-            println!("{}", redeemd::tokens::add(&data_dir, role, &name)?);
+            let token = redeemd::tokens::add(&data_dir, role, &name, failed_attempts_per_minute)?;
+            println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Wal { command } => match command {

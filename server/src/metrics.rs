@@ -203,6 +203,12 @@ fn pools(out: &mut String, app: &App) {
     let mut low = String::from(
         "# HELP redeemd_pool_low_stock 1 when a campaign is below its low-stock threshold.\n# TYPE redeemd_pool_low_stock gauge\n",
     );
+    let mut guesses = String::from(
+        "# HELP redeemd_guesses_this_minute Well-formed codes never issued that were tried under a campaign's prefix this minute.\n# TYPE redeemd_guesses_this_minute gauge\n",
+    );
+    let mut alerts = String::from(
+        "# HELP redeemd_guessing_suspected_total guessing_suspected events a campaign raised.\n# TYPE redeemd_guessing_suspected_total counter\n",
+    );
     for campaign in app.engine.campaigns() {
         let s = campaign.stats(now);
         for (state, n) in [
@@ -224,6 +230,20 @@ fn pools(out: &mut String, app: &App) {
             campaign.id(),
             u8::from(s.low_stock)
         );
+        let _ = writeln!(
+            guesses,
+            "redeemd_guesses_this_minute{{campaign=\"{}\"}} {}",
+            campaign.id(),
+            campaign.guesses_this_minute(now)
+        );
+        let _ = writeln!(
+            alerts,
+            "redeemd_guessing_suspected_total{{campaign=\"{}\"}} {}",
+            campaign.id(),
+            campaign.guessing_alerts()
+        );
     }
     out.push_str(&low);
+    out.push_str(&guesses);
+    out.push_str(&alerts);
 }

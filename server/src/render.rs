@@ -127,6 +127,7 @@ pub fn campaign_value(v: &CampaignView) -> Value {
         "reservation_ttl_seconds": v.spec.reservation_ttl_seconds,
         "low_stock_threshold": v.spec.low_stock_threshold,
         "test_recipients": v.spec.test_recipients,
+        "guessing_alert_per_minute": v.spec.guessing_alert_per_minute,
         "created_at": timefmt::format(v.created_at),
         "stats": {
             "total": s.total,

@@ -47,6 +47,8 @@ struct Entry {
     role: Role,
     name: String,
     hash: [u8; 32],
+    /// The token's own failed-attempt budget, when it has one.
+    failed_attempts_per_minute: Option<u32>,
 }
 
 /// The tokens a server accepts.
@@ -61,8 +63,12 @@ pub struct TokenStore {
 pub struct Principal {
     pub role: Role,
     pub name: String,
-    /// Scopes idempotency keys: the first 16 hex digits of the token's hash.
+    /// Scopes idempotency keys and the token's failed-attempt budget: the
+    /// first 16 hex digits of the token's hash.
     pub scope: String,
+    /// The token's own failed-attempt budget a minute; `None` takes the
+    /// server's `--failed-attempts-per-token-per-minute`.
+    pub failed_attempts_per_minute: Option<u32>,
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -107,7 +113,16 @@ fn read_entries(path: &Path) -> std::io::Result<(Vec<Entry>, Option<SystemTime>)
             let role = Role::parse(parts.next()?)?;
             let name = parts.next()?.to_owned();
             let hash = unhex(parts.next()?)?;
-            parts.next().is_none().then_some(Entry { role, name, hash })
+            let failed_attempts_per_minute = match parts.next() {
+                None => None,
+                Some(budget) => Some(budget.parse().ok()?),
+            };
+            parts.next().is_none().then_some(Entry {
+                role,
+                name,
+                hash,
+                failed_attempts_per_minute,
+            })
         })();
         match parsed {
             Some(entry) => entries.push(entry),
@@ -115,7 +130,7 @@ fn read_entries(path: &Path) -> std::io::Result<(Vec<Entry>, Option<SystemTime>)
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     format!(
-                        "{}: line {} is not `role name sha256hex`",
+                        "{}: line {} is not `role name sha256hex [failed_attempts_per_minute]`",
                         path.display(),
                         i + 1
                     ),
@@ -171,6 +186,7 @@ impl TokenStore {
             role: e.role,
             name: e.name,
             scope: hex(&e.hash[..8]),
+            failed_attempts_per_minute: e.failed_attempts_per_minute,
         })
     }
 }
@@ -178,7 +194,13 @@ impl TokenStore {
 /// Creates a token for `role`, appends its hash to the data dir's token
 /// file (creating the dir), and returns the token. Safe while a server
 /// runs: lines are appended whole under an exclusive lock.
-pub fn add(data_dir: &Path, role: Role, name: &str) -> anyhow::Result<String> {
+/// `failed_attempts_per_minute` gives the token its own budget.
+pub fn add(
+    data_dir: &Path,
+    role: Role,
+    name: &str,
+    failed_attempts_per_minute: Option<u32>,
+) -> anyhow::Result<String> {
     anyhow::ensure!(
         !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic()),
         "a token name is 1 to 64 visible ASCII characters without spaces"
@@ -193,7 +215,14 @@ pub fn add(data_dir: &Path, role: Role, name: &str) -> anyhow::Result<String> {
         .append(true)
         .open(&path)?;
     lock_exclusive(&file)?;
-    writeln!(file, "{} {} {}", role.as_str(), name, hex(&hash(&token)))?;
+    let budget = failed_attempts_per_minute.map_or(String::new(), |n| format!(" {n}"));
+    writeln!(
+        file,
+        "{} {} {}{budget}",
+        role.as_str(),
+        name,
+        hex(&hash(&token))
+    )?;
     file.sync_all()?;
     Ok(token)
 }
@@ -219,17 +248,18 @@ mod tests {
         let store = TokenStore::open(dir.path()).unwrap();
         assert!(!store.has_admin());
         assert!(store.authenticate("nope").is_none());
-        let token = add(dir.path(), Role::Checkout, "shop").unwrap();
+        let token = add(dir.path(), Role::Checkout, "shop", Some(5)).unwrap();
         // The store picks up a token added after it was opened.
         let principal = store.authenticate(&token).unwrap();
         assert_eq!(
             (principal.role, principal.name.as_str()),
             (Role::Checkout, "shop")
         );
+        assert_eq!(principal.failed_attempts_per_minute, Some(5));
         assert!(store.authenticate(&format!("{token}x")).is_none());
         let stored = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(&token), "only the hash is kept");
-        assert!(add(dir.path(), Role::Admin, "has space").is_err());
+        assert!(add(dir.path(), Role::Admin, "has space", None).is_err());
     }
 
     #[test]

@@ -539,7 +539,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     let mut server = Server::start();
     server.create_campaign(json!({
         "id": "crash", "generate": CLIENTS * CODES_PER_CLIENT, "code": {"prefix": "CR"},
-        "per_user_limit": 0,
+        "per_user_limit": 0, "reservation_ttl_seconds": HOLD_SECONDS,
     }));
     server.create_campaign(json!({
         "id": "pool", "generate": POOL_CODES, "code": {"prefix": "POOL"},

@@ -8,10 +8,12 @@
 //!
 //! Asserted: one user gets exactly the limit (20 a minute) of
 //! `unknown_code` answers, then only `429 too_many_failed_attempts` with a
-//! `Retry-After`, and no guess hits. Measured and printed, not asserted
-//! (API.md allows both): the limiter counts per `user` string, which the
-//! client chooses, so a new user name per guess is never throttled; and a
-//! lookup without `?user=` is not limited at all.
+//! `Retry-After` and `"limit": "user"`, and no guess hits. A new user name
+//! per guess, or lookups without `?user=`, do not escape the token's own
+//! budget (lowered here to 300 a minute so the test is quick): at most that
+//! many guesses a minute reach a lookup, then `"limit": "token"`, while a
+//! second checkout token is unaffected. An end client's address is limited
+//! on its own (60 a minute). The rates are printed with `--nocapture`.
 
 mod common;
 
@@ -28,6 +30,10 @@ const LENGTH: u32 = 10;
 const FAILURES_PER_MINUTE: usize = 20;
 /// How long each way of guessing is measured.
 const MEASURE: Duration = Duration::from_secs(3);
+/// The token budget the server runs with here (the default is 6,000).
+const TOKEN_BUDGET: u64 = 300;
+/// Failed attempts an end client's address gets per minute (the default).
+const CLIENT_IP_BUDGET: usize = 60;
 
 /// `x^5 + x^2 + 1`, GF(32)'s polynomial, as in `engine/src/codec.rs`.
 const GF32_POLYNOMIAL: u8 = 0b10_0101;
@@ -87,9 +93,19 @@ fn measure(mut send: impl FnMut(u64) -> common::Response) -> [u64; 2] {
     counts
 }
 
+/// The minute (since the epoch) now, to count the limiter's windows.
+fn minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+}
+
 #[test]
-fn guessing_is_throttled_per_user_and_the_odds_are_reported() {
-    let server = Server::start();
+fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
+    let budget = TOKEN_BUDGET.to_string();
+    let server = Server::start_with(&["--failed-attempts-per-token-per-minute", &budget]);
     let created = Instant::now();
     server.create_campaign(json!({
         "id": "big", "generate": ISSUED, "code": {"prefix": "GS", "length": LENGTH},
@@ -132,6 +148,7 @@ fn guessing_is_throttled_per_user_and_the_odds_are_reported() {
     }
     let throttled = redeem(&mut rng, "mallory");
     throttled.expect(429, Some("too_many_failed_attempts"));
+    assert_eq!(throttled.json()["error"]["limit"], "user");
     let retry: u64 = throttled
         .header("retry-after")
         .and_then(|v| v.parse().ok())
@@ -141,16 +158,65 @@ fn guessing_is_throttled_per_user_and_the_odds_are_reported() {
     let one_user = measure(|_| redeem(&mut one_user_rng, "mallory"));
     assert_eq!(one_user[0], 0, "guesses got through after the 429");
 
-    // Measured, not asserted: a fresh user name per guess, and lookups
-    // without a user.
+    // A fresh user name per guess, and lookups without a user: the
+    // token's budget bounds both, counted over every limiter window the
+    // measurement spans.
+    let first_minute = minute();
     let mut rotating_rng = rng.clone();
     let rotating = measure(|i| redeem(&mut rotating_rng, &format!("mallory-{i}")));
     let mut lookup_rng = rng.clone();
     let lookups = measure(|_| server.status(&guess(&mut lookup_rng)));
+    let windows = minute() - first_minute + 1;
+    let through = FAILURES_PER_MINUTE as u64 + rotating[0] + lookups[0];
+    assert!(
+        through <= TOKEN_BUDGET * windows,
+        "{through} guesses reached a lookup in {windows} windows of {TOKEN_BUDGET}"
+    );
+    assert!(
+        rotating[1] + lookups[1] > 0,
+        "the token budget never tripped"
+    );
+    let token_throttled = server.status(&guess(&mut rng));
+    token_throttled.expect(429, Some("too_many_failed_attempts"));
+    assert_eq!(token_throttled.json()["error"]["limit"], "token");
+    // Another checkout token is not held back by this one's guessing.
+    let honest = common::add_token(&server.data_dir, "checkout");
+    let honest_guess = |rng: &mut Rng, user: &str, ip: &str| {
+        let body = json!({"code": guess(rng), "user": user, "client_ip": ip}).to_string();
+        common::request(
+            server.addr,
+            "POST",
+            "/v1/redemptions",
+            &[
+                ("Authorization", &format!("Bearer {honest}")),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    honest_guess(&mut rng, "alice", "192.0.2.7").expect(404, Some("unknown_code"));
+    // One end client's address is limited on its own, whatever user it
+    // claims to be: 60 a minute (one used just now).
+    let mut through_ip = 1;
+    loop {
+        let r = honest_guess(&mut rng, &format!("bob-{through_ip}"), "192.0.2.7");
+        if r.status == 429 {
+            assert_eq!(r.json()["error"]["limit"], "client_ip");
+            break;
+        }
+        r.expect(404, Some("unknown_code"));
+        through_ip += 1;
+        assert!(
+            through_ip <= 2 * CLIENT_IP_BUDGET,
+            "the address was never limited"
+        );
+    }
+    eprintln!("guessing: one client address got {through_ip} guesses through before its 429");
+    honest_guess(&mut rng, "carol", "not-an-ip").expect(400, Some("invalid_request"));
 
     let space = 32f64.powi(LENGTH as i32);
     let expected = space / ISSUED as f64;
-    let rate = |counts: [u64; 2]| counts[0] as f64 / MEASURE.as_secs_f64();
     let days = |per_second: f64| expected / per_second / 86_400.0;
     let limited = FAILURES_PER_MINUTE as f64 / 60.0;
     eprintln!(
@@ -165,18 +231,19 @@ fn guessing_is_throttled_per_user_and_the_odds_are_reported() {
         one_user[0] + one_user[1],
         days(limited)
     );
+    let token_rate = TOKEN_BUDGET as f64 / 60.0;
+    let sent = (rotating[0] + rotating[1]) as f64 / MEASURE.as_secs_f64();
     eprintln!(
-        "guessing: a new user name per guess: {:.0} guesses/s through, {} throttled ({:.2} days per \
-         expected hit at this rate from one client)",
-        rate(rotating),
-        rotating[1],
-        days(rate(rotating))
-    );
-    eprintln!(
-        "guessing: GET /v1/codes/{{code}} without ?user=: {:.0} lookups/s through, {} throttled ({:.2} \
-         days per expected hit)",
-        rate(lookups),
-        lookups[1],
-        days(rate(lookups))
+        "guessing: one token, a new user name per guess then lookups without a user: {} and {} \
+         reached a lookup, {} got 429, in {windows} limiter window(s) of {TOKEN_BUDGET}. \
+         Sent {sent:.0} guesses/s: without a token budget (before) every one is looked up, \
+         {:.1} days per expected hit from one client; with it, {token_rate:.1}/s, {:.0} days \
+         ({:.0} days at the default budget of 6,000/min)",
+        rotating[0],
+        lookups[0],
+        rotating[1] + lookups[1],
+        days(sent),
+        days(token_rate),
+        days(6000.0 / 60.0)
     );
 }

@@ -108,11 +108,7 @@ fn renderer() -> Renderer {
 }
 
 fn engine<J: Journal>(journal: J) -> Engine<J> {
-    let config = Config {
-        failed_lookups_per_minute: u32::MAX,
-        ..Config::default()
-    };
-    Engine::new(journal, config, renderer())
+    Engine::new(journal, Config::default(), renderer())
 }
 
 /// Every record appended, as (type, payload); index `LSN - 1`.

@@ -10,9 +10,10 @@ use crate::sync::Ordering;
 
 use super::import::is_imported_syntax;
 use super::{CodeRef, CodeStatus, Engine, Refusal, check_name};
+use crate::record::Record;
 
 impl<J: Journal> Engine<J> {
-    /// Finds a code from client input, without touching the limiter.
+    /// Finds a code from client input; a miss changes nothing.
     ///
     /// A normalized input equal to an imported code is that code.
     /// Otherwise it is read as a generated code of the one campaign whose
@@ -23,8 +24,24 @@ impl<J: Journal> Engine<J> {
     /// well formed as an imported code, and `MalformedCode` when it can be
     /// no code at all.
     pub fn resolve(&self, input: &str) -> Result<CodeRef<'_>, Refusal> {
+        self.find(input).map_err(Miss::refusal)
+    }
+
+    /// [`Engine::resolve`] for an operation at `now`: a guess (a
+    /// well-formed code of a campaign that was never issued) is counted
+    /// against the campaign, which may raise `guessing_suspected`.
+    pub(super) fn locate(&self, input: &str, now: Timestamp) -> Result<CodeRef<'_>, Refusal> {
+        self.find(input).map_err(|miss| {
+            if let Miss::Guess(campaign) = miss {
+                self.note_guess(campaign, now);
+            }
+            miss.refusal()
+        })
+    }
+
+    fn find(&self, input: &str) -> Result<CodeRef<'_>, Miss<'_>> {
         let mut buf = codec::NormalizedBuf::new();
-        codec::normalize(input, &mut buf).map_err(|_| Refusal::MalformedCode)?;
+        codec::normalize(input, &mut buf).map_err(|_| Miss::Malformed)?;
         let normalized = buf.as_str();
         if let Some(found) = self.resolve_imported(normalized) {
             return found;
@@ -38,18 +55,18 @@ impl<J: Journal> Engine<J> {
         };
         let Some(campaign) = candidate.and_then(|n| self.campaign_by_number(n)) else {
             return Err(if is_imported_syntax(input) {
-                Refusal::UnknownCode
+                Miss::Unknown
             } else {
-                Refusal::MalformedCode
+                Miss::Malformed
             });
         };
         let body = &normalized.as_bytes()[campaign.terms.prefix.len()..];
         let index = campaign
             .codec
             .decode_body(body)
-            .map_err(|_| Refusal::MalformedCode)?;
+            .map_err(|_| Miss::Malformed)?;
         if index >= u128::from(campaign.generated.len()) {
-            return Err(Refusal::UnknownCode);
+            return Err(Miss::Guess(campaign));
         }
         Ok(CodeRef {
             campaign,
@@ -59,7 +76,7 @@ impl<J: Journal> Engine<J> {
     }
 
     /// The imported code `normalized` names, if any.
-    fn resolve_imported(&self, normalized: &str) -> Option<Result<CodeRef<'_>, Refusal>> {
+    fn resolve_imported(&self, normalized: &str) -> Option<Result<CodeRef<'_>, Miss<'_>>> {
         // Relaxed: a hint that skips the map when nothing was imported; an
         // import racing with this lookup may be missed either way.
         if self.imported_count.load(Ordering::Relaxed) == 0 {
@@ -74,30 +91,53 @@ impl<J: Journal> Engine<J> {
                     slot,
                     printed: None,
                 })
-                .ok_or(Refusal::UnknownCode),
+                .ok_or(Miss::Unknown),
         )
     }
 
-    /// `resolve` behind the failed-attempt limiter for `user`.
-    pub(super) fn resolve_limited(
-        &self,
-        input: &str,
-        user: &str,
-        now: Timestamp,
-    ) -> Result<CodeRef<'_>, Refusal> {
-        self.limiter
-            .check(user, now)
-            .map_err(|retry_after_seconds| Refusal::TooManyFailedAttempts {
-                retry_after_seconds,
-            })?;
-        self.resolve(input).inspect_err(|refusal| {
-            if matches!(refusal, Refusal::UnknownCode | Refusal::MalformedCode) {
-                self.limiter.note_failure(user, now);
-            }
-        })
+    /// Counts a guess; past the campaign's `guessing_alert_per_minute` it
+    /// logs one `guessing_suspected` for the minute. The record is an
+    /// event: if the log refuses it, the next guess tries again.
+    fn note_guess(&self, campaign: &Campaign, now: Timestamp) {
+        let (minute, attempts) = campaign.guesses.note(now);
+        let alert = campaign.settings.read().guessing_alert_per_minute;
+        if alert == 0 || attempts <= alert {
+            return;
+        }
+        let mark = minute + 1;
+        // Relaxed: the CAS elects one reporter a minute; the record, not
+        // this flag, is what replay and readers rely on.
+        let last = campaign.guess_alert_minute.load(Ordering::Relaxed);
+        if last >= mark
+            || campaign
+                .guess_alert_minute
+                .compare_exchange(last, mark, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let record = Record::GuessingSuspected {
+            at: now,
+            campaign: campaign.number,
+            attempts,
+        };
+        match self.append(&record) {
+            // Relaxed: a statistic.
+            Ok(_) => drop(campaign.guess_alerts.fetch_add(1, Ordering::Relaxed)),
+            Err(_) => campaign.guess_alert_minute.store(last, Ordering::Relaxed),
+        }
     }
 
-    /// A code's status; `user`, when given, is subject to the limiter.
+    /// Replays a `guessing_suspected`: no second alert in its minute.
+    pub(super) fn replay_guessing(&self, campaign: &Campaign, at: Timestamp) {
+        // Relaxed: replay is single-threaded.
+        campaign
+            .guess_alert_minute
+            .fetch_max(at.0 / 60_000 + 1, Ordering::Relaxed);
+        campaign.guess_alerts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A code's status.
     pub fn status(
         &self,
         input: &str,
@@ -107,10 +147,7 @@ impl<J: Journal> Engine<J> {
         if let Some(user) = user {
             check_name("user", user)?;
         }
-        let code = match user {
-            Some(user) => self.resolve_limited(input, user, now)?,
-            None => self.resolve(input)?,
-        };
+        let code = self.locate(input, now)?;
         Ok(self.status_of(code, now))
     }
 
@@ -161,5 +198,24 @@ impl<J: Journal> Engine<J> {
             return Err(Refusal::CampaignPaused);
         }
         Ok(())
+    }
+}
+
+/// Why an input named no code.
+enum Miss<'e> {
+    /// It can be no code, or a generated code's check fails.
+    Malformed,
+    /// It could be an imported code, but is in no campaign.
+    Unknown,
+    /// A well-formed code of this campaign that was never issued.
+    Guess(&'e Campaign),
+}
+
+impl Miss<'_> {
+    fn refusal(self) -> Refusal {
+        match self {
+            Miss::Malformed => Refusal::MalformedCode,
+            Miss::Unknown | Miss::Guess(_) => Refusal::UnknownCode,
+        }
     }
 }

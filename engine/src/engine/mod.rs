@@ -13,7 +13,6 @@ use std::collections::BTreeSet;
 use crate::Timestamp;
 use crate::campaign::Campaign;
 use crate::idempotency::IdempotencyTable;
-use crate::limiter::FailureLimiter;
 use crate::record::{CampaignNo, Journal, Lsn, Record, ReservationId, Slot};
 use crate::state::{CodeState, Locked, StateMap, Transition};
 use crate::sync::{AtomicPtr, AtomicU64, IntHasher, Mutex, Ordering, RwLock, ShardedMap};
@@ -86,8 +85,6 @@ pub struct Engine<J> {
     next_reservation: AtomicU64,
     /// Stored responses by idempotency key.
     idempotency: IdempotencyTable,
-    /// Failed lookups per user, against code guessing.
-    limiter: FailureLimiter,
     /// Renders the response stored under a transition's idempotency key,
     /// the same way live and in replay.
     render: Renderer,
@@ -212,7 +209,6 @@ impl<J: Journal> Engine<J> {
             expired: ShardedMap::default(),
             next_reservation: AtomicU64::new(1),
             idempotency: IdempotencyTable::new(config.idempotency_entries_max),
-            limiter: FailureLimiter::new(config.failed_lookups_per_minute),
             render,
         }
     }

@@ -138,8 +138,6 @@ impl CodeRef<'_> {
 /// Engine-wide configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Unknown or malformed codes one user may try per minute.
-    pub failed_lookups_per_minute: u32,
     /// Most idempotency keys remembered at once.
     pub idempotency_entries_max: usize,
 }
@@ -147,7 +145,6 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            failed_lookups_per_minute: crate::limiter::FAILURES_PER_WINDOW_DEFAULT,
             idempotency_entries_max: crate::idempotency::ENTRIES_MAX_DEFAULT,
         }
     }

@@ -39,7 +39,7 @@ impl<J: Journal> Engine<J> {
         if let Some(order) = order {
             check_name("order", order)?;
         }
-        let code = self.resolve_limited(input, user, now)?;
+        let code = self.locate(input, now)?;
         let campaign = code.campaign;
         let slot = code.slot;
         let (held, meta) = self.lock_live(campaign, slot, now)?;
@@ -199,7 +199,7 @@ impl<J: Journal> Engine<J> {
         now: Timestamp,
         idem: Option<IdemKey<'_>>,
     ) -> Result<CodeStatus, Refusal> {
-        let code = self.resolve(input)?;
+        let code = self.locate(input, now)?;
         let (campaign, slot) = (code.campaign, code.slot);
         let held = Held::take(campaign, slot).expect("resolved slot exists");
         if held.state().public() != PublicState::Redeemed {
@@ -264,7 +264,7 @@ impl<J: Journal> Engine<J> {
         now: Timestamp,
         idem: Option<IdemKey<'_>>,
     ) -> Result<CodeStatus, Refusal> {
-        let code = self.resolve(input)?;
+        let code = self.locate(input, now)?;
         let (campaign, slot) = (code.campaign, code.slot);
         #[cfg(loom)]
         let stale = crate::mutations::on(crate::mutations::Mutation::VoidChecksStaleState)

@@ -63,10 +63,6 @@ pub enum Refusal {
         /// The campaign's `per_user_limit`.
         limit: u32,
     },
-    TooManyFailedAttempts {
-        /// When the user's failure window has room again.
-        retry_after_seconds: u64,
-    },
     PoolExhausted,
     NotRedeemed,
     UnknownReservation,
@@ -116,12 +112,6 @@ impl std::fmt::Display for Refusal {
             Refusal::UserLimitReached { limit } => {
                 write!(f, "the user has reached the limit of {limit} redemptions")
             }
-            Refusal::TooManyFailedAttempts {
-                retry_after_seconds,
-            } => write!(
-                f,
-                "too many unknown or malformed codes; retry after {retry_after_seconds} s"
-            ),
             Refusal::PoolExhausted => f.write_str("no code is left to assign"),
             Refusal::NotRedeemed => f.write_str("the code is not redeemed"),
             Refusal::UnknownReservation => f.write_str("no such reservation"),

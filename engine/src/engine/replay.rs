@@ -58,6 +58,10 @@ impl<J: Journal> Engine<J> {
             Record::LowStock { campaign, .. } => {
                 self.replay_low_stock(self.campaign_of(lsn, campaign)?)
             }
+            Record::GuessingSuspected { at, campaign, .. } => {
+                self.replay_guessing(self.campaign_of(lsn, campaign)?, at);
+                Ok(())
+            }
             Record::Assigned { .. }
             | Record::Reserved { .. }
             | Record::Released { .. }

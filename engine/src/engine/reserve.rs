@@ -44,7 +44,7 @@ impl<J: Journal> Engine<J> {
                 message: "must be at least 1".into(),
             });
         }
-        let code = self.resolve_limited(input, user, now)?;
+        let code = self.locate(input, now)?;
         let (campaign, slot) = (code.campaign, code.slot);
         let ttl_max = campaign.terms.reservation_ttl_seconds;
         // A hold may not outlive what the campaign allows: an unbounded one
@@ -384,7 +384,7 @@ impl<J: Journal> Engine<J> {
         campaign.unclaim_user(&hold.user);
     }
 
-    /// Releases every hold whose deadline has passed and prunes limiter and
+    /// Releases every hold whose deadline has passed and prunes
     /// expired-hold memory. The server calls it a few times a second.
     /// Returns the number of holds released.
     pub fn sweep(&self, now: Timestamp) -> Result<usize, Refusal> {
@@ -409,7 +409,6 @@ impl<J: Journal> Engine<J> {
                 Err(_) => continue,
             }
         }
-        self.limiter.prune(now);
         self.expired.for_each_shard(|map| {
             map.retain(|_, at| now.0.saturating_sub(at.0) < EXPIRED_REMEMBERED_MILLIS)
         });

@@ -22,6 +22,7 @@ pub async fn assign(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
         body: request,
         key,
         param: id,
+        ..
     } = read_json::<AssignRequest>(app, req).await?;
     let idem_key = key.as_ref().map(|k| k.scoped.clone());
     Ok(keyed(app, key, |idem| {

@@ -2,7 +2,8 @@
 
 use http::Response;
 use redeem_engine::record::{
-    PER_RECIPIENT_LIMIT_DEFAULT, PER_USER_LIMIT_DEFAULT, RESERVATION_TTL_SECONDS_DEFAULT,
+    GUESSING_ALERT_PER_MINUTE_DEFAULT, PER_RECIPIENT_LIMIT_DEFAULT, PER_USER_LIMIT_DEFAULT,
+    RESERVATION_TTL_SECONDS_DEFAULT,
 };
 use redeem_engine::{CampaignPatch, CampaignSpec, Refusal, Timestamp};
 use serde::Deserialize;
@@ -62,6 +63,12 @@ pub(crate) struct CreateCampaign {
     low_stock_threshold: u64,
     #[serde(default)]
     test_recipients: Vec<String>,
+    #[serde(default = "default_guessing_alert")]
+    guessing_alert_per_minute: u64,
+}
+
+fn default_guessing_alert() -> u64 {
+    GUESSING_ALERT_PER_MINUTE_DEFAULT
 }
 
 fn parse_time_field(
@@ -96,6 +103,7 @@ impl CreateCampaign {
             reservation_ttl_seconds: self.reservation_ttl_seconds,
             low_stock_threshold: self.low_stock_threshold,
             test_recipients: self.test_recipients,
+            guessing_alert_per_minute: self.guessing_alert_per_minute,
         })
     }
 }
@@ -161,6 +169,7 @@ pub async fn update(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
         body,
         key,
         param: id,
+        ..
     } = read_json::<Value>(app, req).await?;
     let patch = parse_patch(body)?;
     Ok(keyed(app, key, |idem| {
@@ -210,6 +219,14 @@ pub(crate) fn parse_patch(value: Value) -> Result<CampaignPatch, ApiError> {
                     )
                 })?)
             }
+            "guessing_alert_per_minute" => {
+                patch.guessing_alert_per_minute = Some(v.as_u64().ok_or_else(|| {
+                    ApiError::field(
+                        "guessing_alert_per_minute",
+                        "guessing_alert_per_minute must be a non-negative integer",
+                    )
+                })?)
+            }
             "test_recipients" => {
                 let list: Vec<String> = serde_json::from_value(v).map_err(|_| {
                     ApiError::field(
@@ -223,7 +240,7 @@ pub(crate) fn parse_patch(value: Value) -> Result<CampaignPatch, ApiError> {
                 return Err(ApiError::field(
                     other,
                     format!(
-                        "unknown field `{other}`; PATCH takes starts_at, expires_at, paused, test_recipients, low_stock_threshold"
+                        "unknown field `{other}`; PATCH takes starts_at, expires_at, paused, test_recipients, low_stock_threshold, guessing_alert_per_minute"
                     ),
                 ));
             }

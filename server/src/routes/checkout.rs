@@ -10,7 +10,7 @@ use crate::errors::{ApiError, refusal_code};
 use crate::extract::{idempotency_key, read_body};
 use crate::http::Body;
 use crate::render;
-use crate::routes::{Authorized, JsonRequest, RouteRequest, read_json};
+use crate::routes::{Attempt, Authorized, JsonRequest, RouteRequest, read_json};
 use crate::timefmt;
 
 #[derive(Deserialize)]
@@ -19,6 +19,8 @@ pub(crate) struct RedeemRequest {
     code: String,
     user: String,
     order: Option<String>,
+    /// The end client's address, when the checkout service passes it on.
+    client_ip: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -27,6 +29,7 @@ pub(crate) struct ReserveRequest {
     code: String,
     user: String,
     ttl_seconds: Option<u64>,
+    client_ip: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -37,17 +40,26 @@ pub(crate) struct ConfirmRequest {
 
 pub async fn redeem(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
     let JsonRequest {
-        body: request, key, ..
+        body: request,
+        key,
+        principal,
+        ..
     } = read_json::<RedeemRequest>(app, req).await?;
+    let attempt = Attempt::admit(
+        app,
+        &principal,
+        Some(&request.user),
+        request.client_ip.as_deref(),
+    )?;
     let idem_key = key.as_ref().map(|k| k.scoped.clone());
     Ok(keyed(app, key, |idem| {
-        let result = app.engine.redeem(
+        let result = attempt.count(app.engine.redeem(
             &request.code,
             &request.user,
             request.order.as_deref(),
             timefmt::now(),
             idem,
-        );
+        ));
         if let Err(r) = &result {
             tracing::info!(code = %render::masked_code(&request.code), user = ?request.user, idempotency_key = ?idem_key, failure = refusal_code(r), "redemption refused");
         }
@@ -63,16 +75,25 @@ pub async fn redeem(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
 
 pub async fn reserve(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
     let JsonRequest {
-        body: request, key, ..
+        body: request,
+        key,
+        principal,
+        ..
     } = read_json::<ReserveRequest>(app, req).await?;
+    let attempt = Attempt::admit(
+        app,
+        &principal,
+        Some(&request.user),
+        request.client_ip.as_deref(),
+    )?;
     Ok(keyed(app, key, |idem| {
-        let reserved = app.engine.reserve(
+        let reserved = attempt.count(app.engine.reserve(
             &request.code,
             &request.user,
             request.ttl_seconds,
             timefmt::now(),
             idem,
-        )?;
+        ))?;
         Ok(Answer {
             status: 201,
             body: render::reservation(&reserved),
@@ -87,6 +108,7 @@ pub async fn confirm(app: &App, req: RouteRequest) -> Result<Response<Body>, Api
         body: request,
         key,
         param: id,
+        ..
     } = read_json::<ConfirmRequest>(app, req).await?;
     let id = render::parse_reservation_id(&id).ok_or(redeem_engine::Refusal::UnknownReservation)?;
     Ok(keyed(app, key, |idem| {

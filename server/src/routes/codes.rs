@@ -8,15 +8,23 @@ use crate::errors::ApiError;
 use crate::extract::{param, query_params};
 use crate::http::Body;
 use crate::render;
-use crate::routes::{EmptyRequest, JsonRequest, RouteRequest, read_json};
+use crate::routes::{Attempt, Authorized, EmptyRequest, JsonRequest, RouteRequest, read_json};
 use crate::timefmt;
 
-/// `GET /v1/codes/{code}?user=U`: what the durable log says of the code.
+/// `GET /v1/codes/{code}?user=U&client_ip=A`: what the durable log says
+/// of the code.
 pub async fn get(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
-    let params = query_params(&req.parts.uri);
-    let outcome = app
-        .engine
-        .status(&req.param, param(&params, "user"), timefmt::now())
+    let Authorized {
+        parts,
+        param: code,
+        principal,
+        ..
+    } = req.authorized();
+    let params = query_params(&parts.uri);
+    let user = param(&params, "user");
+    let attempt = Attempt::admit(app, &principal, user, param(&params, "client_ip"))?;
+    let outcome = attempt
+        .count(app.engine.status(&code, user, timefmt::now()))
         .map(|status| Answer {
             status: 200,
             body: render::code_status(&status),
@@ -46,13 +54,15 @@ async fn act(app: &App, req: RouteRequest, action: Action) -> Result<Response<Bo
         body: EmptyRequest {},
         key,
         param: code,
+        principal,
     } = read_json(app, req).await?;
+    let attempt = Attempt::admit(app, &principal, None, None)?;
     Ok(keyed(app, key, |idem| {
         let now = timefmt::now();
-        let status = match action {
-            Action::Rollback => app.engine.rollback(&code, now, idem)?,
-            Action::Void => app.engine.void(&code, now, idem)?,
-        };
+        let status = attempt.count(match action {
+            Action::Rollback => app.engine.rollback(&code, now, idem),
+            Action::Void => app.engine.void(&code, now, idem),
+        })?;
         Ok(Answer {
             status: 200,
             body: render::code_status(&status),

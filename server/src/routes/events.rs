@@ -166,6 +166,7 @@ fn event_line(app: &App, lsn: u64, record: &Record<'_>) -> Option<Value> {
         Record::CodesGenerated { count, .. } => put("count", (*count).into()),
         Record::CodesImported { codes, .. } => put("count", codes.len().into()),
         Record::LowStock { available, .. } => put("available", (*available).into()),
+        Record::GuessingSuspected { attempts, .. } => put("attempts", (*attempts).into()),
         Record::CampaignUpdated { .. } | Record::CampaignCreated { .. } => {}
         _ => {}
     }

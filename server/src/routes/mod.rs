@@ -7,9 +7,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use redeem_engine::{Refusal, Timestamp};
+
 use crate::app::App;
 use crate::errors::ApiError;
 use crate::extract::{KeyedRequest, idempotency_key, parse_json, read_body};
+use crate::limiter::Identities;
+use crate::timefmt;
 use crate::tokens::Principal;
 
 pub mod assignments;
@@ -59,6 +63,8 @@ pub(crate) struct JsonRequest<T> {
     pub key: Option<KeyedRequest>,
     /// The path's parameter, as in [`RouteRequest::param`].
     pub param: String,
+    /// The caller.
+    pub principal: Principal,
 }
 
 /// Reads, size-checks and parses a JSON body, and the idempotency key
@@ -76,7 +82,59 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     let bytes = read_body(body, app.config.body_bytes_max).await?;
     let body = parse_json(&parts, &bytes)?;
     let key = idempotency_key(&parts, &principal, &bytes)?;
-    Ok(JsonRequest { body, key, param })
+    Ok(JsonRequest {
+        body,
+        key,
+        param,
+        principal,
+    })
+}
+
+/// A request that names a code, admitted by the failed-attempt limiter.
+pub(crate) struct Attempt<'a> {
+    app: &'a App,
+    ids: Identities<'a>,
+    now: Timestamp,
+}
+
+impl<'a> Attempt<'a> {
+    /// Admits the request, or refuses it `429` before any lookup when one
+    /// of its identities (token, `user`, `client_ip`) is over budget.
+    pub fn admit(
+        app: &'a App,
+        principal: &'a Principal,
+        user: Option<&'a str>,
+        client_ip: Option<&'a str>,
+    ) -> Result<Attempt<'a>, ApiError> {
+        if let Some(ip) = client_ip
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(ApiError::field(
+                "client_ip",
+                "client_ip must be an IPv4 or IPv6 address",
+            ));
+        }
+        let ids = Identities::new(
+            app.limiter.budgets(),
+            &principal.scope,
+            principal.failed_attempts_per_minute,
+            user,
+            client_ip,
+        );
+        let now = timefmt::now();
+        app.limiter
+            .check(&ids, now)
+            .map_err(ApiError::TooManyFailedAttempts)?;
+        Ok(Attempt { app, ids, now })
+    }
+
+    /// Counts an unknown or malformed code against every identity.
+    pub fn count<T>(&self, result: Result<T, Refusal>) -> Result<T, Refusal> {
+        if let Err(Refusal::UnknownCode | Refusal::MalformedCode) = &result {
+            self.app.limiter.note_failure(&self.ids, self.now);
+        }
+        result
+    }
 }
 
 /// A body with no fields (rollback, void).
