@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
 use redeem_engine::Refusal;
+use redeem_engine::idempotency::{Capacity, TableFull};
 use serde_json::{Value, json};
 
 use crate::http::{Body, json_response};
@@ -122,9 +123,30 @@ fn describe_refusal(refusal: &Refusal) -> Described<'static> {
         Refusal::UnknownReservation => d(404, "unknown_reservation"),
         Refusal::ReservationExpired => d(410, "reservation_expired"),
         // The server is out of room for keys: not the client's fault.
-        Refusal::IdempotencyTableFull(full) => d(503, "idempotency_table_full")
+        Refusal::IdempotencyTableFull(
+            full @ TableFull {
+                capacity: Capacity::Table,
+                ..
+            },
+        ) => d(503, "idempotency_table_full")
             .with("given", full.given)
             .with("limit", full.limit),
+        // The token holds its whole share of keys: the client's doing.
+        Refusal::IdempotencyTableFull(
+            full @ TableFull {
+                capacity: Capacity::Scope,
+                ..
+            },
+        ) => described(
+            429,
+            "idempotency_keys_exhausted",
+            format!(
+                "this token holds {} idempotency keys younger than 24 h, its share of the table; reuse a key or retry once older keys expire",
+                full.limit
+            ),
+        )
+        .with("given", full.given)
+        .with("limit", full.limit),
         Refusal::Unavailable(_) => d(503, "unavailable"),
     }
 }
@@ -291,6 +313,23 @@ mod tests {
             .into(),
             429,
             "too_many_failed_attempts",
+        );
+        let full = |capacity| {
+            ApiError::from(Refusal::IdempotencyTableFull(TableFull {
+                given: 5,
+                limit: 4,
+                capacity,
+            }))
+        };
+        check(full(Capacity::Table), 503, "idempotency_table_full");
+        check(full(Capacity::Scope), 429, "idempotency_keys_exhausted");
+        let body: Value = serde_json::from_slice(&full(Capacity::Scope).body()).unwrap();
+        assert_eq!(
+            (
+                body["error"]["given"].as_u64(),
+                body["error"]["limit"].as_u64()
+            ),
+            (Some(5), Some(4))
         );
         check(ApiError::Unauthenticated, 401, "unauthenticated");
         check(ApiError::BodyTooLarge { limit: 10 }, 413, "body_too_large");
