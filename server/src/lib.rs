@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `config`: `serve`'s flags and their defaults, written once.
+//! - `datadir`: the data dir's `0700`/`0600` modes, set and tightened.
 //! - `server`: `run`: start-up, the accept loop and connections, the
 //!   background tasks (reservation sweeper, snapshotter), shutdown.
 //! - `app`: shared state (engine, WAL, tokens, metrics), the WAL-backed
@@ -24,6 +25,7 @@ pub mod answer;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod errors;
 pub mod extract;
 pub mod http;

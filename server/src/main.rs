@@ -147,6 +147,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let role = Role::parse(&role).ok_or_else(|| {
                 anyhow::anyhow!("unknown role `{role}`: use admin, checkout or issuer")
             })?;
+            // Creates the data dir `0700` and the token file `0600` when
+            // missing, beside a running server too.
+            for path in redeemd::datadir::prepare(&data_dir)? {
+                eprintln!(
+                    "redeemd: tightened the modes of {}: the data dir is for its owner alone",
+                    path.display()
+                );
+            }
             println!("{}", redeemd::tokens::add(&data_dir, role, &name)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -266,7 +266,14 @@ impl Wal {
             storage,
             ..
         } = options;
-        fs::create_dir_all(dir).map_err(io_failure("create directory", dir))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(storage::DIR_MODE)
+                .create(dir)
+                .map_err(io_failure("create directory", dir))?;
+        }
         let lock = storage::lock_dir(dir, true)
             .map_err(io_failure("lock directory", dir))?
             .ok_or_else(|| OpenError::Locked {
