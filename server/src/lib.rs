@@ -16,6 +16,7 @@
 //! - `answer`: answering only durable state; idempotent replays.
 //! - `errors`: the one table from every failure to status, code, message.
 //! - `render`: JSON bodies, and the engine's renderer for stored responses.
+//! - `retention`: which log segments a snapshot lets go, and when.
 //! - `metrics`: the Prometheus text of `/metrics`.
 //! - `tokens`: hashed API tokens in the data dir.
 //! - `timefmt`: RFC 3339 in and out.
@@ -31,6 +32,7 @@ pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod render;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod timefmt;
