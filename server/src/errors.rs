@@ -51,8 +51,10 @@ pub enum ApiError {
     IdempotencyKeyReused,
     /// The first request with this key is still running past the wait limit.
     IdempotencyKeyInFlight,
-    /// The events a client asked for are no longer in the log.
+    /// The log could not be read for the events a client asked for.
     EventsUnavailable { detail: String },
+    /// An explicit `after` is older than the oldest record retention kept.
+    EventsTruncated { oldest_lsn: u64 },
 }
 
 impl From<Refusal> for ApiError {
@@ -214,6 +216,15 @@ impl ApiError {
             ApiError::EventsUnavailable { detail } => {
                 described(410, "events_unavailable", detail.as_str())
             }
+            ApiError::EventsTruncated { oldest_lsn } => described(
+                410,
+                "events_truncated",
+                format!(
+                    "events before LSN {oldest_lsn} were deleted by log retention; ask with after={} or leave it out",
+                    oldest_lsn - 1
+                ),
+            )
+            .with("oldest_lsn", *oldest_lsn),
         }
     }
 

@@ -61,12 +61,14 @@ enum TokenCommand {
 #[derive(Subcommand)]
 enum WalCommand {
     /// Check every record: exit 0 when clean (a torn tail is reported, not
-    /// an error), 1 on corruption, naming segment, offset, LSN and reason.
+    /// an error), 1 on corruption, naming segment, offset, LSN and reason,
+    /// 2 when it cannot check. Read-only; works beside a running server.
     Verify {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Print records, one a line.
+    /// Print records, one a line; starts from the newest snapshot when
+    /// older segments are gone.
     Dump {
         #[arg(long)]
         data_dir: PathBuf,
@@ -80,7 +82,8 @@ enum WalCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Rebuild the state in memory; print per-campaign stats and the rate.
+    /// Rebuild the state in memory (the newest snapshot, then the log);
+    /// print per-campaign stats and the rate.
     Replay {
         #[arg(long)]
         data_dir: PathBuf,
@@ -159,11 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Wal { command } => match command {
-            WalCommand::Verify { data_dir } => Ok(if cli::verify(&data_dir)? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }),
+            WalCommand::Verify { data_dir } => Ok(ExitCode::from(cli::verify(&data_dir))),
             WalCommand::Dump {
                 data_dir,
                 from,

@@ -191,8 +191,10 @@ impl Storage for OsStorage {
 /// Maps a file read-only for scanning. Empty files map to an empty slice.
 pub(crate) fn map_read_only(path: &Path) -> io::Result<Mmap> {
     let file = File::open(path)?;
-    // SAFETY: callers hold the directory lock (shared or exclusive), so no
-    // cooperating process writes or truncates the file while it is mapped.
+    // SAFETY: no cooperating process truncates a log file (segments are
+    // preallocated and only appended to, snapshots are renamed into place),
+    // so the mapping stays backed; a writer beside `verify` only changes
+    // bytes past what was durable, which readers validate by CRC.
     unsafe { Mmap::map(&file) }
 }
 
