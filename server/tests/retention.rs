@@ -214,3 +214,12 @@ fn over_the_byte_budget_young_segments_go() {
         server.log_tail()
     );
 }
+
+#[test]
+fn verify_says_why_it_cannot_check_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wal(&dir.path().join("missing"), &["verify"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot verify the log"), "{stderr}");
+}
