@@ -103,25 +103,24 @@ impl App {
     }
 }
 
-/// Opens the data dir: the token file (creating the first admin token on a
-/// fresh dir, returned to be printed) and the WAL.
+/// Opens the data dir: its modes (created `0700`/`0600`, tightened when
+/// looser), the token file, the WAL, and then, on a dir with no admin
+/// token, creates the first one, returned to be printed.
+///
+/// The admin token comes last, once nothing else can fail: a start that
+/// fails before it creates none, so a later start still creates (and
+/// prints) one, and none is ever stored without being printed.
 pub fn open(
     config: ServeConfig,
 ) -> anyhow::Result<(Arc<App>, Option<String>, redeem_wal::Recovered)> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
-    })?;
-    let mut first_token = None;
-    let tokens = TokenStore::open(&config.data_dir)?;
-    if !tokens.has_admin() {
-        first_token = Some(crate::tokens::add(
-            &config.data_dir,
-            crate::tokens::Role::Admin,
-            "admin",
-            None,
-        )?);
+    let tightened = crate::datadir::prepare(&config.data_dir)?;
+    for path in &tightened {
+        tracing::warn!(
+            path = %path.display(),
+            "tightened modes: the data dir holds campaign keys and is for its owner alone"
+        );
     }
-    // The store sees the new token: it re-reads a changed file on a miss.
+    let tokens = TokenStore::open(&config.data_dir)?;
     let wal_dir = wal_dir(&config.data_dir);
     let options = Options {
         segment_bytes: config.segment_bytes,
@@ -132,6 +131,17 @@ pub fn open(
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(%torn, "truncated a torn tail at the end of the log");
     }
+    // The store sees the new token: it re-reads a changed file on a miss.
+    let first_token = if tokens.has_admin() {
+        None
+    } else {
+        Some(crate::tokens::add(
+            &config.data_dir,
+            crate::tokens::Role::Admin,
+            "admin",
+            None,
+        )?)
+    };
     let wal = Arc::new(wal);
     let engine = Engine::new(
         WalJournal { wal: wal.clone() },

@@ -7,9 +7,10 @@ use redeem_engine::{Config, Engine, NullJournal, Record};
 use crate::app::wal_dir;
 use crate::{render, timefmt};
 
-/// `redeemd wal verify`: exit 0 on a clean log (a torn tail is reported,
-/// not corruption), 1 on corruption.
-pub fn verify(data_dir: &Path) -> anyhow::Result<bool> {
+/// `redeemd wal verify`: the exit code. 0 on a clean log (a torn tail is
+/// reported, not corruption), 1 on corruption, 2 when it cannot check
+/// (says why). Beside a running server it reads the log as it is written.
+pub fn verify(data_dir: &Path) -> u8 {
     match redeem_wal::verify(&wal_dir(data_dir)) {
         Ok(report) => {
             println!(
@@ -22,23 +23,63 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<bool> {
                     .snapshot_lsn
                     .map_or_else(|| "none".to_owned(), |l| l.to_string())
             );
+            if report.live {
+                println!(
+                    "a running server has the log open: checked as of now; records it is still writing are not checked"
+                );
+            }
             if let Some(torn) = report.torn_tail {
-                println!("torn tail (unacknowledged, will be truncated on start): {torn}");
+                if report.live {
+                    println!("tail being written (or torn): {torn}");
+                } else {
+                    println!("torn tail (unacknowledged, will be truncated on start): {torn}");
+                }
             }
             for (path, problem) in report.ignored_snapshots {
                 println!("ignored snapshot {}: {problem}", path.display());
             }
-            Ok(true)
+            0
         }
         Err(redeem_wal::VerifyError::Corrupt(c)) => {
             println!("CORRUPT: {c}");
-            Ok(false)
+            1
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            eprintln!("redeemd: cannot verify the log: {e}");
+            2
+        }
     }
 }
 
-/// `redeemd wal dump`: one line per record, text or JSON.
+/// Loads the state the records of `report` start from into `engine`: none
+/// when the log still begins at LSN 1 (`from_snapshot` false), else the
+/// newest snapshot. Returns the LSN the state covers; records up to it
+/// must not be applied again.
+fn start_state<J: redeem_engine::Journal>(
+    engine: &Engine<J>,
+    report: &redeem_wal::Report,
+    from_snapshot: bool,
+) -> anyhow::Result<u64> {
+    if !from_snapshot && report.first_lsn <= 1 {
+        return Ok(0);
+    }
+    let Some(snapshot) = &report.snapshot else {
+        anyhow::ensure!(
+            report.first_lsn <= 1,
+            "the log starts at LSN {} and no snapshot covers the records before it",
+            report.first_lsn
+        );
+        return Ok(0);
+    };
+    engine
+        .restore(&snapshot.blob)
+        .map_err(|e| anyhow::anyhow!("snapshot at LSN {} does not restore: {e}", snapshot.lsn))?;
+    Ok(snapshot.lsn)
+}
+
+/// `redeemd wal dump`: one line per record, text or JSON. Once older
+/// segments are gone it starts from the newest snapshot, which names the
+/// codes of the records the log still holds.
 pub fn dump(data_dir: &Path, from: u64, code: Option<&str>, json: bool) -> anyhow::Result<()> {
     let (report, mut records) = redeem_wal::dump(&wal_dir(data_dir))?;
     // Codes print by campaign and slot; a replica engine names them.
@@ -47,14 +88,25 @@ pub fn dump(data_dir: &Path, from: u64, code: Option<&str>, json: bool) -> anyho
         Config::default(),
         render::renderer(),
     );
+    let restored = start_state(&engine, &report, false)?;
     let wanted = code.map(|c| c.to_ascii_uppercase().replace(['-', ' '], ""));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
+    if restored > 0 {
+        writeln!(
+            out,
+            "# the log starts at LSN {} (older records were deleted); state from the snapshot at LSN {restored}",
+            report.first_lsn
+        )?;
+    }
     while let Some(next) = records.next_record() {
         let record = next?;
         let decoded = Record::decode(record.record_type, record.payload)
             .map_err(|e| anyhow::anyhow!("LSN {}: {e}", record.lsn))?;
-        engine.apply_replayed(record.lsn, &decoded)?;
+        // Records the snapshot covers are in its state already.
+        if record.lsn > restored {
+            engine.apply_replayed(record.lsn, &decoded)?;
+        }
         if record.lsn < from {
             continue;
         }
@@ -120,17 +172,23 @@ fn describe(record: &Record<'_>) -> String {
     }
 }
 
-/// `redeemd wal replay`: rebuild the state in memory, print stats and rate.
+/// `redeemd wal replay`: rebuild the state in memory (the newest snapshot,
+/// then the log after it), print stats and rate.
 pub fn replay(data_dir: &Path) -> anyhow::Result<()> {
     let (report, mut records) = redeem_wal::dump(&wal_dir(data_dir))?;
-    if report.snapshot_lsn.is_some() {
-        anyhow::bail!("this log starts from a snapshot; replay reads logs without one");
-    }
     let engine = Engine::new(
         NullJournal::default(),
         Config::default(),
         render::renderer(),
     );
+    let restored = start_state(&engine, &report, true)?;
+    if restored > 0 {
+        println!("restored the snapshot at LSN {restored}");
+        // Records are dense from `first_lsn`: skip those the snapshot covers.
+        for _ in report.first_lsn..=restored {
+            records.next_record().transpose()?;
+        }
+    }
     let summary = crate::app::apply_records(&engine, &mut records, u64::MAX, true)?;
     println!(
         "replayed {} records in {:.3} s ({:.0} records/s)",

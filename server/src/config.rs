@@ -50,6 +50,15 @@ pub struct ServeConfig {
     /// tests that fill a small disk.
     #[arg(long, default_value_t = redeem_wal::SEGMENT_BYTES_DEFAULT)]
     pub segment_bytes: u64,
+    /// Keep a log segment already covered by a snapshot until its newest
+    /// record is this many seconds old (`/v1/events` reads that far back);
+    /// 0 deletes it at the first snapshot that covers it.
+    #[arg(long, default_value_t = 86_400)]
+    pub retain_log_seconds: u64,
+    /// But delete covered segments, oldest first, whatever their age, while
+    /// the log's segments take more than this many bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub retain_log_bytes: u64,
     /// Unknown or malformed codes one `user` may try a minute, over every
     /// route that takes a code; more are answered 429 before any lookup.
     #[arg(long, default_value_t = limiter::USER_PER_MINUTE_DEFAULT)]
@@ -61,8 +70,8 @@ pub struct ServeConfig {
     /// `token add --failed-attempts-per-minute` sets one token's own.
     #[arg(long, default_value_t = limiter::TOKEN_PER_MINUTE_DEFAULT)]
     pub failed_attempts_per_token_per_minute: u32,
-    /// Snapshot once this many records follow the last snapshot (older
-    /// log segments are then deleted, bounding replay time).
+    /// Snapshot once this many records follow the last snapshot (replay
+    /// then starts there; covered segments go by `--retain-log-*`).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every_records: u64,
     /// Or once this many seconds have passed with new records.
@@ -116,6 +125,8 @@ mod tests {
         assert_eq!(config.sync, SyncMode::Always);
         assert_eq!(config.body_bytes_max, 1 << 20);
         assert_eq!(config.header_timeout_seconds, 10);
+        assert_eq!(config.retain_log_seconds, 86_400);
+        assert_eq!(config.retain_log_bytes, 4 << 30);
         assert!(!config.no_auth);
     }
 

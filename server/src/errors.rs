@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
 use redeem_engine::Refusal;
+use redeem_engine::idempotency::{Capacity, TableFull};
 use serde_json::{Value, json};
 
 use crate::http::{Body, json_response};
@@ -53,8 +54,10 @@ pub enum ApiError {
     IdempotencyKeyInFlight,
     /// An identity of the request used up its failed-attempt budget.
     TooManyFailedAttempts(Throttled),
-    /// The events a client asked for are no longer in the log.
+    /// The log could not be read for the events a client asked for.
     EventsUnavailable { detail: String },
+    /// An explicit `after` is older than the oldest record retention kept.
+    EventsTruncated { oldest_lsn: u64 },
 }
 
 impl From<Refusal> for ApiError {
@@ -122,9 +125,30 @@ fn describe_refusal(refusal: &Refusal) -> Described<'static> {
         Refusal::UnknownReservation => d(404, "unknown_reservation"),
         Refusal::ReservationExpired => d(410, "reservation_expired"),
         // The server is out of room for keys: not the client's fault.
-        Refusal::IdempotencyTableFull(full) => d(503, "idempotency_table_full")
+        Refusal::IdempotencyTableFull(
+            full @ TableFull {
+                capacity: Capacity::Table,
+                ..
+            },
+        ) => d(503, "idempotency_table_full")
             .with("given", full.given)
             .with("limit", full.limit),
+        // The token holds its whole share of keys: the client's doing.
+        Refusal::IdempotencyTableFull(
+            full @ TableFull {
+                capacity: Capacity::Scope,
+                ..
+            },
+        ) => described(
+            429,
+            "idempotency_keys_exhausted",
+            format!(
+                "this token holds {} idempotency keys younger than 24 h, its share of the table; reuse a key or retry once older keys expire",
+                full.limit
+            ),
+        )
+        .with("given", full.given)
+        .with("limit", full.limit),
         Refusal::Unavailable(_) => d(503, "unavailable"),
     }
 }
@@ -203,6 +227,15 @@ impl ApiError {
             ApiError::EventsUnavailable { detail } => {
                 described(410, "events_unavailable", detail.as_str())
             }
+            ApiError::EventsTruncated { oldest_lsn } => described(
+                410,
+                "events_truncated",
+                format!(
+                    "events before LSN {oldest_lsn} were deleted by log retention; ask with after={} or leave it out",
+                    oldest_lsn - 1
+                ),
+            )
+            .with("oldest_lsn", *oldest_lsn),
         }
     }
 
@@ -301,6 +334,23 @@ mod tests {
             }),
             429,
             "too_many_failed_attempts",
+        );
+        let full = |capacity| {
+            ApiError::from(Refusal::IdempotencyTableFull(TableFull {
+                given: 5,
+                limit: 4,
+                capacity,
+            }))
+        };
+        check(full(Capacity::Table), 503, "idempotency_table_full");
+        check(full(Capacity::Scope), 429, "idempotency_keys_exhausted");
+        let body: Value = serde_json::from_slice(&full(Capacity::Scope).body()).unwrap();
+        assert_eq!(
+            (
+                body["error"]["given"].as_u64(),
+                body["error"]["limit"].as_u64()
+            ),
+            (Some(5), Some(4))
         );
         check(ApiError::Unauthenticated, 401, "unauthenticated");
         check(ApiError::BodyTooLarge { limit: 10 }, 413, "body_too_large");

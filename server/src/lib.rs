@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `config`: `serve`'s flags and their defaults, written once.
+//! - `datadir`: the data dir's `0700`/`0600` modes, set and tightened.
 //! - `server`: `run`: start-up, the accept loop and connections, the
 //!   background tasks (reservation sweeper, snapshotter), shutdown.
 //! - `app`: shared state (engine, WAL, tokens, metrics), the WAL-backed
@@ -16,6 +17,7 @@
 //! - `errors`: the one table from every failure to status, code, message.
 //! - `limiter`: failed-attempt budgets per token, user and client address.
 //! - `render`: JSON bodies, and the engine's renderer for stored responses.
+//! - `retention`: which log segments a snapshot lets go, and when.
 //! - `metrics`: the Prometheus text of `/metrics`.
 //! - `tokens`: hashed API tokens in the data dir.
 //! - `timefmt`: RFC 3339 in and out.
@@ -25,12 +27,14 @@ pub mod answer;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod datadir;
 pub mod errors;
 pub mod extract;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
 pub mod render;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod timefmt;

@@ -66,12 +66,14 @@ enum TokenCommand {
 #[derive(Subcommand)]
 enum WalCommand {
     /// Check every record: exit 0 when clean (a torn tail is reported, not
-    /// an error), 1 on corruption, naming segment, offset, LSN and reason.
+    /// an error), 1 on corruption, naming segment, offset, LSN and reason,
+    /// 2 when it cannot check. Read-only; works beside a running server.
     Verify {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Print records, one a line.
+    /// Print records, one a line; starts from the newest snapshot when
+    /// older segments are gone.
     Dump {
         #[arg(long)]
         data_dir: PathBuf,
@@ -85,7 +87,8 @@ enum WalCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Rebuild the state in memory; print per-campaign stats and the rate.
+    /// Rebuild the state in memory (the newest snapshot, then the log);
+    /// print per-campaign stats and the rate.
     Replay {
         #[arg(long)]
         data_dir: PathBuf,
@@ -153,16 +156,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let role = Role::parse(&role).ok_or_else(|| {
                 anyhow::anyhow!("unknown role `{role}`: use admin, checkout or issuer")
             })?;
+            // Creates the data dir `0700` and the token file `0600` when
+            // missing, beside a running server too.
+            for path in redeemd::datadir::prepare(&data_dir)? {
+                eprintln!(
+                    "redeemd: tightened the modes of {}: the data dir is for its owner alone",
+                    path.display()
+                );
+            }
             let token = redeemd::tokens::add(&data_dir, role, &name, failed_attempts_per_minute)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Wal { command } => match command {
-            WalCommand::Verify { data_dir } => Ok(if cli::verify(&data_dir)? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }),
+            WalCommand::Verify { data_dir } => Ok(ExitCode::from(cli::verify(&data_dir))),
             WalCommand::Dump {
                 data_dir,
                 from,

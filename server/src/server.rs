@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, App, replay_into};
 use crate::config::ServeConfig;
-use crate::{http, render, timefmt};
+use crate::{http, render, retention, timefmt};
 
 /// How often expired reservations are swept: well within the promised second.
 const SWEEP_INTERVAL_MS: u64 = 200;
@@ -238,7 +238,9 @@ async fn serve(
 }
 
 /// Keeps a shadow engine that replays the durable log and snapshots it, so
-/// requests never stall for a snapshot. Runs on its own thread until `stop`.
+/// requests never stall for a snapshot, and deletes the log segments that
+/// the retention policy lets go (`retention`). Runs on its own thread
+/// until `stop`.
 fn snapshot_loop(
     app: Arc<App>,
     base: Option<redeem_wal::Snapshot>,
@@ -271,25 +273,43 @@ fn snapshot_loop(
             || (durable > last_snapshot_lsn
                 && last_snapshot_at.elapsed()
                     >= Duration::from_secs(app.config.snapshot_every_seconds));
-        if !due {
-            continue;
-        }
-        let start = Instant::now();
-        match replay_into(&shadow, &app.wal, shadow_lsn + 1, durable, false) {
-            Ok(_) => shadow_lsn = durable,
-            Err(e) => {
-                tracing::error!(error = %e, "snapshots disabled: the shadow replay failed");
-                return;
+        if due {
+            let start = Instant::now();
+            match replay_into(&shadow, &app.wal, shadow_lsn + 1, durable, false) {
+                Ok(_) => shadow_lsn = durable,
+                Err(e) => {
+                    tracing::error!(error = %e, "snapshots disabled: the shadow replay failed");
+                    return;
+                }
+            }
+            let blob = shadow.snapshot(durable, timefmt::now());
+            match app.wal.write_snapshot(durable, &blob) {
+                Ok(()) => {
+                    tracing::info!(
+                        lsn = durable,
+                        bytes = blob.len(),
+                        seconds = start.elapsed().as_secs_f64(),
+                        "snapshot written"
+                    );
+                    last_snapshot_lsn = durable;
+                    last_snapshot_at = Instant::now();
+                }
+                Err(e) => tracing::error!(error = %e, lsn = durable, "writing a snapshot failed"),
             }
         }
-        let blob = shadow.snapshot(durable, crate::timefmt::now());
-        if let Err(e) = app.wal.write_snapshot(durable, &blob) {
-            tracing::error!(error = %e, lsn = durable, "writing a snapshot failed");
-            continue;
+        // Every tick, not only after a snapshot: segments age meanwhile.
+        if last_snapshot_lsn > 0 {
+            match retention::apply(&app, last_snapshot_lsn, timefmt::now()) {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(
+                        removed_segments = removed,
+                        first_lsn = app.wal.first_lsn(),
+                        "log segments past retention deleted"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "deleting log segments failed"),
+            }
         }
-        let removed = app.wal.remove_segments_before(durable + 1);
-        tracing::info!(lsn = durable, bytes = blob.len(), removed_segments = ?removed.ok(), seconds = start.elapsed().as_secs_f64(), "snapshot written");
-        last_snapshot_lsn = durable;
-        last_snapshot_at = Instant::now();
     }
 }

@@ -60,7 +60,7 @@ pub use read::{Record, RecordRef, Records};
 pub use scan::Snapshot;
 pub use storage::{OsStorage, SegmentMap, Storage};
 pub use verify::{Report, dump, verify};
-pub use wal::{Durable, Options, Recovered, Stats, SyncMode, Wal};
+pub use wal::{Durable, Options, Recovered, SegmentInfo, Stats, SyncMode, Wal};
 
 /// Default size of a segment file.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;

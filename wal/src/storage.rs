@@ -10,12 +10,18 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use memmap2::{Mmap, MmapMut, MmapOptions};
 
 /// Bytes of a memory page; sync ranges are aligned to it.
 pub const PAGE_BYTES: usize = 4096;
+/// Mode of every file the log creates: records may hold secrets (the
+/// server's hold campaign keys), so only the owner reads them.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of a log directory the log creates, for the same reason.
+pub const DIR_MODE: u32 = 0o700;
 
 /// A writable mapping of one segment file.
 ///
@@ -134,6 +140,7 @@ impl Storage for OsStorage {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(path)?;
         let allocated = preallocate(&file, bytes).and_then(|()| file.sync_all());
         if let Err(e) = allocated {
@@ -171,7 +178,11 @@ impl Storage for OsStorage {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(path)?;
+        // The mode above applies only to a file this call creates; one left
+        // over with looser modes is tightened before the secret goes in.
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
         file.write_all(bytes)?;
         file.sync_all()
     }
@@ -180,8 +191,10 @@ impl Storage for OsStorage {
 /// Maps a file read-only for scanning. Empty files map to an empty slice.
 pub(crate) fn map_read_only(path: &Path) -> io::Result<Mmap> {
     let file = File::open(path)?;
-    // SAFETY: callers hold the directory lock (shared or exclusive), so no
-    // cooperating process writes or truncates the file while it is mapped.
+    // SAFETY: no cooperating process truncates a log file (segments are
+    // preallocated and only appended to, snapshots are renamed into place),
+    // so the mapping stays backed; a writer beside `verify` only changes
+    // bytes past what was durable, which readers validate by CRC.
     unsafe { Mmap::map(&file) }
 }
 
@@ -244,6 +257,21 @@ mod tests {
         assert!(lock_dir(dir.path(), false).unwrap().is_none());
         drop(held);
         assert!(lock_dir(dir.path(), false).unwrap().is_some());
+    }
+
+    #[test]
+    fn created_files_are_the_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = dir.path().join("s");
+        OsStorage.create_segment(&segment, 4096).unwrap();
+        let written = dir.path().join("w");
+        fs::write(&written, b"loose").unwrap();
+        fs::set_permissions(&written, fs::Permissions::from_mode(0o644)).unwrap();
+        OsStorage.write_file_synced(&written, b"secret").unwrap();
+        for path in [segment, written] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, FILE_MODE, "{}", path.display());
+        }
     }
 
     #[test]

@@ -87,6 +87,16 @@ pub struct Recovered {
     pub created: bool,
 }
 
+/// One segment of the log, from [`Wal::segments`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// LSN of its first record; its last is the next segment's `first_lsn`
+    /// minus one.
+    pub first_lsn: Lsn,
+    /// Its file's size.
+    pub bytes: u64,
+}
+
 /// Counters for benchmarks and monitoring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -266,7 +276,14 @@ impl Wal {
             storage,
             ..
         } = options;
-        fs::create_dir_all(dir).map_err(io_failure("create directory", dir))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(storage::DIR_MODE)
+                .create(dir)
+                .map_err(io_failure("create directory", dir))?;
+        }
         let lock = storage::lock_dir(dir, true)
             .map_err(io_failure("lock directory", dir))?
             .ok_or_else(|| OpenError::Locked {
@@ -542,6 +559,27 @@ impl Wal {
             durable_lsn: self.durable_lsn(),
             last_lsn: self.last_lsn(),
         }
+    }
+
+    /// The oldest record the log still holds (older ones were removed
+    /// after a snapshot); `last_lsn + 1` when it holds none.
+    pub fn first_lsn(&self) -> Lsn {
+        let segments = self.shared.segments.lock();
+        segments.first().map_or(1, |s| s.first_lsn)
+    }
+
+    /// The segments of the log, oldest first: where each starts and its
+    /// size on disk, for retention decisions.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared
+            .segments
+            .lock()
+            .iter()
+            .map(|s| SegmentInfo {
+                first_lsn: s.first_lsn,
+                bytes: s.capacity as u64,
+            })
+            .collect()
     }
 
     /// Reads durable records from `from` on, as of now. Records appended

@@ -69,6 +69,8 @@ impl<J: Journal> Engine<J> {
     /// (the same `dump_state`). Re-applying goes through replay's checks, so
     /// a damaged snapshot is refused like a damaged log.
     ///
+    /// Stored responses past their retention at `at` are left out.
+    ///
     /// The engine must not change while this runs: the server takes
     /// snapshots of a shadow engine that only replays the log.
     pub fn snapshot(&self, lsn: Lsn, at: Timestamp) -> Vec<u8> {
@@ -78,7 +80,7 @@ impl<J: Journal> Engine<J> {
         for campaign in self.campaigns() {
             self.snapshot_campaign(campaign, lsn, &mut emit);
         }
-        for (lsn, key, fingerprint, response, stored_at) in self.idempotency.entries() {
+        for (lsn, key, fingerprint, response, stored_at) in self.idempotency.entries(at) {
             emit(
                 lsn,
                 &Record::IdempotentResponse {

@@ -72,12 +72,7 @@ pub async fn events(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
     let through = app.wal.durable_lsn();
     let mut out = Vec::new();
     if through > after {
-        let mut records =
-            app.wal
-                .read_from(after + 1)
-                .map_err(|e| ApiError::EventsUnavailable {
-                    detail: e.to_string(),
-                })?;
+        let mut records = read_after(app, after)?;
         let mut sent = 0;
         while let Some(next) = records.next_record() {
             let Ok(record) = next else { break };
@@ -100,6 +95,32 @@ pub async fn events(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// The durable records after `after`. `after == 0` (or absent) starts at
+/// the oldest record the log still holds; an explicit `after` older than
+/// that is refused with the oldest LSN, so a client knows what it missed.
+fn read_after(app: &App, after: u64) -> Result<redeem_wal::Records, ApiError> {
+    let from = if after == 0 {
+        app.wal.first_lsn()
+    } else {
+        after + 1
+    };
+    match app.wal.read_from(from) {
+        Ok(records) => Ok(records),
+        // Retention deleted segments since `first_lsn` was read: start
+        // again at the new oldest record.
+        Err(redeem_wal::ReadError::Removed { first, .. }) if after == 0 => app
+            .wal
+            .read_from(first)
+            .map_err(|_| ApiError::EventsTruncated { oldest_lsn: first }),
+        Err(redeem_wal::ReadError::Removed { first, .. }) => {
+            Err(ApiError::EventsTruncated { oldest_lsn: first })
+        }
+        Err(e) => Err(ApiError::EventsUnavailable {
+            detail: e.to_string(),
+        }),
+    }
 }
 
 /// One event line, or `None` for records that are not events.
