@@ -109,15 +109,17 @@ pub fn open(
         anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
     })?;
     let mut first_token = None;
-    let tokens = TokenStore::open(&config.data_dir)?;
+    let mut tokens = TokenStore::open(&config.data_dir)?;
     if !tokens.has_admin() {
         first_token = Some(crate::tokens::add(
             &config.data_dir,
             crate::tokens::Role::Admin,
             "admin",
         )?);
+        // Read again so the new token works at once, not at the store's
+        // next rate-limited check of the file.
+        tokens = TokenStore::open(&config.data_dir)?;
     }
-    // The store sees the new token: it re-reads a changed file on a miss.
     let wal_dir = wal_dir(&config.data_dir);
     let options = Options {
         segment_bytes: config.segment_bytes,
