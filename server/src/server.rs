@@ -18,10 +18,28 @@ use crate::{conn, http, render, timefmt};
 
 /// How often expired reservations are swept: well within the promised second.
 const SWEEP_INTERVAL_MS: u64 = 200;
-/// Most concurrent HTTP/2 streams per connection.
-const H2_STREAMS_MAX: u32 = 256;
+/// Most concurrent HTTP/2 streams per connection. Each may hold a request
+/// body up to the body limit in its handler, so this times the body limit
+/// bounds the request bytes one connection buffers in handlers.
+const H2_STREAMS_MAX: u32 = 32;
+/// HTTP/2 flow-control window of one stream, in bytes: what a client may
+/// send on it before its handler reads any (a handler that answers without
+/// reading, such as a 401, lets it go unread).
+const H2_STREAM_WINDOW_BYTES: u32 = 64 << 10;
+/// HTTP/2 flow-control window of a whole connection, in bytes: what a
+/// client may have sent, unread, over all its streams together.
+const H2_CONNECTION_WINDOW_BYTES: u32 = 256 << 10;
+/// Response bytes buffered for one HTTP/2 stream before its body is polled
+/// again, so a client that stops reading holds no more than this a stream.
+const H2_SEND_BUF_BYTES: usize = 64 << 10;
 /// Largest request head, in bytes.
 const HEAD_BYTES_MAX: usize = 64 << 10;
+/// Streams a client may reset before hyper accepted them, at once, before
+/// its connection is cut off (the "rapid reset" flood). h2's default, named.
+const H2_PENDING_RESETS_MAX: usize = 20;
+/// Streams the server may reset for a client's errors (refused past the
+/// concurrency limit, malformed) before its connection is cut off.
+const H2_ERROR_RESETS_MAX: usize = 1024;
 /// HTTP/2's prior-knowledge preface, which the protocol sniffing looks for.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How often a client that has sent part of the HTTP/2 preface is checked
@@ -188,6 +206,11 @@ async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_STREAMS_MAX)
+        .initial_stream_window_size(H2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+        .max_send_buf_size(H2_SEND_BUF_BYTES)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS_MAX)
+        .max_local_error_reset_streams(H2_ERROR_RESETS_MAX)
         .max_header_list_size(HEAD_BYTES_MAX as u32)
         // A peer that has sent nothing for a header timeout is pinged and
         // has another to answer; one that does not is dropped.
