@@ -276,14 +276,19 @@ fn one_address_holds_at_most_its_connections() {
         "30",
     ]);
     // Silent connections: only the header timeout (30 s) would close them.
+    // From 127.0.0.3, which the start-up's readiness checks (127.0.0.1)
+    // did not use, so none of those can still count against it.
+    const FROM: &str = "127.0.0.3";
     let mut held: Vec<TcpStream> = (0..PER_ADDRESS)
-        .map(|_| connect_from("127.0.0.1", server.addr))
+        .map(|_| connect_from(FROM, server.addr))
         .collect();
-    // The server accepts in order, so these come after the held ones.
+    // The server accepts in order, so these come after the held ones. "At
+    // once" is well under the header timeout, with room for a busy machine.
+    let at_once = Duration::from_secs(10);
     for _ in 0..3 {
-        let extra = connect_from("127.0.0.1", server.addr);
+        let extra = connect_from(FROM, server.addr);
         assert!(
-            closed_within(&extra, Duration::from_secs(SLACK_SECONDS)),
+            closed_within(&extra, at_once),
             "connection {} from one address was not closed at once",
             PER_ADDRESS + 1
         );
@@ -302,7 +307,7 @@ fn one_address_holds_at_most_its_connections() {
     // the close, hence the bounded retry).
     drop(held.pop());
     let served = common::wait_until(Duration::from_secs(5), || {
-        let s = connect_from("127.0.0.1", server.addr);
+        let s = connect_from(FROM, server.addr);
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut w = s.try_clone().unwrap();
         w.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
