@@ -120,7 +120,7 @@ pub fn open(
             "tightened modes: the data dir holds campaign keys and is for its owner alone"
         );
     }
-    let tokens = TokenStore::open(&config.data_dir)?;
+    let mut tokens = TokenStore::open(&config.data_dir)?;
     let wal_dir = wal_dir(&config.data_dir);
     let options = Options {
         segment_bytes: config.segment_bytes,
@@ -131,16 +131,15 @@ pub fn open(
     if let Some(torn) = &recovered.torn_tail {
         tracing::warn!(%torn, "truncated a torn tail at the end of the log");
     }
-    // The store sees the new token: it re-reads a changed file on a miss.
     let first_token = if tokens.has_admin() {
         None
     } else {
-        Some(crate::tokens::add(
-            &config.data_dir,
-            crate::tokens::Role::Admin,
-            "admin",
-            None,
-        )?)
+        let token =
+            crate::tokens::add(&config.data_dir, crate::tokens::Role::Admin, "admin", None)?;
+        // Read again so the new token works at once, not at the store's
+        // next rate-limited check of the file.
+        tokens = TokenStore::open(&config.data_dir)?;
+        Some(token)
     };
     let wal = Arc::new(wal);
     let engine = Engine::new(

@@ -35,6 +35,15 @@ pub struct ServeConfig {
     /// Most open connections; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 10_000)]
     pub connections_max: usize,
+    /// Time a connection may sit idle (HTTP/1.1 between requests, HTTP/2
+    /// with no request being handled and no response moving) before it is
+    /// closed, so idle clients cannot hold the connection limit.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_seconds: u64,
+    /// Most open connections from one client address; more from it are
+    /// closed at once, so one address cannot take every connection.
+    #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections_per_address_max: u32,
     /// Time a client has to open a connection's first request (and each
     /// later request's headers) before the connection is closed.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -127,6 +136,8 @@ mod tests {
         assert_eq!(config.header_timeout_seconds, 10);
         assert_eq!(config.retain_log_seconds, 86_400);
         assert_eq!(config.retain_log_bytes, 4 << 30);
+        assert_eq!(config.idle_timeout_seconds, 60);
+        assert_eq!(config.connections_per_address_max, 1_024);
         assert!(!config.no_auth);
     }
 

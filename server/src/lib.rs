@@ -7,6 +7,8 @@
 //! - `datadir`: the data dir's `0700`/`0600` modes, set and tightened.
 //! - `server`: `run`: start-up, the accept loop and connections, the
 //!   background tasks (reservation sweeper, snapshotter), shutdown.
+//! - `conn`: per-connection limits: the per-address connection count and
+//!   the idle watchdog's view of a connection's activity.
 //! - `app`: shared state (engine, WAL, tokens, metrics), the WAL-backed
 //!   journal, opening a data dir and replaying its log.
 //! - `http`: the route table (`matchit`), 404/405, metrics labels, dispatch.
@@ -27,6 +29,7 @@ pub mod answer;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod datadir;
 pub mod errors;
 pub mod extract;

@@ -14,14 +14,32 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, App, replay_into};
 use crate::config::ServeConfig;
-use crate::{http, render, retention, timefmt};
+use crate::{conn, http, render, retention, timefmt};
 
 /// How often expired reservations are swept: well within the promised second.
 const SWEEP_INTERVAL_MS: u64 = 200;
-/// Most concurrent HTTP/2 streams per connection.
-const H2_STREAMS_MAX: u32 = 256;
+/// Most concurrent HTTP/2 streams per connection. Each may hold a request
+/// body up to the body limit in its handler, so this times the body limit
+/// bounds the request bytes one connection buffers in handlers.
+const H2_STREAMS_MAX: u32 = 32;
+/// HTTP/2 flow-control window of one stream, in bytes: what a client may
+/// send on it before its handler reads any (a handler that answers without
+/// reading, such as a 401, lets it go unread).
+const H2_STREAM_WINDOW_BYTES: u32 = 64 << 10;
+/// HTTP/2 flow-control window of a whole connection, in bytes: what a
+/// client may have sent, unread, over all its streams together.
+const H2_CONNECTION_WINDOW_BYTES: u32 = 256 << 10;
+/// Response bytes buffered for one HTTP/2 stream before its body is polled
+/// again, so a client that stops reading holds no more than this a stream.
+const H2_SEND_BUF_BYTES: usize = 64 << 10;
 /// Largest request head, in bytes.
 const HEAD_BYTES_MAX: usize = 64 << 10;
+/// Streams a client may reset before hyper accepted them, at once, before
+/// its connection is cut off (the "rapid reset" flood). h2's default, named.
+const H2_PENDING_RESETS_MAX: usize = 20;
+/// Streams the server may reset for a client's errors (refused past the
+/// concurrency limit, malformed) before its connection is cut off.
+const H2_ERROR_RESETS_MAX: usize = 1024;
 /// HTTP/2's prior-knowledge preface, which the protocol sniffing looks for.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How often a client that has sent part of the HTTP/2 preface is checked
@@ -172,29 +190,45 @@ async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let header_timeout = Duration::from_secs(app.config.header_timeout_seconds);
+    let idle_timeout = Duration::from_secs(app.config.idle_timeout_seconds);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(app.config.header_timeout_seconds))
+        // Also runs while a keep-alive connection waits for its next
+        // request, so an idle HTTP/1.1 connection closes after the shorter
+        // of this and the idle timeout.
+        .header_read_timeout(header_timeout)
         .max_buf_size(HEAD_BYTES_MAX)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_STREAMS_MAX)
-        .max_header_list_size(HEAD_BYTES_MAX as u32);
+        .initial_stream_window_size(H2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+        .max_send_buf_size(H2_SEND_BUF_BYTES)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS_MAX)
+        .max_local_error_reset_streams(H2_ERROR_RESETS_MAX)
+        .max_header_list_size(HEAD_BYTES_MAX as u32)
+        // A peer that has sent nothing for a header timeout is pinged and
+        // has another to answer; one that does not is dropped.
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
     let builder = Arc::new(builder);
-    let header_timeout = Duration::from_secs(app.config.header_timeout_seconds);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection task holds a receiver: a send asks them all to shut
+    // down gracefully, and `closed` resolves when every one has finished.
+    let (stop_connections, stop_rx) = tokio::sync::watch::channel(());
     let connections = Arc::new(tokio::sync::Semaphore::new(app.config.connections_max));
+    let addresses = conn::AddressSlots::new(app.config.connections_per_address_max);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.expect("never closed"),
             () = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -206,10 +240,29 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = addresses.take(peer.ip()) else {
+            // Closed at once: one address may not take every connection.
+            tracing::debug!(ip = %peer.ip(), "connection refused: too many from this address");
+            drop((stream, permit));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req| http::handle(app.clone(), req));
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let activity = conn::Activity::new();
+        let service = {
+            let (app, activity) = (app.clone(), activity.clone());
+            hyper::service::service_fn(move |req| {
+                let handling = activity.begin();
+                let (app, activity) = (app.clone(), activity.clone());
+                async move {
+                    let response = http::handle(app, req).await?;
+                    drop(handling);
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| conn::Watched::new(body, activity)),
+                    )
+                }
+            })
+        };
+        let (builder, mut stop_rx) = (builder.clone(), stop_rx.clone());
         tokio::spawn(async move {
             // hyper-util sniffs the protocol from the first bytes with no
             // deadline, and hyper's header timeout starts only after it: a
@@ -217,19 +270,46 @@ async fn serve(
             // HTTP/2 preface) would hold its permit forever.
             match tokio::time::timeout(header_timeout, first_bytes(&stream)).await {
                 Ok(Ok(true)) => {}
-                _ => return drop(permit),
+                _ => return drop((permit, slot)),
             }
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            let _ = watcher.watch(conn).await;
-            drop(permit);
+            tokio::pin!(conn);
+            // After a graceful shutdown was asked for, the connection gets a
+            // header timeout of idleness to finish; then it is dropped.
+            let mut closing = false;
+            loop {
+                let quiet = if closing {
+                    header_timeout
+                } else {
+                    idle_timeout
+                };
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    () = activity.idle(quiet) => {
+                        if closing {
+                            break;
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        activity.touch();
+                        closing = true;
+                    }
+                    _ = stop_rx.changed(), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        activity.touch();
+                        closing = true;
+                    }
+                }
+            }
+            drop((permit, slot, stop_rx));
         });
     }
-    drop(listener);
+    drop((listener, stop_rx));
     tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_connections.send(());
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = stop_connections.closed() => {}
         () = tokio::time::sleep(Duration::from_secs(app.config.drain_seconds)) => {
             tracing::warn!("drain timed out; closing the remaining connections");
         }

@@ -2,11 +2,18 @@
 //! `DATA_DIR/tokens`, one `role name hash` line each.
 //!
 //! `redeemd token add` may write the file while the server runs; the server
-//! re-reads it when a presented token is unknown and the file has changed.
+//! re-reads it when a presented token is unknown and the file has changed,
+//! checking the file at most once a [`RELOAD_INTERVAL_MS`].
+//!
+//! A known token is found under a read lock only, which is never held
+//! across file I/O: a flood of unknown tokens costs each of them a hash and
+//! a scan, and the server one `stat()` a second, but never makes an honest
+//! request wait.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -41,6 +48,9 @@ impl Role {
 pub const TOKENS_FILE: &str = "tokens";
 /// Bytes of randomness in a token.
 const TOKEN_RANDOM_BYTES: usize = 24;
+/// Least time between two checks of the token file prompted by unknown
+/// tokens: a token added while the server runs works within about this.
+pub const RELOAD_INTERVAL_MS: u64 = 1000;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -55,7 +65,21 @@ struct Entry {
 #[derive(Debug)]
 pub struct TokenStore {
     path: PathBuf,
-    state: parking_lot::Mutex<(Vec<Entry>, Option<SystemTime>)>,
+    /// The entries in force. Requests only read-lock it to clone the `Arc`;
+    /// a reload write-locks it only to swap the pointer.
+    entries: parking_lot::RwLock<Arc<[Entry]>>,
+    /// When the file was last checked and its modification time then.
+    /// Only a miss takes it, with `try_lock`: while one miss checks the
+    /// file, the others answer 401 at once instead of queueing behind it.
+    reload: parking_lot::Mutex<Reload>,
+}
+
+#[derive(Debug)]
+struct Reload {
+    /// When the file was last checked; `None` before the first miss.
+    checked_at: Option<Instant>,
+    /// The file's modification time when it was last read.
+    modified: Option<SystemTime>,
 }
 
 /// Who a request is from.
@@ -144,20 +168,29 @@ fn read_entries(path: &Path) -> std::io::Result<(Vec<Entry>, Option<SystemTime>)
 impl TokenStore {
     pub fn open(data_dir: &Path) -> std::io::Result<TokenStore> {
         let path = data_dir.join(TOKENS_FILE);
-        let state = read_entries(&path)?;
+        let (entries, modified) = read_entries(&path)?;
         Ok(TokenStore {
             path,
-            state: parking_lot::Mutex::new(state),
+            entries: parking_lot::RwLock::new(entries.into()),
+            reload: parking_lot::Mutex::new(Reload {
+                checked_at: None,
+                modified,
+            }),
         })
     }
 
     pub fn has_admin(&self) -> bool {
-        self.state.lock().0.iter().any(|e| e.role == Role::Admin)
+        self.entries.read().iter().any(|e| e.role == Role::Admin)
     }
 
-    /// The principal a bearer token stands for, re-reading the file once
-    /// when the token is unknown and the file changed since it was read.
+    /// The principal a bearer token stands for. An unknown token re-reads
+    /// the file if it changed, at most once a [`RELOAD_INTERVAL_MS`].
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.authenticate_at(token, Instant::now())
+    }
+
+    /// [`TokenStore::authenticate`] at `now`, so tests can step the clock.
+    fn authenticate_at(&self, token: &str, now: Instant) -> Option<Principal> {
         let presented = hash(token);
         let find = |entries: &[Entry]| {
             // Every entry is compared, so timing tells nothing about which.
@@ -169,25 +202,45 @@ impl TokenStore {
             }
             found
         };
-        let mut state = self.state.lock();
-        let mut found = find(&state.0);
-        if found.is_none() {
-            let modified = std::fs::metadata(&self.path)
-                .ok()
-                .and_then(|m| m.modified().ok());
-            if modified != state.1
-                && let Ok(fresh) = read_entries(&self.path)
-            {
-                *state = fresh;
-                found = find(&state.0);
-            }
-        }
+        // The read guard is dropped at the end of the statement: nothing
+        // below runs under it.
+        let entries = self.entries.read().clone();
+        let found = find(&entries).or_else(|| self.reload(now).and_then(|e| find(&e)));
         found.map(|e| Principal {
             role: e.role,
             name: e.name,
             scope: hex(&e.hash[..8]),
             failed_attempts_per_minute: e.failed_attempts_per_minute,
         })
+    }
+
+    /// Re-reads the file if it is due for a check and changed since it was
+    /// read; returns the new entries if it did. Returns `None` at once when
+    /// another miss is checking or the last check was under
+    /// [`RELOAD_INTERVAL_MS`] ago.
+    fn reload(&self, now: Instant) -> Option<Arc<[Entry]>> {
+        let mut reload = self.reload.try_lock()?;
+        let interval = Duration::from_millis(RELOAD_INTERVAL_MS);
+        if reload
+            .checked_at
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
+        {
+            return None;
+        }
+        reload.checked_at = Some(now);
+        let modified = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|m| m.modified().ok());
+        if modified == reload.modified {
+            return None;
+        }
+        // A damaged file keeps the entries in force; the next check tries
+        // again.
+        let (fresh, modified) = read_entries(&self.path).ok()?;
+        reload.modified = modified;
+        let fresh: Arc<[Entry]> = fresh.into();
+        *self.entries.write() = fresh.clone();
+        Some(fresh)
     }
 }
 
@@ -210,9 +263,11 @@ pub fn add(
     getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
     let token = format!("rdm_{}_{}", role.as_str(), hex(&random));
     let path = data_dir.join(TOKENS_FILE);
+    // 0600 when this call creates it: the hashes are for the owner alone.
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&path)?;
     lock_exclusive(&file)?;
     let budget = failed_attempts_per_minute.map_or(String::new(), |n| format!(" {n}"));
@@ -226,6 +281,8 @@ pub fn add(
     file.sync_all()?;
     Ok(token)
 }
+
+use std::os::unix::fs::OpenOptionsExt;
 
 fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -247,10 +304,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::open(dir.path()).unwrap();
         assert!(!store.has_admin());
-        assert!(store.authenticate("nope").is_none());
+        let t0 = Instant::now();
+        assert!(store.authenticate_at("nope", t0).is_none());
         let token = add(dir.path(), Role::Checkout, "shop", Some(5)).unwrap();
-        // The store picks up a token added after it was opened.
-        let principal = store.authenticate(&token).unwrap();
+        // The store picks up a token added after it was opened, at its next
+        // check of the file.
+        let next_check = t0 + Duration::from_millis(RELOAD_INTERVAL_MS);
+        let principal = store.authenticate_at(&token, next_check).unwrap();
         assert_eq!(
             (principal.role, principal.name.as_str()),
             (Role::Checkout, "shop")
@@ -260,6 +320,36 @@ mod tests {
         let stored = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(&token), "only the hash is kept");
         assert!(add(dir.path(), Role::Admin, "has space", None).is_err());
+    }
+
+    #[test]
+    fn unknown_tokens_check_the_file_at_most_once_an_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = add(dir.path(), Role::Admin, "first", None).unwrap();
+        let store = TokenStore::open(dir.path()).unwrap();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A miss checks the file (unchanged: nothing is read).
+        assert!(store.authenticate_at("bogus", at(0)).is_none());
+        let late = add(dir.path(), Role::Checkout, "late", None).unwrap();
+        // A flood of misses within the interval never reaches the file, so
+        // the token added meanwhile is not seen yet...
+        for ms in 0..RELOAD_INTERVAL_MS {
+            assert!(store.authenticate_at("bogus", at(ms)).is_none());
+            assert!(store.authenticate_at(&late, at(ms)).is_none(), "at {ms} ms");
+        }
+        // ...and known tokens are answered throughout.
+        assert!(store.authenticate_at(&first, at(1)).is_some());
+        // Once the interval has passed, the next miss reads it.
+        let principal = store
+            .authenticate_at(&late, at(RELOAD_INTERVAL_MS))
+            .unwrap();
+        assert_eq!(principal.name, "late");
+        assert!(
+            store
+                .authenticate_at(&first, at(RELOAD_INTERVAL_MS))
+                .is_some()
+        );
     }
 
     #[test]

@@ -171,9 +171,13 @@ fn thousands_of_idle_connections_neither_starve_others_nor_stay_open() {
     // A longer header timeout: opening thousands of connections takes
     // seconds (the listen queue overflows and SYNs are retried), and they
     // must all be open at once.
+    // All of them come from 127.0.0.1: the per-address limit is raised so
+    // that the server holds them all (tests/connections.rs covers it).
     let server = Server::start_with(&[
         "--header-timeout-seconds",
         &IDLE_HEADER_TIMEOUT_SECONDS.to_string(),
+        "--connections-per-address-max",
+        &(2 * IDLE_CONNECTIONS).to_string(),
     ]);
     server.create_campaign(json!({"id": "idle", "generate": 4, "code": {"prefix": "IDL"}}));
     let code = server.codes("idle", None)[0].0.clone();

@@ -1155,8 +1155,31 @@ fn auth_health_metrics_and_unknown_routes() {
         .get(Role::Issuer, "/v1/events")
         .expect(403, Some("forbidden"));
 
-    // A token added while the server runs works at once.
+    // A token added while the server runs works within about a second:
+    // unknown tokens (like the bogus one above) make the server check its
+    // token file, but at most once a second.
     let late = common::add_token(&server.data_dir, "checkout");
+    let added = std::time::Instant::now();
+    let late_auth = format!("Bearer {late}");
+    let works = common::wait_until(std::time::Duration::from_secs(3), || {
+        let r = common::request(
+            server.addr,
+            "GET",
+            &format!("/v1/codes/{code}"),
+            &[("Authorization", &late_auth)],
+            b"",
+        )
+        .unwrap();
+        r.status != 401
+    });
+    assert!(
+        works,
+        "a token added while serving was not accepted within 3 s"
+    );
+    eprintln!(
+        "a token added while serving worked after {:?}",
+        added.elapsed()
+    );
     let r = common::request(
         server.addr,
         "POST",
