@@ -45,6 +45,9 @@ pub enum Mutation {
     /// `IdempotencyTable::begin` inserts a key without re-checking, under the
     /// shard lock, that nobody took it since the lookup.
     IdempotencyInsertsWithoutRecheck,
+    /// A keyed transition of a code renders its stored response after the
+    /// code is published, when a later transition may already show.
+    RenderAfterPublish,
 }
 
 /// The active mutation as its discriminant; 0 for none.

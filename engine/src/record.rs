@@ -63,8 +63,12 @@ impl Slot {
     }
 }
 
-/// A reservation's identifier, unique within an engine's life and its log.
-pub type ReservationId = u64;
+/// A reservation's identifier, unique within an engine's life and its log:
+/// the server puts 96 random bits in the low part and a tag of the token
+/// that made the hold in the high 32. Records store the low 64 bits where
+/// the first format kept its 64-bit ids, and the high 64 bits last, only
+/// when not zero, so a log written with 64-bit ids still decodes.
+pub type ReservationId = u128;
 
 /// An idempotency key attached to a transition: the stored response is
 /// rendered from the record, so a crash keeps both or neither.
@@ -247,7 +251,7 @@ pub enum Record<'a> {
         at: Timestamp,
         /// The next reservation id: ids are never reused, even after the
         /// holds that used them are gone.
-        next_reservation: ReservationId,
+        next_reservation: u64,
     },
 }
 
@@ -549,10 +553,11 @@ impl<'a> Record<'a> {
             } => {
                 w.u32(*campaign);
                 w.u64(slot.0);
-                w.u64(*reservation);
+                w.u64(*reservation as u64);
                 w.str(user);
                 w.u64(expires_at.0);
                 w.idem(idem);
+                w.reservation_high(*reservation);
             }
             Record::Released {
                 campaign,
@@ -564,9 +569,10 @@ impl<'a> Record<'a> {
             } => {
                 w.u32(*campaign);
                 w.u64(slot.0);
-                w.u64(*reservation);
+                w.u64(*reservation as u64);
                 w.0.push(*expired as u8);
                 w.idem(idem);
+                w.reservation_high(*reservation);
             }
             Record::Redeemed {
                 campaign,
@@ -581,8 +587,11 @@ impl<'a> Record<'a> {
                 w.u64(slot.0);
                 w.str(user);
                 w.opt_str(*order);
-                w.opt_u64(*reservation);
+                w.opt_u64(reservation.map(|id| id as u64));
                 w.idem(idem);
+                if let Some(id) = reservation {
+                    w.reservation_high(*id);
+                }
             }
             Record::RolledBack {
                 campaign,
@@ -742,32 +751,48 @@ impl<'a> Record<'a> {
                 test: r.flag()?,
                 idem: r.idem()?,
             },
-            RecordKind::Reserved => Record::Reserved {
-                at,
-                campaign: r.u32()?,
-                slot: Slot(r.u64()?),
-                reservation: r.u64()?,
-                user: r.str()?,
-                expires_at: Timestamp(r.u64()?),
-                idem: r.idem()?,
-            },
-            RecordKind::Released => Record::Released {
-                at,
-                campaign: r.u32()?,
-                slot: Slot(r.u64()?),
-                reservation: r.u64()?,
-                expired: r.flag()?,
-                idem: r.idem()?,
-            },
-            RecordKind::Redeemed => Record::Redeemed {
-                at,
-                campaign: r.u32()?,
-                slot: Slot(r.u64()?),
-                user: r.str()?,
-                order: r.opt_str()?,
-                reservation: r.opt_u64()?,
-                idem: r.idem()?,
-            },
+            RecordKind::Reserved => {
+                let (campaign, slot, low) = (r.u32()?, Slot(r.u64()?), r.u64()?);
+                let (user, expires_at, idem) = (r.str()?, Timestamp(r.u64()?), r.idem()?);
+                Record::Reserved {
+                    at,
+                    campaign,
+                    slot,
+                    reservation: r.reservation_high(low)?,
+                    user,
+                    expires_at,
+                    idem,
+                }
+            }
+            RecordKind::Released => {
+                let (campaign, slot, low) = (r.u32()?, Slot(r.u64()?), r.u64()?);
+                let (expired, idem) = (r.flag()?, r.idem()?);
+                Record::Released {
+                    at,
+                    campaign,
+                    slot,
+                    reservation: r.reservation_high(low)?,
+                    expired,
+                    idem,
+                }
+            }
+            RecordKind::Redeemed => {
+                let (campaign, slot) = (r.u32()?, Slot(r.u64()?));
+                let (user, order, low, idem) = (r.str()?, r.opt_str()?, r.opt_u64()?, r.idem()?);
+                let reservation = match low {
+                    Some(low) => Some(r.reservation_high(low)?),
+                    None => None,
+                };
+                Record::Redeemed {
+                    at,
+                    campaign,
+                    slot,
+                    user,
+                    order,
+                    reservation,
+                    idem,
+                }
+            }
             RecordKind::RolledBack => Record::RolledBack {
                 at,
                 campaign: r.u32()?,

@@ -156,6 +156,11 @@ impl std::hash::Hasher for FibonacciHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
 }
 
 type Shard<K, V, S> = crossbeam_utils::CachePadded<Mutex<std::collections::HashMap<K, V, S>>>;

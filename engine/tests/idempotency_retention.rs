@@ -27,6 +27,7 @@ fn renderer() -> Renderer {
 fn config(entries_max: usize) -> Config {
     Config {
         idempotency_entries_max: entries_max,
+        ..Config::default()
     }
 }
 

@@ -144,7 +144,10 @@ pub fn open(
     let wal = Arc::new(wal);
     let engine = Engine::new(
         WalJournal { wal: wal.clone() },
-        EngineConfig::default(),
+        EngineConfig {
+            reservation_ids: Some(random_reservation_ids()),
+            ..EngineConfig::default()
+        },
         render::renderer(),
     );
     let limiter = Limiter::new(config.guess_budgets())?;
@@ -251,4 +254,15 @@ pub fn apply_records<J: Journal>(
 /// Where the WAL of a data dir lives.
 pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(WAL_DIR)
+}
+
+/// The random part of reservation ids: the OS's randomness, so that one
+/// hold's id tells nothing about another's (API.md: at least 96 random
+/// bits). Linux's `getrandom` does not fail once the process has started.
+fn random_reservation_ids() -> redeem_engine::RandomIds {
+    redeem_engine::RandomIds(Arc::new(|| {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the OS's randomness is available");
+        u128::from_le_bytes(bytes)
+    }))
 }

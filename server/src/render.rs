@@ -15,12 +15,21 @@ fn opt_time(t: Option<Timestamp>) -> Option<String> {
     t.map(timefmt::format)
 }
 
+/// Hex digits of a printed reservation id: 128 bits.
+const RESERVATION_HEX_DIGITS: usize = 32;
+
+/// `rsv_` and the id's 128 bits in hex.
 pub fn reservation_id(id: ReservationId) -> String {
-    format!("rsv_{id}")
+    format!("rsv_{id:032x}")
 }
 
+/// The id `reservation_id` printed; anything else is no reservation.
 pub fn parse_reservation_id(s: &str) -> Option<ReservationId> {
-    s.strip_prefix("rsv_")?.parse().ok()
+    let hex = s.strip_prefix("rsv_")?;
+    if hex.len() != RESERVATION_HEX_DIGITS || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(hex, 16).ok()
 }
 
 #[derive(Serialize)]

@@ -139,3 +139,70 @@ fn hardening_4_and_20_codes_resolve_to_their_own_campaign() {
         .status("not%20a%20code%21")
         .expect(400, Some("malformed_code"));
 }
+
+#[test]
+fn hardening_8_reservations_are_unguessable_and_their_makers_own() {
+    let server = Server::start();
+    server.create_campaign(json!({"id": "own", "generate": 4, "code": {"prefix": "OWN"}}));
+    let codes = server.codes("own", None);
+    let hold = |code: &str, user: &str| {
+        let r = server.post(
+            Role::Checkout,
+            "/v1/reservations",
+            &json!({"code": code, "user": user}),
+        );
+        r.expect(201, None);
+        r.json()["reservation"].as_str().unwrap().to_owned()
+    };
+    let first = hold(&codes[0].0, "ann");
+    let second = hold(&codes[1].0, "bob");
+    for id in [&first, &second] {
+        let hex = id.strip_prefix("rsv_").expect("rsv_ prefix");
+        assert_eq!(hex.len(), 32, "{id}: 128 bits");
+    }
+    // Made one after the other, yet far apart: the low 96 bits are random.
+    let low = |id: &str| u128::from_str_radix(&id[4..], 16).unwrap() & ((1 << 96) - 1);
+    assert!(
+        low(&first).abs_diff(low(&second)) > 1 << 32,
+        "{first} {second}"
+    );
+    // Another checkout token is told the holds do not exist.
+    let other = common::add_token(&server.data_dir, "checkout");
+    let as_other = |method: &str, path: &str| {
+        common::request(
+            server.addr,
+            method,
+            path,
+            &[
+                ("Authorization", &format!("Bearer {other}")),
+                ("Content-Type", "application/json"),
+            ],
+            b"{}",
+        )
+        .unwrap()
+    };
+    as_other("POST", &format!("/v1/reservations/{first}/confirm"))
+        .expect(404, Some("unknown_reservation"));
+    as_other("DELETE", &format!("/v1/reservations/{first}"))
+        .expect(404, Some("unknown_reservation"));
+    // The maker confirms; an admin may release anyone's.
+    server
+        .post(
+            Role::Checkout,
+            &format!("/v1/reservations/{first}/confirm"),
+            &json!({}),
+        )
+        .expect(201, None);
+    server
+        .call(
+            Role::Admin,
+            "DELETE",
+            &format!("/v1/reservations/{second}"),
+            None,
+        )
+        .expect(200, None);
+    // Ids of the first format are no reservation at all.
+    server
+        .call(Role::Checkout, "DELETE", "/v1/reservations/rsv_12", None)
+        .expect(404, Some("unknown_reservation"));
+}

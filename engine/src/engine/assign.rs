@@ -8,7 +8,7 @@ use crate::state::{CodeState, Transition};
 use crate::sync::{Arc, Ordering};
 
 use super::refusal::replay_err;
-use super::{Assigned, Engine, Held, IdemKey, Refusal, ReplayError, check_name};
+use super::{Assigned, Engine, Held, IdemKey, Logged, Refusal, ReplayError, check_name};
 
 impl<J: Journal> Engine<J> {
     pub fn assign(
@@ -106,8 +106,16 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        self.effect_assigned(held, lsn, recipient, test, now);
-        self.store_effect(lsn, &record, campaign);
+        self.effect_assigned(
+            held,
+            Logged {
+                lsn,
+                record: &record,
+            },
+            recipient,
+            test,
+            now,
+        );
         self.after_depletion(campaign, now);
         Ok((slot, lsn))
     }
@@ -142,8 +150,7 @@ impl<J: Journal> Engine<J> {
             }
             entry.slots.push(held.slot);
         }
-        self.effect_assigned(held, lsn, recipient, test, record.at());
-        self.store_effect(lsn, record, campaign);
+        self.effect_assigned(held, Logged { lsn, record }, recipient, test, record.at());
         Ok(())
     }
 
@@ -151,7 +158,7 @@ impl<J: Journal> Engine<J> {
     fn effect_assigned(
         &self,
         held: Held<'_>,
-        lsn: Lsn,
+        logged: Logged<'_>,
         recipient: &str,
         test: bool,
         at: Timestamp,
@@ -161,12 +168,12 @@ impl<J: Journal> Engine<J> {
             .terms
             .code_valid_seconds_after_assignment
             .map(|s| Timestamp(at.0.saturating_add(s.saturating_mul(1000))));
-        held.update_meta(lsn, |meta| {
+        held.update_meta(logged.lsn, |meta| {
             meta.recipient = Some(Arc::from(recipient));
             meta.assigned_at = Some(at);
             meta.deadline = deadline;
         });
-        held.publish(Transition::Assign, CodeState::Assigned);
+        self.publish_logged(held, logged, Transition::Assign, CodeState::Assigned);
         if test {
             // Relaxed: a statistic.
             campaign.test_assignments.fetch_add(1, Ordering::Relaxed);

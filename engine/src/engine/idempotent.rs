@@ -6,27 +6,31 @@ use crate::campaign::Campaign;
 use crate::idempotency::{Begin, StoredResponse};
 use crate::record::{Journal, Lsn, Record};
 
-use super::{CodeRef, Effect, Engine, IdemKey, Refusal, ReplayError};
+use super::{CodeStatus, Effect, Engine, IdemKey, Refusal, ReplayError};
 
 impl<J: Journal> Engine<J> {
-    /// Stores the rendered response of a keyed transition.
+    /// Stores the rendered response of a keyed campaign-wide transition;
+    /// a code's transitions store theirs while the code is held
+    /// (`publish_logged`).
     pub(super) fn store_effect(&self, lsn: Lsn, record: &Record<'_>, campaign: &Campaign) {
+        debug_assert!(record.code().is_none(), "code records render while held");
+        self.store_rendered(lsn, record, campaign, None);
+    }
+
+    /// Renders a keyed record's response and stores it under its key.
+    pub(super) fn store_rendered(
+        &self,
+        lsn: Lsn,
+        record: &Record<'_>,
+        campaign: &Campaign,
+        code_status: Option<&CodeStatus>,
+    ) {
         if let Some(tag) = record.idem() {
-            let code_status = record.code().map(|(_, slot)| {
-                self.status_of(
-                    CodeRef {
-                        campaign,
-                        slot,
-                        printed: None,
-                    },
-                    record.at(),
-                )
-            });
             let (status, body) = (self.render)(&Effect {
                 lsn,
                 record,
                 campaign,
-                status: code_status.as_ref(),
+                status: code_status,
             });
             self.idempotency.complete(
                 tag.key,

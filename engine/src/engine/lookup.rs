@@ -2,7 +2,7 @@
 //! campaign window every new hold, redemption and assignment must be in.
 
 use crate::Timestamp;
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, CodeMeta};
 use crate::codec;
 use crate::record::{Journal, Slot};
 use crate::state::PublicState;
@@ -159,8 +159,20 @@ impl<J: Journal> Engine<J> {
             .get(slot.index())
             .expect("resolved slot exists");
         let meta = campaign.meta_of(slot);
+        self.status_in(campaign, slot, state.public(), &meta, now)
+    }
+
+    /// A code's status from its state and metadata, read by the caller
+    /// (who may hold the code busy).
+    pub(super) fn status_in(
+        &self,
+        campaign: &Campaign,
+        slot: Slot,
+        public: PublicState,
+        meta: &CodeMeta,
+        now: Timestamp,
+    ) -> CodeStatus {
         let settings = campaign.settings.read();
-        let public = state.public();
         let deadline = meta.deadline.into_iter().chain(settings.expires_at).min();
         let state_name = match public {
             PublicState::Redeemed | PublicState::Voided => public.as_str(),

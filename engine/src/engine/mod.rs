@@ -31,8 +31,8 @@ mod snapshot;
 
 pub use import::Importer;
 pub use outcome::{
-    Assigned, CodeRef, CodeStatus, Config, Effect, IdemKey, ImportReport, Redeemed, Renderer,
-    Reserved,
+    Assigned, CodeRef, CodeStatus, Config, Effect, IdemKey, ImportReport, RandomIds, Redeemed,
+    Renderer, Reserved,
 };
 pub use refusal::{Refusal, ReplayError};
 
@@ -81,8 +81,11 @@ pub struct Engine<J> {
     expiries: Mutex<BTreeSet<(Timestamp, ReservationId)>>,
     /// Expired holds, remembered so a late confirm gets `reservation_expired`.
     expired: ShardedMap<ReservationId, Timestamp, IntHasher>,
-    /// The next reservation id; ids are never reused.
+    /// The next reservation number when ids are numbered in order; ids
+    /// are never reused.
     next_reservation: AtomicU64,
+    /// The random part of reservation ids, when the caller supplies one.
+    reservation_ids: Option<RandomIds>,
     /// Stored responses by idempotency key.
     idempotency: IdempotencyTable,
     /// Renders the response stored under a transition's idempotency key,
@@ -181,6 +184,48 @@ impl<'c> Held<'c> {
     }
 }
 
+/// A record in the log and its LSN: what an effect applies.
+#[derive(Clone, Copy)]
+struct Logged<'r> {
+    lsn: Lsn,
+    record: &'r Record<'r>,
+}
+
+impl<J: Journal> Engine<J> {
+    /// Publishes the new state of a held code after its record's effects.
+    /// A keyed record's response is rendered first, while the code is
+    /// still held: it shows the state just after this record, never a
+    /// later transition, and replay renders the same bytes.
+    fn publish_logged(
+        &self,
+        held: Held<'_>,
+        logged: Logged<'_>,
+        transition: Transition,
+        to: CodeState,
+    ) {
+        #[cfg(loom)]
+        if crate::mutations::on(crate::mutations::Mutation::RenderAfterPublish) {
+            let (campaign, slot) = (held.campaign, held.slot);
+            held.publish(transition, to);
+            let code = CodeRef {
+                campaign,
+                slot,
+                printed: None,
+            };
+            let status = self.status_of(code, logged.record.at());
+            self.store_rendered(logged.lsn, logged.record, campaign, Some(&status));
+            return;
+        }
+        if logged.record.idem().is_some() {
+            let (campaign, slot) = (held.campaign, held.slot);
+            let meta = campaign.meta_of(slot);
+            let status = self.status_in(campaign, slot, to.public(), &meta, logged.record.at());
+            self.store_rendered(logged.lsn, logged.record, campaign, Some(&status));
+        }
+        held.publish(transition, to);
+    }
+}
+
 fn check_name(field: &'static str, value: &str) -> Result<(), Refusal> {
     if value.is_empty() || value.len() > NAME_BYTES_MAX {
         return Err(Refusal::InvalidRequest {
@@ -208,6 +253,7 @@ impl<J: Journal> Engine<J> {
             expiries: Mutex::new(BTreeSet::new()),
             expired: ShardedMap::default(),
             next_reservation: AtomicU64::new(1),
+            reservation_ids: config.reservation_ids,
             idempotency: IdempotencyTable::new(config.idempotency_entries_max),
             render,
         }

@@ -140,12 +140,28 @@ impl CodeRef<'_> {
 pub struct Config {
     /// Most idempotency keys remembered at once.
     pub idempotency_entries_max: usize,
+    /// Where the random part of reservation ids comes from. `None` numbers
+    /// them in order (tests, models); the server passes the OS's
+    /// randomness, so that an id cannot be guessed from another.
+    pub reservation_ids: Option<RandomIds>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             idempotency_entries_max: crate::idempotency::ENTRIES_MAX_DEFAULT,
+            reservation_ids: None,
         }
+    }
+}
+
+/// A source of random reservation-id bits, like `now`: the engine reads
+/// no randomness of its own.
+#[derive(Clone)]
+pub struct RandomIds(pub std::sync::Arc<dyn Fn() -> u128 + Send + Sync>);
+
+impl std::fmt::Debug for RandomIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RandomIds")
     }
 }

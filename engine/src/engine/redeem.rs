@@ -7,7 +7,9 @@ use crate::state::{CodeState, PublicState, Transition};
 use crate::sync::Arc;
 
 use super::refusal::replay_err;
-use super::{CodeStatus, Engine, Held, IdemKey, Redeemed, Refusal, ReplayError, check_name};
+use super::{
+    CodeStatus, Engine, Held, IdemKey, Logged, Redeemed, Refusal, ReplayError, check_name,
+};
 
 impl<J: Journal> Engine<J> {
     /// Checks that bar any new hold or redemption of a locked code.
@@ -87,10 +89,19 @@ impl<J: Journal> Engine<J> {
             }
         };
         let code_string = code.code_string();
-        if self.effect_redeemed(held, lsn, claimed, order, reservation, now) {
+        if self.effect_redeemed(
+            held,
+            Logged {
+                lsn,
+                record: &record,
+            },
+            claimed,
+            order,
+            reservation,
+            now,
+        ) {
             self.after_depletion(campaign, now);
         }
-        self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
             campaign: campaign.id().into(),
@@ -145,8 +156,14 @@ impl<J: Journal> Engine<J> {
         }
         // No low-stock check: replay never appends; the live run's own
         // `LowStock` record, if it wrote one, follows in the log.
-        let _ = self.effect_redeemed(held, lsn, claimed, order, reservation, record.at());
-        self.store_effect(lsn, record, campaign);
+        let _ = self.effect_redeemed(
+            held,
+            Logged { lsn, record },
+            claimed,
+            order,
+            reservation,
+            record.at(),
+        );
         Ok(())
     }
 
@@ -158,7 +175,7 @@ impl<J: Journal> Engine<J> {
     pub(super) fn effect_redeemed(
         &self,
         held: Held<'_>,
-        lsn: Lsn,
+        logged: Logged<'_>,
         claimed: Option<Arc<str>>,
         order: Option<&str>,
         reservation: Option<ReservationId>,
@@ -166,7 +183,7 @@ impl<J: Journal> Engine<J> {
     ) -> bool {
         let campaign = held.campaign;
         let from = held.state();
-        held.update_meta(lsn, |meta| {
+        held.update_meta(logged.lsn, |meta| {
             // The user's claim: taken for this redemption, or the hold's.
             let hold = meta.hold.take().map(|h| h.user);
             let user = claimed.or(hold).expect("a redemption has its user's claim");
@@ -181,7 +198,7 @@ impl<J: Journal> Engine<J> {
         } else {
             Transition::Redeem
         };
-        held.publish(transition, from.redeemed());
+        self.publish_logged(held, logged, transition, from.redeemed());
         if let Some(id) = reservation {
             self.forget_hold(id);
         }
@@ -216,8 +233,13 @@ impl<J: Journal> Engine<J> {
         let lsn = self.append(&record)?;
         #[cfg(loom)]
         crate::mutations::reclaim_after_record(campaign, early);
-        self.effect_rolled_back(held, lsn);
-        self.store_effect(lsn, &record, campaign);
+        self.effect_rolled_back(
+            held,
+            Logged {
+                lsn,
+                record: &record,
+            },
+        );
         Ok(self.status_of(code, now))
     }
 
@@ -228,28 +250,26 @@ impl<J: Journal> Engine<J> {
         record: &Record<'_>,
         held: Held<'_>,
     ) -> Result<(), ReplayError> {
-        let campaign = held.campaign;
         if held.state().public() != PublicState::Redeemed {
             return Err(replay_err(
                 lsn,
                 format!("rollback of a code in state {:?}", held.state()),
             ));
         }
-        self.effect_rolled_back(held, lsn);
-        self.store_effect(lsn, record, campaign);
+        self.effect_rolled_back(held, Logged { lsn, record });
         Ok(())
     }
 
     /// Returns the held redeemed code to its state before the redemption
     /// and gives the redeemer's claim back.
-    fn effect_rolled_back(&self, held: Held<'_>, lsn: Lsn) {
+    fn effect_rolled_back(&self, held: Held<'_>, logged: Logged<'_>) {
         let campaign = held.campaign;
         let from = held.state();
         let mut user = None;
-        held.update_meta(lsn, |meta| {
+        held.update_meta(logged.lsn, |meta| {
             user = meta.redemption.take().map(|r| r.user);
         });
-        held.publish(Transition::Rollback, from.base());
+        self.publish_logged(held, logged, Transition::Rollback, from.base());
         // After the record: the freed slot may only be claimed by a record
         // that follows this one in the log.
         campaign.unclaim_user(&user.expect("a redeemed code has its redemption"));
@@ -296,8 +316,13 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        self.effect_voided(held, lsn);
-        self.store_effect(lsn, &record, campaign);
+        self.effect_voided(
+            held,
+            Logged {
+                lsn,
+                record: &record,
+            },
+        );
         Ok(self.status_of(code, now))
     }
 
@@ -308,7 +333,6 @@ impl<J: Journal> Engine<J> {
         record: &Record<'_>,
         held: Held<'_>,
     ) -> Result<(), ReplayError> {
-        let campaign = held.campaign;
         if matches!(
             held.state().public(),
             PublicState::Redeemed | PublicState::Voided
@@ -318,19 +342,18 @@ impl<J: Journal> Engine<J> {
                 format!("void of a code in state {:?}", held.state()),
             ));
         }
-        self.effect_voided(held, lsn);
-        self.store_effect(lsn, record, campaign);
+        self.effect_voided(held, Logged { lsn, record });
         Ok(())
     }
 
     /// Voids the held code, dropping its hold and the holder's claim.
-    fn effect_voided(&self, held: Held<'_>, lsn: Lsn) {
+    fn effect_voided(&self, held: Held<'_>, logged: Logged<'_>) {
         let campaign = held.campaign;
         let mut hold = None;
-        held.update_meta(lsn, |meta| {
+        held.update_meta(logged.lsn, |meta| {
             hold = meta.hold.take();
         });
-        held.publish(Transition::Void, CodeState::Voided);
+        self.publish_logged(held, logged, Transition::Void, CodeState::Voided);
         if let Some(hold) = hold {
             self.forget_hold(hold.id);
             campaign.unclaim_user(&hold.user);

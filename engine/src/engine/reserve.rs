@@ -9,7 +9,7 @@ use crate::sync::Ordering;
 
 use super::refusal::replay_err;
 use super::{
-    CodeRef, CodeStatus, Engine, Held, IdemKey, Redeemed, Refusal, ReplayError, Reserved,
+    CodeRef, CodeStatus, Engine, Held, IdemKey, Logged, Redeemed, Refusal, ReplayError, Reserved,
     check_name,
 };
 
@@ -28,12 +28,31 @@ pub(super) struct HoldRef {
     pub(super) until: Timestamp,
 }
 
+/// Bits of a reservation id below its owner tag.
+const RESERVATION_RANDOM_BITS: u32 = 96;
+
 impl<J: Journal> Engine<J> {
+    /// [`Engine::reserve_as`] with no owner tag.
     pub fn reserve(
         &self,
         input: &str,
         user: &str,
         ttl_seconds: Option<u64>,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+    ) -> Result<Reserved, Refusal> {
+        self.reserve_as(input, user, ttl_seconds, 0, now, idem)
+    }
+
+    /// Holds a code for `user`. The new reservation's id carries `owner`
+    /// in its high 32 bits, so the caller can tell who may confirm or
+    /// release it without keeping anything else.
+    pub fn reserve_as(
+        &self,
+        input: &str,
+        user: &str,
+        ttl_seconds: Option<u64>,
+        owner: u32,
         now: Timestamp,
         idem: Option<IdemKey<'_>>,
     ) -> Result<Reserved, Refusal> {
@@ -83,8 +102,7 @@ impl<J: Journal> Engine<J> {
         campaign
             .claim_user(user, limit)
             .map_err(|()| Refusal::UserLimitReached { limit })?;
-        // Relaxed: uniqueness comes from the atomic increment alone.
-        let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+        let id = self.new_reservation_id(owner);
         let record = Record::Reserved {
             at: now,
             campaign: campaign.number,
@@ -102,8 +120,16 @@ impl<J: Journal> Engine<J> {
             }
         };
         let code_string = code.code_string();
-        self.effect_reserved(held, lsn, id, user, expires_at);
-        self.store_effect(lsn, &record, campaign);
+        self.effect_reserved(
+            held,
+            Logged {
+                lsn,
+                record: &record,
+            },
+            id,
+            user,
+            expires_at,
+        );
         Ok(Reserved {
             reservation: id,
             code: code_string,
@@ -135,11 +161,13 @@ impl<J: Journal> Engine<J> {
         campaign
             .claim_user(user, limit)
             .map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
-        // Relaxed: replay is single-threaded; keep ids unique afterwards.
-        self.next_reservation
-            .fetch_max(reservation + 1, Ordering::Relaxed);
-        self.effect_reserved(held, lsn, reservation, user, expires_at);
-        self.store_effect(lsn, record, campaign);
+        // Relaxed: replay is single-threaded. Numbered ids stay unique
+        // afterwards (random ones need no counter).
+        if self.reservation_ids.is_none() {
+            let number = (reservation as u64).saturating_add(1);
+            self.next_reservation.fetch_max(number, Ordering::Relaxed);
+        }
+        self.effect_reserved(held, Logged { lsn, record }, reservation, user, expires_at);
         Ok(())
     }
 
@@ -148,7 +176,7 @@ impl<J: Journal> Engine<J> {
     fn effect_reserved(
         &self,
         held: Held<'_>,
-        lsn: Lsn,
+        logged: Logged<'_>,
         id: ReservationId,
         user: &str,
         until: Timestamp,
@@ -160,7 +188,7 @@ impl<J: Journal> Engine<J> {
             .get(user)
             .map(|e| e.name.clone())
             .expect("user claimed");
-        held.update_meta(lsn, |meta| {
+        held.update_meta(logged.lsn, |meta| {
             meta.hold = Some(Hold {
                 id,
                 user: name,
@@ -179,7 +207,7 @@ impl<J: Journal> Engine<J> {
         );
         self.expiries.lock().insert((until, id));
         let from = held.state();
-        held.publish(Transition::Reserve, from.reserved());
+        self.publish_logged(held, logged, Transition::Reserve, from.reserved());
     }
 
     /// Locks a code for a new hold or redemption. A hold already past its
@@ -273,10 +301,19 @@ impl<J: Journal> Engine<J> {
         };
         let lsn = self.append(&record)?;
         let code_string = campaign.code_of(slot);
-        if self.effect_redeemed(held, lsn, None, order, Some(id), now) {
+        if self.effect_redeemed(
+            held,
+            Logged {
+                lsn,
+                record: &record,
+            },
+            None,
+            order,
+            Some(id),
+            now,
+        ) {
             self.after_depletion(campaign, now);
         }
-        self.store_effect(lsn, &record, campaign);
         Ok(Redeemed {
             code: code_string,
             campaign: campaign.id().into(),
@@ -332,8 +369,16 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        self.effect_released(held, lsn, hold, expired, now);
-        self.store_effect(lsn, &record, campaign);
+        self.effect_released(
+            held,
+            Logged {
+                lsn,
+                record: &record,
+            },
+            hold,
+            expired,
+            now,
+        );
         Ok(lsn)
     }
 
@@ -360,16 +405,22 @@ impl<J: Journal> Engine<J> {
                 ));
             }
         };
-        self.effect_released(held, lsn, &hold, expired, record.at());
-        self.store_effect(lsn, record, campaign);
+        self.effect_released(held, Logged { lsn, record }, &hold, expired, record.at());
         Ok(())
     }
 
     /// Applies a logged release to the held code, publishes it, and gives
     /// the holder's claim back.
-    fn effect_released(&self, held: Held<'_>, lsn: Lsn, hold: &Hold, expired: bool, at: Timestamp) {
+    fn effect_released(
+        &self,
+        held: Held<'_>,
+        logged: Logged<'_>,
+        hold: &Hold,
+        expired: bool,
+        at: Timestamp,
+    ) {
         let campaign = held.campaign;
-        held.update_meta(lsn, |meta| {
+        held.update_meta(logged.lsn, |meta| {
             meta.hold = None;
         });
         // Remembered before the code is released and the hold forgotten: a
@@ -379,7 +430,7 @@ impl<J: Journal> Engine<J> {
             self.expired.shard(&hold.id).insert(hold.id, at);
         }
         let from = held.state();
-        held.publish(Transition::Release, from.base());
+        self.publish_logged(held, logged, Transition::Release, from.base());
         self.forget_hold(hold.id);
         campaign.unclaim_user(&hold.user);
     }
@@ -415,11 +466,20 @@ impl<J: Journal> Engine<J> {
         Ok(released)
     }
 
+    /// A fresh id: `owner` above 96 random bits, or above the next number
+    /// when no random source was configured.
+    fn new_reservation_id(&self, owner: u32) -> ReservationId {
+        let low_mask = (1u128 << RESERVATION_RANDOM_BITS) - 1;
+        let low = match &self.reservation_ids {
+            Some(random) => (random.0)() & low_mask,
+            // Relaxed: uniqueness comes from the atomic increment alone.
+            None => u128::from(self.next_reservation.fetch_add(1, Ordering::Relaxed)),
+        };
+        u128::from(owner) << RESERVATION_RANDOM_BITS | low
+    }
+
     /// Replays the counters a snapshot closes with.
-    pub(super) fn replay_counters(
-        &self,
-        next_reservation: ReservationId,
-    ) -> Result<(), ReplayError> {
+    pub(super) fn replay_counters(&self, next_reservation: u64) -> Result<(), ReplayError> {
         // Relaxed: replay is single-threaded.
         self.next_reservation
             .fetch_max(next_reservation, Ordering::Relaxed);

@@ -28,6 +28,14 @@ fn without_trailing_fields<'a>(record: &Record<'a>) -> Record<'a> {
             spec.guessing_alert_per_minute = GUESSING_ALERT_PER_MINUTE_DEFAULT;
         }
         Record::CampaignUpdated { patch, .. } => patch.guessing_alert_per_minute = None,
+        // The first format's ids had 64 bits.
+        Record::Reserved { reservation, .. } | Record::Released { reservation, .. } => {
+            *reservation &= u128::from(u64::MAX);
+        }
+        Record::Redeemed {
+            reservation: Some(reservation),
+            ..
+        } => *reservation &= u128::from(u64::MAX),
         _ => {}
     }
     old
@@ -119,6 +127,34 @@ fn every_kind_round_trips() {
         user: "u",
         order: Some("o-1"),
         reservation: Some(77),
+        idem,
+    });
+    // A server's ids: an owner tag over 96 random bits.
+    let random_id = 0xdead_beef_u128 << 96 | 0x0123_4567_89ab_cdef_0011_2233;
+    check(Record::Reserved {
+        at,
+        campaign: 1,
+        slot: Slot::generated(4),
+        reservation: random_id,
+        user: "u",
+        expires_at: Timestamp(99),
+        idem: None,
+    });
+    check(Record::Released {
+        at,
+        campaign: 1,
+        slot: Slot(4),
+        reservation: random_id,
+        expired: false,
+        idem,
+    });
+    check(Record::Redeemed {
+        at,
+        campaign: 1,
+        slot: Slot(4),
+        user: "u",
+        order: None,
+        reservation: Some(random_id),
         idem,
     });
     check(Record::RolledBack {

@@ -52,6 +52,15 @@ impl Writer<'_> {
             self.str(item);
         }
     }
+    /// The high 64 bits of a reservation id, written last and only when
+    /// not zero (see `ReservationId`).
+    pub(super) fn reservation_high(&mut self, id: u128) {
+        let high = (id >> 64) as u64;
+        if high != 0 {
+            self.u64(high);
+        }
+    }
+
     pub(super) fn idem(&mut self, v: &Option<IdemTag<'_>>) {
         match v {
             None => self.0.push(0),
@@ -145,6 +154,17 @@ impl<'a> Reader<'a> {
         }
         (0..count).map(|_| self.str()).collect()
     }
+    /// A reservation id from its low 64 bits and, when the payload goes
+    /// on, the high 64 bits that follow everything else.
+    pub(super) fn reservation_high(&mut self, low: u64) -> Result<u128, DecodeError> {
+        let high = if self.bytes.is_empty() {
+            0
+        } else {
+            self.u64()?
+        };
+        Ok(u128::from(high) << 64 | u128::from(low))
+    }
+
     pub(super) fn idem(&mut self) -> Result<Option<IdemTag<'a>>, DecodeError> {
         if !self.flag()? {
             return Ok(None);

@@ -12,6 +12,8 @@ use crate::http::Body;
 use crate::render;
 use crate::routes::{Attempt, Authorized, JsonRequest, RouteRequest, read_json};
 use crate::timefmt;
+use crate::tokens::{Principal, Role};
+use redeem_engine::{Refusal, ReservationId};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,10 +89,11 @@ pub async fn reserve(app: &App, req: RouteRequest) -> Result<Response<Body>, Api
         request.client_ip.as_deref(),
     )?;
     Ok(keyed(app, key, |idem| {
-        let reserved = attempt.count(app.engine.reserve(
+        let reserved = attempt.count(app.engine.reserve_as(
             &request.code,
             &request.user,
             request.ttl_seconds,
+            owner_tag(&principal),
             timefmt::now(),
             idem,
         ))?;
@@ -103,14 +106,36 @@ pub async fn reserve(app: &App, req: RouteRequest) -> Result<Response<Body>, Api
     .await)
 }
 
+/// The tag of the token that makes a hold, carried in the high 32 bits of
+/// its reservation id: the first 32 bits of the token's hash (its scope).
+fn owner_tag(principal: &Principal) -> u32 {
+    principal
+        .scope
+        .get(..8)
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The reservation a printed id names, if the caller may act on it: the
+/// token that made the hold, or an admin. Any other token is told the
+/// reservation does not exist, exactly as for an id that never did.
+fn own_reservation(principal: &Principal, printed: &str) -> Result<ReservationId, ApiError> {
+    let id = render::parse_reservation_id(printed).ok_or(Refusal::UnknownReservation)?;
+    let owner = (id >> 96) as u32;
+    if principal.role != Role::Admin && owner != owner_tag(principal) {
+        return Err(Refusal::UnknownReservation.into());
+    }
+    Ok(id)
+}
+
 pub async fn confirm(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
     let JsonRequest {
         body: request,
         key,
         param: id,
-        ..
+        principal,
     } = read_json::<ConfirmRequest>(app, req).await?;
-    let id = render::parse_reservation_id(&id).ok_or(redeem_engine::Refusal::UnknownReservation)?;
+    let id = own_reservation(&principal, &id)?;
     Ok(keyed(app, key, |idem| {
         let redeemed = app
             .engine
@@ -133,7 +158,7 @@ pub async fn release(app: &App, req: RouteRequest) -> Result<Response<Body>, Api
     } = req.authorized();
     let bytes = read_body(body, app.config.body_bytes_max).await?;
     let key = idempotency_key(&parts, &principal, &bytes)?;
-    let id = render::parse_reservation_id(&id).ok_or(redeem_engine::Refusal::UnknownReservation)?;
+    let id = own_reservation(&principal, &id)?;
     Ok(keyed(app, key, |idem| {
         let status = app.engine.release(id, timefmt::now(), idem)?;
         Ok(Answer {
