@@ -168,7 +168,7 @@ struct Workload {
     op_no: u64,
     /// Campaign ids and how many generated codes each has.
     campaigns: Vec<(String, u64)>,
-    reservations: Vec<u64>,
+    reservations: Vec<redeem_engine::ReservationId>,
     redeemed: Vec<String>,
     /// Operations that appended records and were acknowledged.
     acked_ops: u64,
