@@ -45,6 +45,8 @@ pub enum Mutation {
     /// `IdempotencyTable::begin` inserts a key without re-checking, under the
     /// shard lock, that nobody took it since the lookup.
     IdempotencyInsertsWithoutRecheck,
+    /// `reclaim` decides on a code's state read before taking its busy bit.
+    ReclaimChecksStaleState,
 }
 
 /// The active mutation as its discriminant; 0 for none.

@@ -23,6 +23,7 @@ mod idempotent;
 mod import;
 mod lookup;
 mod outcome;
+mod reclaim;
 mod redeem;
 mod refusal;
 mod replay;
@@ -34,6 +35,7 @@ pub use outcome::{
     Assigned, CodeRef, CodeStatus, Config, Effect, IdemKey, ImportReport, Redeemed, Renderer,
     Reserved,
 };
+pub use reclaim::Reclaimed;
 pub use refusal::{Refusal, ReplayError};
 
 use reserve::HoldRef;

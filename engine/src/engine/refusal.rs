@@ -64,6 +64,8 @@ pub enum Refusal {
         limit: u32,
     },
     PoolExhausted,
+    /// A reclaim named a recipient that holds no code of the campaign.
+    UnknownRecipient,
     NotRedeemed,
     UnknownReservation,
     ReservationExpired,
@@ -113,6 +115,9 @@ impl std::fmt::Display for Refusal {
                 write!(f, "the user has reached the limit of {limit} redemptions")
             }
             Refusal::PoolExhausted => f.write_str("no code is left to assign"),
+            Refusal::UnknownRecipient => {
+                f.write_str("the recipient holds no code of this campaign")
+            }
             Refusal::NotRedeemed => f.write_str("the code is not redeemed"),
             Refusal::UnknownReservation => f.write_str("no such reservation"),
             Refusal::ReservationExpired => f.write_str("the reservation has expired"),

@@ -29,6 +29,7 @@ pub fn refusal_code(refusal: &Refusal) -> &'static str {
         Refusal::CampaignPaused => "campaign_paused",
         Refusal::UserLimitReached { .. } => "user_limit_reached",
         Refusal::PoolExhausted => "pool_exhausted",
+        Refusal::UnknownRecipient => "unknown_recipient",
         Refusal::NotRedeemed => "not_redeemed",
         Refusal::UnknownReservation => "unknown_reservation",
         Refusal::ReservationExpired => "reservation_expired",
