@@ -745,7 +745,10 @@ fn reclaim_gives_unused_codes_back_and_keeps_used_ones() {
     assert_eq!(again.released, vec![fresh.code.clone()]);
     assert_eq!(again.kept.len(), 2);
     assert_eq!(e.status(&fresh.code, None, at(4)).unwrap().state, "voided");
-    check_refusal(e.redeem(&fresh.code, "cy", None, at(5), None), "code_voided");
+    check_refusal(
+        e.redeem(&fresh.code, "cy", None, at(5), None),
+        "code_voided",
+    );
     let bob = e.reclaim("m", "bob", true, at(5)).unwrap();
     assert_eq!((bob.released.len(), bob.kept.len()), (1, 0));
     check_refusal(e.reclaim("m", "bob", false, at(6)), "unknown_recipient");
@@ -768,7 +771,12 @@ fn replay_refuses_a_reclaim_that_does_not_apply() {
     let slot = e.resolve(&ann.code).unwrap().slot;
     let records = e.journal().records();
     #[track_caller]
-    fn check(records: &[(u64, u8, Vec<u8>)], slot: redeem_engine::Slot, recipient: &str, want: &str) {
+    fn check(
+        records: &[(u64, u8, Vec<u8>)],
+        slot: redeem_engine::Slot,
+        recipient: &str,
+        want: &str,
+    ) {
         let fresh = engine();
         for (lsn, kind, payload) in records {
             fresh.apply_encoded(*lsn, *kind, payload).unwrap();
@@ -785,5 +793,10 @@ fn replay_refuses_a_reclaim_that_does_not_apply() {
     }
     check(&records, slot, "bob", "assigned to someone else");
     let other = redeem_engine::Slot(slot.0 ^ 1);
-    check(&records, other, "ann", "reclaim of a code in state Available");
+    check(
+        &records,
+        other,
+        "ann",
+        "reclaim of a code in state Available",
+    );
 }

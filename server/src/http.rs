@@ -67,6 +67,7 @@ pub enum Route {
     AddCodes,
     ExportCodes,
     Assign,
+    Reclaim,
     GetCode,
     Rollback,
     Void,
@@ -124,6 +125,12 @@ const ROUTES: &[(Method, &str, Route, Access)] = &[
         Roles(&[Issuer]),
     ),
     (
+        Method::DELETE,
+        "/v1/campaigns/{id}/assignments/{recipient}",
+        Route::Reclaim,
+        Roles(&[Issuer]),
+    ),
+    (
         Method::GET,
         "/v1/codes/{code}",
         Route::GetCode,
@@ -177,6 +184,7 @@ impl Route {
             Route::AddCodes => "add_codes",
             Route::ExportCodes => "export_codes",
             Route::Assign => "assign",
+            Route::Reclaim => "reclaim",
             Route::GetCode => "get_code",
             Route::Rollback => "rollback",
             Route::Void => "void",
@@ -273,12 +281,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
     };
     // Each path has at most one parameter; percent-escapes are decoded
     // after matching, so an escaped `/` stays inside its segment.
-    let param = matched
+    let mut params = matched
         .params
         .iter()
-        .next()
-        .map(|(_, value)| extract::percent_decode(value, false))
-        .unwrap_or_default();
+        .map(|(_, value)| extract::percent_decode(value, false));
+    let param = params.next().unwrap_or_default();
+    let param2 = params.next().unwrap_or_default();
     let (parts, body) = req.into_parts();
     let principal = match access {
         Open => None,
@@ -291,6 +299,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
         parts,
         body,
         param,
+        param2,
         principal,
     };
     let response = dispatch(app, route, req)
@@ -316,6 +325,7 @@ async fn dispatch(
         Route::AddCodes => pool::add_codes(app, req).await,
         Route::ExportCodes => pool::export_codes(app, req),
         Route::Assign => assignments::assign(app, req).await,
+        Route::Reclaim => assignments::reclaim(app, req).await,
         Route::GetCode => codes::get(app, req).await,
         Route::Rollback => codes::rollback(app, req).await,
         Route::Void => codes::void(app, req).await,

@@ -31,6 +31,9 @@ pub struct RouteRequest {
     /// The path's one parameter (campaign id, code or reservation id),
     /// percent-decoded; empty on paths without one.
     pub param: String,
+    /// The path's second parameter (a recipient), percent-decoded; empty
+    /// on paths with fewer.
+    pub param2: String,
     /// The caller; `None` on routes that need no token.
     pub principal: Option<Principal>,
 }
