@@ -47,7 +47,7 @@ pub mod state;
 
 pub use campaign::{Campaign, CampaignView, Stats};
 pub use engine::{
-    Assigned, CodeRef, CodeStatus, Config, Effect, Engine, IdemKey, ImportReport, Importer,
+    Assigned, CodeRef, CodeStatus, Config, Effect, Engine, IdemKey, ImportReport, Importer, Pledge,
     Reclaimed, Redeemed, Refusal, Renderer, ReplayError, Reserved,
 };
 pub use idempotency::{Begin, StoredResponse};

@@ -800,3 +800,62 @@ fn replay_refuses_a_reclaim_that_does_not_apply() {
         "reclaim of a code in state Available",
     );
 }
+
+#[test]
+fn pledges_keep_a_started_file_whole() {
+    let e = engine();
+    e.create_campaign(
+        CampaignSpec {
+            test_recipients: vec!["qa".into()],
+            ..spec("p", "P", 6)
+        },
+        key(23),
+        T0,
+        None,
+    )
+    .unwrap();
+    e.assign("p", "old", T0, None).unwrap();
+    // "old" holds its code, "a" repeats, "qa" takes one each line, "" none.
+    let file = ["old", "a", "a", "qa", "qa", "", "b"];
+    let mut pledge = e.pledge("p", file, T0).unwrap();
+    assert_eq!(pledge.left(), 4);
+    // A second file that does not fit next to the first is refused whole.
+    match e.pledge("p", ["x", "y"], T0) {
+        Err(Refusal::PoolShort { needed, available }) => assert_eq!((needed, available), (2, 1)),
+        other => panic!("expected PoolShort, got {other:?}"),
+    }
+    // Single assignments take only what no pledge holds.
+    e.assign("p", "single", T0, None).unwrap();
+    check_refusal(e.assign("p", "late", T0, None), "pool_exhausted");
+    let mut statuses = Vec::new();
+    for r in file {
+        let got = e.assign_pledged("p", r, T0, None, Some(&mut pledge));
+        statuses.push(match got {
+            Ok(a) if a.test => "test",
+            Ok(a) if a.new => "created",
+            Ok(_) => "existing",
+            Err(refusal) => refusal_code(&refusal),
+        });
+    }
+    assert_eq!(
+        statuses,
+        [
+            "existing",
+            "created",
+            "existing",
+            "test",
+            "test",
+            "invalid_request",
+            "created"
+        ]
+    );
+    assert_eq!(pledge.left(), 0);
+    drop(pledge);
+    check_refusal(e.assign("p", "late", T0, None), "pool_exhausted");
+    // An unused pledge goes back to the pool when dropped.
+    e.create_campaign(spec("q", "Q", 2), key(24), T0, None)
+        .unwrap();
+    drop(e.pledge("q", ["x", "y"], T0).unwrap());
+    e.assign("q", "z", T0, None).unwrap();
+    check_replay(&e);
+}

@@ -30,6 +30,7 @@ mod replay;
 mod reserve;
 mod snapshot;
 
+pub use assign::Pledge;
 pub use import::Importer;
 pub use outcome::{
     Assigned, CodeRef, CodeStatus, Config, Effect, IdemKey, ImportReport, Redeemed, Renderer,
