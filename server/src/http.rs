@@ -67,6 +67,9 @@ pub enum Route {
     AddCodes,
     ExportCodes,
     Assign,
+    ExportAssignments,
+    BulkAssign,
+    BulkReclaim,
     Reclaim,
     GetCode,
     Rollback,
@@ -122,6 +125,24 @@ const ROUTES: &[(Method, &str, Route, Access)] = &[
         Method::POST,
         "/v1/campaigns/{id}/assignments",
         Route::Assign,
+        Roles(&[Issuer]),
+    ),
+    (
+        Method::GET,
+        "/v1/campaigns/{id}/assignments",
+        Route::ExportAssignments,
+        Roles(&[Issuer]),
+    ),
+    (
+        Method::POST,
+        "/v1/campaigns/{id}/assignments/bulk",
+        Route::BulkAssign,
+        Roles(&[Issuer]),
+    ),
+    (
+        Method::POST,
+        "/v1/campaigns/{id}/assignments/reclaim",
+        Route::BulkReclaim,
         Roles(&[Issuer]),
     ),
     (
@@ -184,6 +205,9 @@ impl Route {
             Route::AddCodes => "add_codes",
             Route::ExportCodes => "export_codes",
             Route::Assign => "assign",
+            Route::ExportAssignments => "export_assignments",
+            Route::BulkAssign => "bulk_assign",
+            Route::BulkReclaim => "bulk_reclaim",
             Route::Reclaim => "reclaim",
             Route::GetCode => "get_code",
             Route::Rollback => "rollback",
@@ -313,7 +337,7 @@ async fn dispatch(
     route: Route,
     req: RouteRequest,
 ) -> Result<Response<Body>, ApiError> {
-    use routes::{assignments, campaigns, checkout, codes, events, pool, system};
+    use routes::{assignments, bulk, campaigns, checkout, codes, events, pool, system};
     match route {
         Route::Healthz => Ok(system::healthz()),
         Route::Readyz => system::readyz(app),
@@ -325,6 +349,9 @@ async fn dispatch(
         Route::AddCodes => pool::add_codes(app, req).await,
         Route::ExportCodes => pool::export_codes(app, req),
         Route::Assign => assignments::assign(app, req).await,
+        Route::ExportAssignments => bulk::export_assignments(app, req),
+        Route::BulkAssign => bulk::bulk_assign(app, req).await,
+        Route::BulkReclaim => bulk::bulk_reclaim(app, req).await,
         Route::Reclaim => assignments::reclaim(app, req).await,
         Route::GetCode => codes::get(app, req).await,
         Route::Rollback => codes::rollback(app, req).await,

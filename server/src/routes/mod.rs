@@ -17,6 +17,7 @@ use crate::timefmt;
 use crate::tokens::Principal;
 
 pub mod assignments;
+pub mod bulk;
 pub mod campaigns;
 pub mod checkout;
 pub mod codes;
