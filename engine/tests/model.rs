@@ -332,6 +332,9 @@ enum ReserveOutcome {
     },
 }
 
+/// (released codes, kept codes with their state).
+type ReclaimOutcome = (Vec<String>, Vec<(String, PublicState)>);
+
 enum AssignOutcome {
     /// The recipient is at its limit: its first code again.
     Existing(usize),
@@ -598,12 +601,7 @@ impl Model {
 
     /// (released, kept with state): the recipient's assigned codes leave
     /// it, the rest stay; a recipient with no codes is unknown.
-    fn reclaim(
-        &mut self,
-        campaign: usize,
-        recipient: &str,
-        void: bool,
-    ) -> Outcome<(Vec<String>, Vec<(String, PublicState)>)> {
+    fn reclaim(&mut self, campaign: usize, recipient: &str, void: bool) -> Outcome<ReclaimOutcome> {
         let Some(list) = self.campaigns[campaign].recipients.remove(recipient) else {
             return Err("unknown_recipient");
         };

@@ -412,22 +412,33 @@ fn read_some_rows(server: &Server, path: &str, body: Vec<u8>, rows: usize) -> Ve
 
 #[test]
 fn kill_9_mid_file_loses_no_row_the_client_received() {
-    let n = 40_000;
+    // Over two batches, so the kill lands mid-file.
+    let n = 20_000;
     let mut server = Server::start();
     server.create_campaign(json!({"id": "crash", "generate": n + 10}));
-    let body: Vec<u8> = (0..n).map(|i| format!("r{i}\n")).collect::<String>().into_bytes();
+    let body: Vec<u8> = (0..n)
+        .map(|i| format!("r{i}\n"))
+        .collect::<String>()
+        .into_bytes();
     let path = "/v1/campaigns/crash/assignments/bulk";
     let received = read_some_rows(&server, path, body.clone(), 1000);
     server.kill9();
     server.restart();
     assert_eq!(received[0], "recipient,code,status");
-    assert!(received.len() > 1000 && received.len() < n + 1, "{}", received.len());
+    assert!(
+        received.len() > 1000 && received.len() < n + 1,
+        "{}",
+        received.len()
+    );
     let again = rows(&post_file(&server, path, "text/csv", &body).body);
     assert_eq!(again.len(), n + 1);
     for (got, now) in received[1..].iter().zip(&again[1..]) {
         let got: Vec<&str> = got.split(',').collect();
         assert_eq!(got[2], "created");
         assert_eq!((got[0], got[1]), (now[0].as_str(), now[1].as_str()));
-        assert_eq!(now[2], "existing", "a received row's code survived the crash");
+        assert_eq!(
+            now[2], "existing",
+            "a received row's code survived the crash"
+        );
     }
 }
