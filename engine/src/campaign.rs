@@ -242,6 +242,9 @@ pub struct Campaign {
     pub(crate) low_stock_reported: AtomicBool,
     /// Orders code additions with their records.
     pub(crate) add_lock: Mutex<()>,
+    /// Codes promised to running all-or-nothing files, and assignments in
+    /// flight outside them: admission policy only, never logged.
+    pub(crate) pool_gate: Mutex<PoolGate>,
     /// Well-formed codes under the prefix that were never issued, this
     /// minute: guesses, since the check symbol catches typos.
     pub(crate) guesses: MinuteCounter,
@@ -250,6 +253,17 @@ pub struct Campaign {
     pub(crate) guess_alert_minute: AtomicU64,
     /// `guessing_suspected` records written or replayed, for `/metrics`.
     pub(crate) guess_alerts: AtomicU64,
+}
+
+/// What an all-or-nothing file has been promised of the available pool.
+/// An assignment outside a pledge counts itself in flight while it takes a
+/// code, so a pledge never counts a code another assignment is taking.
+#[derive(Debug, Default)]
+pub(crate) struct PoolGate {
+    /// Codes promised to files and not yet taken by them.
+    pub pledged: u64,
+    /// Assignments outside any pledge that are taking a code right now.
+    pub in_flight: u64,
 }
 
 /// Events in the current minute: a fixed window that restarts when the
@@ -384,6 +398,7 @@ impl Campaign {
             depletions: RateWindow::new(),
             low_stock_reported: AtomicBool::new(false),
             add_lock: Mutex::new(()),
+            pool_gate: Mutex::new(PoolGate::default()),
             guesses: MinuteCounter::new(),
             guess_alert_minute: AtomicU64::new(0),
             guess_alerts: AtomicU64::new(0),
@@ -596,6 +611,20 @@ impl Campaign {
         } else {
             self.codec.encode(slot.index()).to_string()
         }
+    }
+
+    /// Every assigned code (test recipients' too) with its recipient,
+    /// public state and assignment time, generated codes first, in slot
+    /// order: the merge file. Waits out transitions in progress.
+    pub fn assignments(
+        &self,
+    ) -> impl Iterator<Item = (Slot, Arc<str>, PublicState, Timestamp)> + '_ {
+        self.states()
+            .filter(|(_, state)| *state != PublicState::Available)
+            .filter_map(|(slot, state)| {
+                let meta = self.meta.shard(&slot).get(&slot).cloned()?;
+                Some((slot, meta.recipient?, state, meta.assigned_at?))
+            })
     }
 
     /// Every recipient and its codes, for audits and tests.

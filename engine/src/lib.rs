@@ -22,6 +22,7 @@
 //!   - `engine/campaigns.rs`: create, update, generate, and the low-stock event;
 //!   - `engine/lookup.rs`: resolving a code, its status, the campaign window;
 //!   - `engine/assign.rs`: assignment;
+//!   - `engine/reclaim.rs`: reclaim, taking unused codes back from a recipient;
 //!   - `engine/redeem.rs`: redemption, rollback, void;
 //!   - `engine/reserve.rs`: reserve, confirm, release, the sweeper;
 //!   - `engine/import.rs`: the `Importer` of client code lists;
@@ -46,8 +47,8 @@ pub mod state;
 
 pub use campaign::{Campaign, CampaignView, Stats};
 pub use engine::{
-    Assigned, CodeRef, CodeStatus, Config, Effect, Engine, IdemKey, ImportReport, Importer,
-    RandomIds, Redeemed, Refusal, Renderer, ReplayError, Reserved,
+    Assigned, CodeRef, CodeStatus, Config, Effect, Engine, IdemKey, ImportReport, Importer, Pledge,
+    RandomIds, Reclaimed, Redeemed, Refusal, Renderer, ReplayError, Reserved,
 };
 pub use idempotency::{Begin, StoredResponse};
 pub use record::{

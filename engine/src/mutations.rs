@@ -48,6 +48,8 @@ pub enum Mutation {
     /// A keyed transition of a code renders its stored response after the
     /// code is published, when a later transition may already show.
     RenderAfterPublish,
+    /// `reclaim` decides on a code's state read before taking its busy bit.
+    ReclaimChecksStaleState,
 }
 
 /// The active mutation as its discriminant; 0 for none.

@@ -253,6 +253,18 @@ pub enum Record<'a> {
         /// holds that used them are gone.
         next_reservation: u64,
     },
+    /// A reclaim took an assigned code back from its recipient (a bounced
+    /// message): the code is available again, or voided with `void`, and
+    /// the recipient's count drops.
+    Unassigned {
+        at: Timestamp,
+        campaign: CampaignNo,
+        slot: Slot,
+        /// The recipient the code is taken from; replay checks it held it.
+        recipient: &'a str,
+        /// Void the code instead of returning it to the pool.
+        void: bool,
+    },
 }
 
 /// The type byte of each record kind, as stored in the log. Never reuse one.
@@ -273,6 +285,9 @@ pub enum RecordKind {
     LowStock = 12,
     Counters = 13,
     GuessingSuspected = 14,
+    // Kinds from 20 on belong to the email-campaign work, so kinds added on
+    // other branches (15 and up) never clash with them.
+    Unassigned = 20,
 }
 
 impl RecordKind {
@@ -293,6 +308,7 @@ impl RecordKind {
             LowStock,
             Counters,
             GuessingSuspected,
+            Unassigned,
         ]
         .into_iter()
         .find(|k| *k as u8 == byte)
@@ -314,6 +330,7 @@ impl RecordKind {
             RecordKind::LowStock => "low_stock",
             RecordKind::Counters => "counters",
             RecordKind::GuessingSuspected => "guessing_suspected",
+            RecordKind::Unassigned => "unassigned",
         }
     }
 }
@@ -377,6 +394,7 @@ impl<'a> Record<'a> {
             Record::LowStock { .. } => RecordKind::LowStock,
             Record::GuessingSuspected { .. } => RecordKind::GuessingSuspected,
             Record::Counters { .. } => RecordKind::Counters,
+            Record::Unassigned { .. } => RecordKind::Unassigned,
         }
     }
 
@@ -395,7 +413,8 @@ impl<'a> Record<'a> {
             | Record::IdempotentResponse { at, .. }
             | Record::LowStock { at, .. }
             | Record::GuessingSuspected { at, .. }
-            | Record::Counters { at, .. } => *at,
+            | Record::Counters { at, .. }
+            | Record::Unassigned { at, .. } => *at,
         }
     }
 
@@ -407,7 +426,8 @@ impl<'a> Record<'a> {
             | Record::Released { campaign, slot, .. }
             | Record::Redeemed { campaign, slot, .. }
             | Record::RolledBack { campaign, slot, .. }
-            | Record::Voided { campaign, slot, .. } => Some((campaign, slot)),
+            | Record::Voided { campaign, slot, .. }
+            | Record::Unassigned { campaign, slot, .. } => Some((campaign, slot)),
             _ => None,
         }
     }
@@ -638,6 +658,18 @@ impl<'a> Record<'a> {
                 w.u32(*campaign);
                 w.u64(*attempts);
             }
+            Record::Unassigned {
+                campaign,
+                slot,
+                recipient,
+                void,
+                ..
+            } => {
+                w.u32(*campaign);
+                w.u64(slot.0);
+                w.str(recipient);
+                w.0.push(*void as u8);
+            }
         }
     }
 
@@ -825,6 +857,13 @@ impl<'a> Record<'a> {
                 at,
                 campaign: r.u32()?,
                 attempts: r.u64()?,
+            },
+            RecordKind::Unassigned => Record::Unassigned {
+                at,
+                campaign: r.u32()?,
+                slot: Slot(r.u64()?),
+                recipient: r.str()?,
+                void: r.flag()?,
             },
         };
         if !r.bytes.is_empty() {

@@ -140,6 +140,9 @@ pub enum Transition {
     Redeem,
     Rollback,
     Void,
+    /// Reclaim: an assigned code whose message bounced leaves its recipient,
+    /// back to the pool or voided.
+    Unassign,
 }
 
 /// The one table of allowed transitions. Every change of a code's state is
@@ -174,6 +177,9 @@ pub fn allowed(transition: Transition, from: CodeState, to: CodeState) -> bool {
         Transition::Void => {
             to == Voided && !matches!(from, RedeemedFromAvailable | RedeemedFromAssigned | Voided)
         }
+        // Only a code nobody has started to use: a held or redeemed code
+        // stays with its recipient.
+        Transition::Unassign => from == Assigned && matches!(to, Available | Voided),
     }
 }
 
@@ -618,6 +624,12 @@ mod tests {
         check(Transition::Void, ReservedFromAssigned, Voided, true);
         check(Transition::Void, RedeemedFromAvailable, Voided, false);
         check(Transition::Void, Voided, Voided, false);
+        check(Transition::Unassign, Assigned, Available, true);
+        check(Transition::Unassign, Assigned, Voided, true);
+        check(Transition::Unassign, Available, Available, false);
+        check(Transition::Unassign, ReservedFromAssigned, Available, false);
+        check(Transition::Unassign, RedeemedFromAssigned, Available, false);
+        check(Transition::Unassign, Voided, Available, false);
     }
 
     #[test]

@@ -693,3 +693,169 @@ fn replay_refuses_records_that_do_not_apply() {
     };
     assert!(fresh.apply_replayed(4, &orphan).is_err());
 }
+
+#[test]
+fn reclaim_gives_unused_codes_back_and_keeps_used_ones() {
+    let e = engine();
+    e.create_campaign(
+        CampaignSpec {
+            per_recipient_limit: 3,
+            code_valid_seconds_after_assignment: Some(600),
+            ..spec("m", "M", 8)
+        },
+        key(21),
+        T0,
+        None,
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(e.assign("m", "ann", T0, None).unwrap().code);
+    }
+    e.assign("m", "bob", T0, None).unwrap();
+    e.redeem(&held[1], "ann", None, at(1), None).unwrap();
+    e.reserve(&held[2], "dan", None, at(1), None).unwrap();
+    check_refusal(e.reclaim("m", "nobody", false, at(2)), "unknown_recipient");
+    check_refusal(e.reclaim("nope", "ann", false, at(2)), "unknown_campaign");
+    check_refusal(e.reclaim("m", "", false, at(2)), "invalid_request");
+
+    let r = e.reclaim("m", "ann", false, at(2)).unwrap();
+    assert_eq!(r.released, vec![held[0].clone()]);
+    assert_eq!(
+        r.kept,
+        vec![
+            (held[1].clone(), PublicState::Redeemed),
+            (held[2].clone(), PublicState::Reserved)
+        ]
+    );
+    assert!(r.lsn > 0);
+    // Back in the pool with no trace of its recipient or deadline.
+    let status = e.status(&held[0], None, at(2)).unwrap();
+    assert_eq!(
+        (status.state, status.recipient, status.expires_at),
+        ("available", None, None)
+    );
+    // The count dropped: ann gets a fresh assignment, bob is untouched.
+    let fresh = e.assign("m", "ann", at(3), None).unwrap();
+    assert!(fresh.new);
+    let stats = e.campaign("m").unwrap().view(at(3)).stats;
+    assert_eq!((stats.assigned, stats.available), (2, 4));
+    // Reclaiming again keeps the used codes and takes the fresh one.
+    let again = e.reclaim("m", "ann", true, at(4)).unwrap();
+    assert_eq!(again.released, vec![fresh.code.clone()]);
+    assert_eq!(again.kept.len(), 2);
+    assert_eq!(e.status(&fresh.code, None, at(4)).unwrap().state, "voided");
+    check_refusal(
+        e.redeem(&fresh.code, "cy", None, at(5), None),
+        "code_voided",
+    );
+    let bob = e.reclaim("m", "bob", true, at(5)).unwrap();
+    assert_eq!((bob.released.len(), bob.kept.len()), (1, 0));
+    check_refusal(e.reclaim("m", "bob", false, at(6)), "unknown_recipient");
+    let unassigned = e
+        .journal()
+        .records()
+        .iter()
+        .filter(|(_, k, _)| *k == redeem_engine::RecordKind::Unassigned as u8)
+        .count();
+    assert_eq!(unassigned, 3);
+    check_replay(&e);
+}
+
+#[test]
+fn replay_refuses_a_reclaim_that_does_not_apply() {
+    let e = engine();
+    e.create_campaign(spec("m", "M", 4), key(22), T0, None)
+        .unwrap();
+    let ann = e.assign("m", "ann", T0, None).unwrap();
+    let slot = e.resolve(&ann.code).unwrap().slot;
+    let records = e.journal().records();
+    #[track_caller]
+    fn check(
+        records: &[(u64, u8, Vec<u8>)],
+        slot: redeem_engine::Slot,
+        recipient: &str,
+        want: &str,
+    ) {
+        let fresh = engine();
+        for (lsn, kind, payload) in records {
+            fresh.apply_encoded(*lsn, *kind, payload).unwrap();
+        }
+        let bad = Record::Unassigned {
+            at: T0,
+            campaign: 1,
+            slot,
+            recipient,
+            void: false,
+        };
+        let err = fresh.apply_replayed(99, &bad).unwrap_err();
+        assert!(err.reason.contains(want), "{err}");
+    }
+    check(&records, slot, "bob", "assigned to someone else");
+    let other = redeem_engine::Slot(slot.0 ^ 1);
+    check(
+        &records,
+        other,
+        "ann",
+        "reclaim of a code in state Available",
+    );
+}
+
+#[test]
+fn pledges_keep_a_started_file_whole() {
+    let e = engine();
+    e.create_campaign(
+        CampaignSpec {
+            test_recipients: vec!["qa".into()],
+            ..spec("p", "P", 6)
+        },
+        key(23),
+        T0,
+        None,
+    )
+    .unwrap();
+    e.assign("p", "old", T0, None).unwrap();
+    // "old" holds its code, "a" repeats, "qa" takes one each line, "" none.
+    let file = ["old", "a", "a", "qa", "qa", "", "b"];
+    let mut pledge = e.pledge("p", file, T0).unwrap();
+    assert_eq!(pledge.left(), 4);
+    // A second file that does not fit next to the first is refused whole.
+    match e.pledge("p", ["x", "y"], T0) {
+        Err(Refusal::PoolShort { needed, available }) => assert_eq!((needed, available), (2, 1)),
+        other => panic!("expected PoolShort, got {other:?}"),
+    }
+    // Single assignments take only what no pledge holds.
+    e.assign("p", "single", T0, None).unwrap();
+    check_refusal(e.assign("p", "late", T0, None), "pool_exhausted");
+    let mut statuses = Vec::new();
+    for r in file {
+        let got = e.assign_pledged("p", r, T0, None, Some(&mut pledge));
+        statuses.push(match got {
+            Ok(a) if a.test => "test",
+            Ok(a) if a.new => "created",
+            Ok(_) => "existing",
+            Err(refusal) => refusal_code(&refusal),
+        });
+    }
+    assert_eq!(
+        statuses,
+        [
+            "existing",
+            "created",
+            "existing",
+            "test",
+            "test",
+            "invalid_request",
+            "created"
+        ]
+    );
+    assert_eq!(pledge.left(), 0);
+    drop(pledge);
+    check_refusal(e.assign("p", "late", T0, None), "pool_exhausted");
+    // An unused pledge goes back to the pool when dropped.
+    e.create_campaign(spec("q", "Q", 2), key(24), T0, None)
+        .unwrap();
+    drop(e.pledge("q", ["x", "y"], T0).unwrap());
+    e.assign("q", "z", T0, None).unwrap();
+    check_replay(&e);
+}

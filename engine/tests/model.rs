@@ -202,6 +202,12 @@ enum Op {
         campaign: usize,
         recipient: usize,
     },
+    /// A bounce: the recipient's unused codes go back, or are voided.
+    Reclaim {
+        campaign: usize,
+        recipient: usize,
+        void: bool,
+    },
     Sweep,
     SetPaused {
         campaign: usize,
@@ -247,6 +253,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => code_sel().prop_map(|code| Op::Void { code }),
         4 => (0usize..2, 0usize..3)
             .prop_map(|(campaign, recipient)| Op::Assign { campaign, recipient }),
+        2 => (0usize..2, 0usize..3, any::<bool>())
+            .prop_map(|(campaign, recipient, void)| Op::Reclaim { campaign, recipient, void }),
         2 => Just(Op::Sweep),
         1 => (0usize..2, prop::bool::weighted(0.4))
             .prop_map(|(campaign, paused)| Op::SetPaused { campaign, paused }),
@@ -323,6 +331,9 @@ enum ReserveOutcome {
         until: Timestamp,
     },
 }
+
+/// (released codes, kept codes with their state).
+type ReclaimOutcome = (Vec<String>, Vec<(String, PublicState)>);
 
 enum AssignOutcome {
     /// The recipient is at its limit: its first code again.
@@ -586,6 +597,35 @@ impl Model {
                 .or_default()
                 .push(code);
         }
+    }
+
+    /// (released, kept with state): the recipient's assigned codes leave
+    /// it, the rest stay; a recipient with no codes is unknown.
+    fn reclaim(&mut self, campaign: usize, recipient: &str, void: bool) -> Outcome<ReclaimOutcome> {
+        let Some(list) = self.campaigns[campaign].recipients.remove(recipient) else {
+            return Err("unknown_recipient");
+        };
+        let (mut released, mut kept, mut left) = (Vec::new(), Vec::new(), Vec::new());
+        for code in list {
+            let public = self.public(code);
+            if public != PublicState::Assigned {
+                kept.push((self.codes[code].text.clone(), public));
+                left.push(code);
+                continue;
+            }
+            let c = &mut self.codes[code];
+            c.recipient = None;
+            c.assigned_at = None;
+            c.deadline = None;
+            c.voided = void;
+            released.push(c.text.clone());
+        }
+        if !left.is_empty() {
+            self.campaigns[campaign]
+                .recipients
+                .insert(recipient.into(), left);
+        }
+        Ok((released, kept))
     }
 
     fn sweep(&mut self) -> usize {
@@ -933,6 +973,23 @@ impl Harness {
                             )));
                         };
                         self.model.apply_assign(code, recipient, test);
+                    }
+                    (got, want) => same_refusal(&got, want.map(|_| ()))?,
+                }
+            }
+            Op::Reclaim {
+                campaign,
+                recipient,
+                void,
+            } => {
+                let n = campaign % self.model.campaigns.len();
+                let recipient = RECIPIENTS[*recipient];
+                let id = self.model.campaigns[n].id.clone();
+                let got = self.engine.reclaim(&id, recipient, *void, now);
+                match (got, self.model.reclaim(n, recipient, *void)) {
+                    (Ok(r), Ok((released, kept))) => {
+                        prop_assert_eq!(r.released, released, "released from {}", recipient);
+                        prop_assert_eq!(r.kept, kept, "kept by {}", recipient);
                     }
                     (got, want) => same_refusal(&got, want.map(|_| ()))?,
                 }

@@ -207,6 +207,8 @@ pub fn refusal_code(refusal: &Refusal) -> &'static str {
         Refusal::CampaignPaused => "campaign_paused",
         Refusal::UserLimitReached { .. } => "user_limit_reached",
         Refusal::PoolExhausted => "pool_exhausted",
+        Refusal::UnknownRecipient => "unknown_recipient",
+        Refusal::PoolShort { .. } => "pool_exhausted",
         Refusal::NotRedeemed => "not_redeemed",
         Refusal::UnknownReservation => "unknown_reservation",
         Refusal::ReservationExpired => "reservation_expired",
@@ -277,6 +279,10 @@ pub enum Op {
     Reserve(&'static str),
     Void,
     Rollback,
+    /// Assign the campaign's (one) code to this recipient.
+    Assign(&'static str),
+    /// Reclaim the recipient's unused codes, voiding them or not.
+    Reclaim(&'static str, bool),
 }
 
 impl Op {
@@ -287,13 +293,19 @@ impl Op {
             Op::Reserve(user) => outcome(&engine.reserve(code, user, None, T0, None)),
             Op::Void => outcome(&engine.void(code, T0, None)),
             Op::Rollback => outcome(&engine.rollback(code, T0, None)),
+            Op::Assign(recipient) => outcome(&engine.assign("race", recipient, T0, None)),
+            Op::Reclaim(recipient, void) => match engine.reclaim("race", recipient, void, T0) {
+                Ok(r) if !r.released.is_empty() => "released",
+                Ok(_) => "kept",
+                Err(refusal) => refusal_code(&refusal),
+            },
         }
     }
 
     fn user(self) -> Option<&'static str> {
         match self {
             Op::Redeem(user) | Op::Reserve(user) => Some(user),
-            Op::Void | Op::Rollback => None,
+            Op::Void | Op::Rollback | Op::Assign(_) | Op::Reclaim(..) => None,
         }
     }
 }

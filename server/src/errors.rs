@@ -121,6 +121,10 @@ fn describe_refusal(refusal: &Refusal) -> Described<'static> {
         Refusal::CampaignPaused => d(422, "campaign_paused"),
         Refusal::UserLimitReached { limit } => d(409, "user_limit_reached").with("limit", *limit),
         Refusal::PoolExhausted => d(409, "pool_exhausted"),
+        Refusal::UnknownRecipient => d(404, "unknown_recipient"),
+        Refusal::PoolShort { needed, available } => d(409, "pool_exhausted")
+            .with("needed", *needed)
+            .with("available", *available),
         Refusal::NotRedeemed => d(409, "not_redeemed"),
         Refusal::UnknownReservation => d(404, "unknown_reservation"),
         Refusal::ReservationExpired => d(410, "reservation_expired"),

@@ -168,6 +168,18 @@ pub fn u64_param(params: &[(String, String)], name: &str) -> Result<Option<u64>,
     }
 }
 
+/// A `true`/`false` query parameter; absent is `false`.
+pub fn bool_param(params: &[(String, String)], name: &str) -> Result<bool, ApiError> {
+    match param(params, name) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::field(
+            name,
+            format!("{name} must be true or false"),
+        )),
+    }
+}
+
 /// The idempotency key of a request, scoped to its token.
 #[derive(Debug)]
 pub struct KeyedRequest {

@@ -67,6 +67,10 @@ pub enum Route {
     AddCodes,
     ExportCodes,
     Assign,
+    ExportAssignments,
+    BulkAssign,
+    BulkReclaim,
+    Reclaim,
     GetCode,
     Rollback,
     Void,
@@ -125,6 +129,30 @@ const ROUTES: &[(Method, &str, Route, Access)] = &[
     ),
     (
         Method::GET,
+        "/v1/campaigns/{id}/assignments",
+        Route::ExportAssignments,
+        Roles(&[Issuer]),
+    ),
+    (
+        Method::POST,
+        "/v1/campaigns/{id}/assignments/bulk",
+        Route::BulkAssign,
+        Roles(&[Issuer]),
+    ),
+    (
+        Method::POST,
+        "/v1/campaigns/{id}/assignments/reclaim",
+        Route::BulkReclaim,
+        Roles(&[Issuer]),
+    ),
+    (
+        Method::DELETE,
+        "/v1/campaigns/{id}/assignments/{recipient}",
+        Route::Reclaim,
+        Roles(&[Issuer]),
+    ),
+    (
+        Method::GET,
         "/v1/codes/{code}",
         Route::GetCode,
         Roles(&[Issuer, Checkout]),
@@ -177,6 +205,10 @@ impl Route {
             Route::AddCodes => "add_codes",
             Route::ExportCodes => "export_codes",
             Route::Assign => "assign",
+            Route::ExportAssignments => "export_assignments",
+            Route::BulkAssign => "bulk_assign",
+            Route::BulkReclaim => "bulk_reclaim",
+            Route::Reclaim => "reclaim",
             Route::GetCode => "get_code",
             Route::Rollback => "rollback",
             Route::Void => "void",
@@ -273,12 +305,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
     };
     // Each path has at most one parameter; percent-escapes are decoded
     // after matching, so an escaped `/` stays inside its segment.
-    let param = matched
+    let mut params = matched
         .params
         .iter()
-        .next()
-        .map(|(_, value)| extract::percent_decode(value, false))
-        .unwrap_or_default();
+        .map(|(_, value)| extract::percent_decode(value, false));
+    let param = params.next().unwrap_or_default();
+    let param2 = params.next().unwrap_or_default();
     let (parts, body) = req.into_parts();
     let principal = match access {
         Open => None,
@@ -291,6 +323,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> (&'static str, Respons
         parts,
         body,
         param,
+        param2,
         principal,
     };
     let response = dispatch(app, route, req)
@@ -304,7 +337,7 @@ async fn dispatch(
     route: Route,
     req: RouteRequest,
 ) -> Result<Response<Body>, ApiError> {
-    use routes::{assignments, campaigns, checkout, codes, events, pool, system};
+    use routes::{assignments, bulk, campaigns, checkout, codes, events, pool, system};
     match route {
         Route::Healthz => Ok(system::healthz()),
         Route::Readyz => system::readyz(app),
@@ -316,6 +349,10 @@ async fn dispatch(
         Route::AddCodes => pool::add_codes(app, req).await,
         Route::ExportCodes => pool::export_codes(app, req),
         Route::Assign => assignments::assign(app, req).await,
+        Route::ExportAssignments => bulk::export_assignments(app, req),
+        Route::BulkAssign => bulk::bulk_assign(app, req).await,
+        Route::BulkReclaim => bulk::bulk_reclaim(app, req).await,
+        Route::Reclaim => assignments::reclaim(app, req).await,
         Route::GetCode => codes::get(app, req).await,
         Route::Rollback => codes::rollback(app, req).await,
         Route::Void => codes::void(app, req).await,

@@ -98,6 +98,21 @@ pub fn assignment(a: &Assigned) -> Vec<u8> {
     .expect("serializes")
 }
 
+/// `{"recipient", "released": [code...], "kept": [{"code", "state"}]}`.
+pub fn reclaimed(r: &redeem_engine::Reclaimed) -> Vec<u8> {
+    let kept: Vec<Value> = r
+        .kept
+        .iter()
+        .map(|(code, state)| json!({"code": code, "state": state.as_str()}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "recipient": r.recipient,
+        "released": r.released,
+        "kept": kept,
+    }))
+    .expect("serializes")
+}
+
 pub fn code_status_value(s: &CodeStatus) -> Value {
     let mut map = serde_json::Map::new();
     map.insert("code".into(), s.code.clone().into());

@@ -1,7 +1,10 @@
 //! Assignment: a recipient gets an available code of a campaign, or the
-//! code it already holds when it is at its per-recipient limit.
+//! code it already holds when it is at its per-recipient limit; and the
+//! pledges that let an all-or-nothing bulk file take its codes atomically.
 
 use crate::Timestamp;
+use std::collections::HashMap;
+
 use crate::campaign::{Campaign, RecipientEntry};
 use crate::record::{IdemTag, Journal, Lsn, Record, Slot};
 use crate::state::{CodeState, Transition};
@@ -9,6 +12,32 @@ use crate::sync::{Arc, Ordering};
 
 use super::refusal::replay_err;
 use super::{Assigned, Engine, Held, IdemKey, Logged, Refusal, ReplayError, check_name};
+
+/// Codes of a campaign's available pool promised to one all-or-nothing
+/// bulk file: no other assignment can take them, so a started file never
+/// runs short because of concurrent assignments. What the file did not
+/// use goes back to the pool when the pledge is dropped.
+#[derive(Debug)]
+pub struct Pledge<'e> {
+    /// The campaign whose pool the codes are promised from.
+    campaign: &'e Campaign,
+    /// Promised codes not yet taken.
+    left: u64,
+}
+
+impl Pledge<'_> {
+    /// The promised codes not yet taken.
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+}
+
+impl Drop for Pledge<'_> {
+    fn drop(&mut self) {
+        let mut gate = self.campaign.pool_gate.lock();
+        gate.pledged -= self.left;
+    }
+}
 
 impl<J: Journal> Engine<J> {
     pub fn assign(
@@ -18,14 +47,94 @@ impl<J: Journal> Engine<J> {
         now: Timestamp,
         idem: Option<IdemKey<'_>>,
     ) -> Result<Assigned, Refusal> {
+        self.assign_pledged(id, recipient, now, idem, None)
+    }
+
+    /// Counts the new codes assigning `recipients` in order would take (as
+    /// if each were assigned alone: a recipient under its limit takes one a
+    /// line until it reaches it, a test recipient one every line, an
+    /// invalid name none) and promises that many of the pool to the
+    /// caller, or refuses with `PoolShort` having promised nothing. Two
+    /// files that do not both fit never both get their pledge.
+    pub fn pledge<'r>(
+        &self,
+        id: &str,
+        recipients: impl IntoIterator<Item = &'r str>,
+        now: Timestamp,
+    ) -> Result<Pledge<'_>, Refusal> {
+        let campaign = self.campaign(id).ok_or(Refusal::UnknownCampaign)?;
+        self.window_check(campaign, now)?;
+        let limit = campaign.terms.per_recipient_limit as usize;
+        let tests = campaign.settings.read().test_recipients.clone();
+        // Each recipient's codes so far: held before the file, plus the
+        // lines of the file before this one that would assign it one.
+        let mut holding: HashMap<&str, usize> = HashMap::new();
+        let mut needed = 0u64;
+        for recipient in recipients {
+            if check_name("recipient", recipient).is_err() {
+                continue;
+            }
+            if tests.contains(recipient) {
+                needed += 1;
+                continue;
+            }
+            let held = holding.entry(recipient).or_insert_with(|| {
+                campaign
+                    .recipients
+                    .shard(recipient)
+                    .get(recipient)
+                    .map_or(0, |e| e.slots.len())
+            });
+            if *held < limit {
+                *held += 1;
+                needed += 1;
+            }
+        }
+        // The gate is taken after the recipient shards, never with one
+        // held in the other order (`assign_fresh` takes it under a shard).
+        let mut gate = campaign.pool_gate.lock();
+        let free = campaign
+            .available()
+            .saturating_sub(gate.pledged + gate.in_flight);
+        if needed > free {
+            return Err(Refusal::PoolShort {
+                needed,
+                available: free,
+            });
+        }
+        gate.pledged += needed;
+        Ok(Pledge {
+            campaign,
+            left: needed,
+        })
+    }
+
+    /// [`Engine::assign`], taking a new code from `pledge` while it lasts.
+    pub fn assign_pledged(
+        &self,
+        id: &str,
+        recipient: &str,
+        now: Timestamp,
+        idem: Option<IdemKey<'_>>,
+        mut pledge: Option<&mut Pledge<'_>>,
+    ) -> Result<Assigned, Refusal> {
         check_name("recipient", recipient)?;
         let campaign = self.campaign(id).ok_or(Refusal::UnknownCampaign)?;
         self.window_check(campaign, now)?;
+        if let Some(p) = &pledge {
+            assert!(
+                std::ptr::eq(p.campaign, campaign),
+                "a pledge is spent in its own campaign"
+            );
+        }
         let test = campaign.settings.read().test_recipients.contains(recipient);
         let tag = idem;
         if test {
-            let (slot, lsn) = self.assign_fresh(campaign, recipient, true, now, tag)?;
-            return Ok(self.assigned(campaign, slot, recipient, true, Some(lsn)));
+            let (slot, lsn) =
+                self.assign_fresh(campaign, recipient, true, now, tag, pledge.as_deref_mut())?;
+            let mut assigned = self.assigned(campaign, slot, recipient, true, Some(lsn));
+            assigned.test = true;
+            return Ok(assigned);
         }
         // The recipient's shard stays locked through the assignment, so one
         // recipient racing with itself gets one code. Lock order: recipient
@@ -43,7 +152,7 @@ impl<J: Journal> Engine<J> {
             drop(shard);
             shard = campaign.recipients.shard(recipient);
         }
-        let (slot, lsn) = self.assign_fresh(campaign, recipient, false, now, tag)?;
+        let (slot, lsn) = self.assign_fresh(campaign, recipient, false, now, tag, pledge)?;
         let entry = shard
             .entry(recipient.into())
             .or_insert_with(|| RecipientEntry { slots: Vec::new() });
@@ -72,12 +181,51 @@ impl<J: Journal> Engine<J> {
             recipient: recipient.into(),
             state,
             new,
+            test: false,
             lsn,
         }
     }
 
-    /// Takes an available code, logs its assignment, publishes it.
+    /// Takes an available code, from `pledge` while it lasts or else from
+    /// what no pledge holds, logs its assignment, publishes it.
     fn assign_fresh(
+        &self,
+        campaign: &Campaign,
+        recipient: &str,
+        test: bool,
+        now: Timestamp,
+        idem: Option<IdemTag<'_>>,
+        pledge: Option<&mut Pledge<'_>>,
+    ) -> Result<(Slot, Lsn), Refusal> {
+        let pledged = match pledge {
+            Some(p) if p.left > 0 => {
+                p.left -= 1;
+                true
+            }
+            _ => false,
+        };
+        if !pledged {
+            let mut gate = campaign.pool_gate.lock();
+            // Counted from the counters only while a file holds a pledge:
+            // otherwise the pool scan below decides alone, as it always did.
+            if gate.pledged > 0 && campaign.available() <= gate.pledged + gate.in_flight {
+                return Err(Refusal::PoolExhausted);
+            }
+            gate.in_flight += 1;
+        }
+        let taken = self.take_available(campaign, recipient, test, now, idem);
+        // After the publish: until then the code counted as available, and
+        // the pledge or the in-flight count kept it from being promised.
+        let mut gate = campaign.pool_gate.lock();
+        if pledged {
+            gate.pledged -= 1;
+        } else {
+            gate.in_flight -= 1;
+        }
+        taken
+    }
+
+    fn take_available(
         &self,
         campaign: &Campaign,
         recipient: &str,

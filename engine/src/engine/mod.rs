@@ -23,17 +23,20 @@ mod idempotent;
 mod import;
 mod lookup;
 mod outcome;
+mod reclaim;
 mod redeem;
 mod refusal;
 mod replay;
 mod reserve;
 mod snapshot;
 
+pub use assign::Pledge;
 pub use import::Importer;
 pub use outcome::{
     Assigned, CodeRef, CodeStatus, Config, Effect, IdemKey, ImportReport, RandomIds, Redeemed,
     Renderer, Reserved,
 };
+pub use reclaim::Reclaimed;
 pub use refusal::{Refusal, ReplayError};
 
 use reserve::HoldRef;

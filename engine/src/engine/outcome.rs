@@ -93,6 +93,8 @@ pub struct Assigned {
     pub state: PublicState,
     /// False when the recipient already held a code and got it again.
     pub new: bool,
+    /// A test recipient's fresh code, which no count limits.
+    pub test: bool,
     /// The record to wait for, when one was logged.
     pub lsn: Option<Lsn>,
 }

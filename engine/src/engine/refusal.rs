@@ -64,6 +64,16 @@ pub enum Refusal {
         limit: u32,
     },
     PoolExhausted,
+    /// An all-or-nothing bulk assignment needs more new codes than the pool
+    /// holds outside other files' pledges; nothing was assigned.
+    PoolShort {
+        /// New codes the file needs.
+        needed: u64,
+        /// Codes available to it.
+        available: u64,
+    },
+    /// A reclaim named a recipient that holds no code of the campaign.
+    UnknownRecipient,
     NotRedeemed,
     UnknownReservation,
     ReservationExpired,
@@ -113,6 +123,13 @@ impl std::fmt::Display for Refusal {
                 write!(f, "the user has reached the limit of {limit} redemptions")
             }
             Refusal::PoolExhausted => f.write_str("no code is left to assign"),
+            Refusal::PoolShort { needed, available } => write!(
+                f,
+                "the file needs {needed} new codes and {available} are available; nothing was assigned"
+            ),
+            Refusal::UnknownRecipient => {
+                f.write_str("the recipient holds no code of this campaign")
+            }
             Refusal::NotRedeemed => f.write_str("the code is not redeemed"),
             Refusal::UnknownReservation => f.write_str("no such reservation"),
             Refusal::ReservationExpired => f.write_str("the reservation has expired"),

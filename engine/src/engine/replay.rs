@@ -67,7 +67,8 @@ impl<J: Journal> Engine<J> {
             | Record::Released { .. }
             | Record::Redeemed { .. }
             | Record::RolledBack { .. }
-            | Record::Voided { .. } => unreachable!("a record about one code has its code"),
+            | Record::Voided { .. }
+            | Record::Unassigned { .. } => unreachable!("a record about one code has its code"),
         }
     }
 
@@ -101,6 +102,9 @@ impl<J: Journal> Engine<J> {
             } => self.replay_redeemed(lsn, record, held, user, order, reservation),
             Record::RolledBack { .. } => self.replay_rolled_back(lsn, record, held),
             Record::Voided { .. } => self.replay_voided(lsn, record, held),
+            Record::Unassigned {
+                recipient, void, ..
+            } => self.replay_unassigned(lsn, held, recipient, void),
             _ => unreachable!("only records about one code have a code"),
         }
     }

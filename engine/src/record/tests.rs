@@ -190,6 +190,15 @@ fn every_kind_round_trips() {
         campaign: 2,
         attempts: 601,
     });
+    for void in [false, true] {
+        check(Record::Unassigned {
+            at,
+            campaign: 3,
+            slot: Slot::imported(9),
+            recipient: "bounce@example.com",
+            void,
+        });
+    }
 }
 
 #[test]

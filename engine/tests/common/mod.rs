@@ -29,6 +29,8 @@ pub fn refusal_code(refusal: &Refusal) -> &'static str {
         Refusal::CampaignPaused => "campaign_paused",
         Refusal::UserLimitReached { .. } => "user_limit_reached",
         Refusal::PoolExhausted => "pool_exhausted",
+        Refusal::UnknownRecipient => "unknown_recipient",
+        Refusal::PoolShort { .. } => "pool_exhausted",
         Refusal::NotRedeemed => "not_redeemed",
         Refusal::UnknownReservation => "unknown_reservation",
         Refusal::ReservationExpired => "reservation_expired",

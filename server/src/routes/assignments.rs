@@ -1,11 +1,14 @@
-//! `POST /v1/campaigns/{id}/assignments`: one code for one recipient.
+//! `/v1/campaigns/{id}/assignments`: one code for one recipient, and
+//! reclaim (`DELETE .../assignments/{recipient}`), which takes a bounced
+//! recipient's unused codes back.
 
 use http::Response;
 use serde::Deserialize;
 
-use crate::answer::{Answer, keyed};
+use crate::answer::{Answer, finish, keyed};
 use crate::app::App;
 use crate::errors::{ApiError, refusal_code};
+use crate::extract::{bool_param, query_params};
 use crate::http::Body;
 use crate::render;
 use crate::routes::{JsonRequest, RouteRequest, read_json};
@@ -40,4 +43,24 @@ pub async fn assign(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
         })
     })
     .await)
+}
+
+/// `DELETE .../assignments/{recipient}?void=B`: the recipient's assigned,
+/// unused codes go back to the pool (or are voided); codes in use are kept
+/// and listed. The answer waits for every record it reports.
+pub async fn reclaim(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiError> {
+    let void = bool_param(&query_params(&req.parts.uri), "void")?;
+    let (id, recipient) = (req.param, req.param2);
+    let outcome = app
+        .engine
+        .reclaim(&id, &recipient, void, timefmt::now())
+        .map(|r| {
+            tracing::info!(campaign = ?id, recipient = ?recipient, void, released = r.released.len(), kept = r.kept.len(), "reclaimed");
+            Answer {
+                status: 200,
+                body: render::reclaimed(&r),
+                lsn: r.lsn,
+            }
+        });
+    Ok(finish(app, outcome).await)
 }

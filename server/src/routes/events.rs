@@ -184,6 +184,12 @@ fn event_line(app: &App, lsn: u64, record: &Record<'_>) -> Option<Value> {
                 reservation.map(render::reservation_id).into(),
             );
         }
+        Record::Unassigned {
+            recipient, void, ..
+        } => {
+            put("recipient", (*recipient).into());
+            put("void", (*void).into());
+        }
         Record::CodesGenerated { count, .. } => put("count", (*count).into()),
         Record::CodesImported { codes, .. } => put("count", codes.len().into()),
         Record::LowStock { available, .. } => put("available", (*available).into()),

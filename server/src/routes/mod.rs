@@ -17,6 +17,7 @@ use crate::timefmt;
 use crate::tokens::Principal;
 
 pub mod assignments;
+pub mod bulk;
 pub mod campaigns;
 pub mod checkout;
 pub mod codes;
@@ -31,6 +32,9 @@ pub struct RouteRequest {
     /// The path's one parameter (campaign id, code or reservation id),
     /// percent-decoded; empty on paths without one.
     pub param: String,
+    /// The path's second parameter (a recipient), percent-decoded; empty
+    /// on paths with fewer.
+    pub param2: String,
     /// The caller; `None` on routes that need no token.
     pub principal: Option<Principal>,
 }
