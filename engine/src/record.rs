@@ -487,9 +487,13 @@ impl<'a> Record<'a> {
                 w.u64(spec.low_stock_threshold);
                 w.strs(spec.test_recipients.iter().map(String::as_str));
                 w.idem(idem);
-                // Fields added after the first format go last: a record
-                // written before them decodes with their defaults.
-                w.u64(spec.guessing_alert_per_minute);
+                // Fields added after the first format go last, and only
+                // when not at their default: a record written before them
+                // decodes with the default, and every record has one
+                // encoding (the log's bytes are canonical).
+                if spec.guessing_alert_per_minute != GUESSING_ALERT_PER_MINUTE_DEFAULT {
+                    w.u64(spec.guessing_alert_per_minute);
+                }
             }
             Record::CampaignUpdated {
                 campaign,
@@ -526,7 +530,9 @@ impl<'a> Record<'a> {
                 }
                 w.opt_u64(patch.low_stock_threshold);
                 w.idem(idem);
-                w.opt_u64(patch.guessing_alert_per_minute);
+                if let Some(alert) = patch.guessing_alert_per_minute {
+                    w.u64(alert);
+                }
             }
             Record::CodesGenerated {
                 campaign,
@@ -709,10 +715,14 @@ impl<'a> Record<'a> {
                 };
                 let idem = r.idem()?;
                 let spec = CampaignSpec {
-                    guessing_alert_per_minute: if r.bytes.is_empty() {
-                        GUESSING_ALERT_PER_MINUTE_DEFAULT
-                    } else {
-                        r.u64()?
+                    guessing_alert_per_minute: match r.bytes.is_empty() {
+                        true => GUESSING_ALERT_PER_MINUTE_DEFAULT,
+                        false => match r.u64()? {
+                            GUESSING_ALERT_PER_MINUTE_DEFAULT => {
+                                return Err(r.error("a default written out"));
+                            }
+                            alert => alert,
+                        },
                     },
                     ..spec
                 };
@@ -749,10 +759,9 @@ impl<'a> Record<'a> {
                 };
                 let idem = r.idem()?;
                 let patch = CampaignPatch {
-                    guessing_alert_per_minute: if r.bytes.is_empty() {
-                        None
-                    } else {
-                        r.opt_u64()?
+                    guessing_alert_per_minute: match r.bytes.is_empty() {
+                        true => None,
+                        false => Some(r.u64()?),
                     },
                     ..patch
                 };

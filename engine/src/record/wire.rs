@@ -160,7 +160,11 @@ impl<'a> Reader<'a> {
         let high = if self.bytes.is_empty() {
             0
         } else {
-            self.u64()?
+            match self.u64()? {
+                // Written only when not zero: one encoding per record.
+                0 => return Err(self.error("a zero high half written out")),
+                high => high,
+            }
         };
         Ok(u128::from(high) << 64 | u128::from(low))
     }
