@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use redeem_engine::Timestamp;
 
-/// Shortest real wait for a scaled duration: a scaled-down delivery
-/// timeout still lets a loopback receiver answer.
-const REAL_WAIT_MIN: Duration = Duration::from_millis(50);
+/// Shortest real delivery timeout: a scaled-down timeout still lets a
+/// loopback receiver answer.
+const REAL_TIMEOUT_MIN: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone)]
 pub struct Clock {
@@ -40,10 +40,15 @@ impl Clock {
 
     /// The real time to wait for `d` of this clock's time.
     pub fn real(&self, d: Duration) -> Duration {
+        d / self.scale
+    }
+
+    /// The real time a receiver gets for `d` of this clock's time.
+    pub fn timeout(&self, d: Duration) -> Duration {
         if self.scale == 1 {
             d
         } else {
-            (d / self.scale).max(REAL_WAIT_MIN)
+            self.real(d).max(REAL_TIMEOUT_MIN)
         }
     }
 
@@ -66,7 +71,8 @@ mod tests {
             fast.real(Duration::from_secs(600)),
             Duration::from_millis(600)
         );
-        assert_eq!(fast.real(Duration::from_secs(1)), REAL_WAIT_MIN);
+        assert_eq!(fast.real(Duration::from_secs(1)), Duration::from_millis(1));
+        assert_eq!(fast.timeout(Duration::from_secs(10)), REAL_TIMEOUT_MIN);
         let before = fast.now();
         std::thread::sleep(Duration::from_millis(20));
         assert!(fast.now().0 - before.0 >= 20_000);

@@ -97,6 +97,10 @@ pub async fn run(app: Arc<App>, id: String, client: HttpClient) {
         let from = runtime.progress.lock().read_from(hook.cursor);
         let durable = app.wal.durable_lsn();
         if from >= durable {
+            // Skipped events wait for more to join them, but not forever.
+            if skip(&app, &runtime, &hook, from, 0).await {
+                continue;
+            }
             // Nothing new: wait for the next durable record, a change of
             // the subscription, or the poll interval.
             tokio::select! {
@@ -242,13 +246,18 @@ fn body(id: &str, events: &[Vec<u8>]) -> Vec<u8> {
 
 /// Remembers records read with nothing to deliver, and makes the skip
 /// durable in one cursor record once enough filtered-out events (not mere
-/// bookkeeping records, such as cursor records themselves) piled up.
-async fn skip(app: &App, runtime: &Runtime, hook: &Webhook, through: Lsn, skipped: u64) {
+/// bookkeeping records, such as cursor records themselves) piled up, or
+/// the oldest waited long enough; true when it did.
+async fn skip(app: &App, runtime: &Runtime, hook: &Webhook, through: Lsn, skipped: u64) -> bool {
     let now = app.hooks.clock.now();
     let due = {
         let mut p = runtime.progress.lock();
         let (events, since) = match p.skipped {
-            Some((base, _, events, since)) if base == hook.cursor => (events + skipped, since),
+            // The wait starts with the first skipped event, not with a
+            // pass over bookkeeping records.
+            Some((base, _, events, since)) if base == hook.cursor && events > 0 => {
+                (events + skipped, since)
+            }
             _ => (skipped, now),
         };
         p.skipped = Some((hook.cursor, through, events, since));
@@ -259,6 +268,7 @@ async fn skip(app: &App, runtime: &Runtime, hook: &Webhook, through: Lsn, skippe
     if due {
         advance(app, hook, through).await;
     }
+    due
 }
 
 /// Moves the cursor durably from where `hook` had it to `through`.
@@ -307,7 +317,8 @@ async fn deliver(
         Err(e) => return failed(app, runtime, hook, format!("bad request: {e}"), None).await,
     };
     let start = Instant::now();
-    let answer = tokio::time::timeout(clock.real(DELIVERY_TIMEOUT), client.request(request)).await;
+    let answer =
+        tokio::time::timeout(clock.timeout(DELIVERY_TIMEOUT), client.request(request)).await;
     let elapsed = start.elapsed();
     runtime.progress.lock().latency.observe(elapsed);
     let status = match answer {
