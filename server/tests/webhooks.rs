@@ -319,10 +319,18 @@ fn kill_9_mid_stream_resends_at_most_the_delivery_in_flight() {
     // Slow acknowledgements keep a delivery in flight most of the time.
     let receiver = Receiver::start(Mode::Ok { delay_ms: 30 });
     server.create_campaign(json!({"id": "s", "generate": 400}));
-    let hook = create_hook(
-        &server,
-        json!({"url": receiver.url(), "events": ["redeemed"]}),
-    );
+    // Created under an Idempotency-Key: the stored answer holds the secret.
+    let body = serde_json::to_vec(&json!({"url": receiver.url(), "events": ["redeemed"]})).unwrap();
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "hook-1"),
+    ];
+    let r = server.raw(Some(Role::Admin), "POST", "/v1/webhooks", &headers, &body);
+    r.expect(201, None);
+    let hook = r.json();
+    let again = server.raw(Some(Role::Admin), "POST", "/v1/webhooks", &headers, &body);
+    assert_eq!(again.body, r.body, "a retry gets the same subscription");
+    let secret = hook["secret"].as_str().unwrap().to_owned();
     let start = hook["cursor_lsn"].as_u64().unwrap();
     let codes = server.codes("s", None);
     for (i, (code, _)) in codes[..150].iter().enumerate() {
@@ -337,6 +345,16 @@ fn kill_9_mid_stream_resends_at_most_the_delivery_in_flight() {
         >= 3));
     server.kill9();
     let before = receiver.deliveries().len();
+    // `wal dump` never prints the secret.
+    let dump = std::process::Command::new(common::bin())
+        .args(["wal", "dump", "--json", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("webhook_created") && !dump.contains(&secret));
+    assert!(!dump.contains(&secret["whsec_".len()..]));
     server.restart();
     redeem_all(&server, &codes[150..200], "v");
     let want: BTreeSet<u64> = event_lines(&server, start)

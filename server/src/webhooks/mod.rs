@@ -212,9 +212,8 @@ pub async fn supervise(app: Arc<App>, workers: Workers) {
             tasks.retain(|_, handle| !handle.is_finished());
             for hook in app.engine.webhooks() {
                 let id = hook.spec.id;
-                if !tasks.contains_key(&id) {
-                    let task = tokio::spawn(worker::run(app.clone(), id.clone(), client.clone()));
-                    tasks.insert(id, task);
+                if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(id.clone()) {
+                    slot.insert(tokio::spawn(worker::run(app.clone(), id, client.clone())));
                 }
             }
         }
