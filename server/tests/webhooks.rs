@@ -258,9 +258,22 @@ fn flaky_receiver_gets_every_event_in_order_signed_and_never_overlapped() {
             .contains(secret)
     );
     let codes = server.codes("s", None);
-    redeem_all(&server, &codes[..40], "u");
-    server.create_campaign(json!({"id": "t", "generate": 5, "code": {"prefix": "T"}}));
-    redeem_all(&server, &codes[40..60], "w");
+    // In rounds, each waited out, so there are enough deliveries for the
+    // receiver's pattern of failures and hangs to show.
+    for round in 0..6 {
+        redeem_all(
+            &server,
+            &codes[round * 10..round * 10 + 10],
+            &format!("u{round}_"),
+        );
+        if round == 3 {
+            server.create_campaign(json!({"id": "t", "generate": 5, "code": {"prefix": "T"}}));
+        }
+        let so_far: BTreeSet<u64> = event_lines(&server, start).keys().copied().collect();
+        assert!(wait_until(Duration::from_secs(60), || receiver
+            .acked_lsns()
+            .is_superset(&so_far)));
+    }
     let expected = event_lines(&server, start);
     assert!(expected.len() >= 61);
     let want: BTreeSet<u64> = expected.keys().copied().collect();
