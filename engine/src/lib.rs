@@ -28,7 +28,8 @@
 //!   - `engine/import.rs`: the `Importer` of client code lists;
 //!   - `engine/idempotent.rs`: stored responses of keyed requests;
 //!   - `engine/replay.rs`: the dispatch of a logged record to its `replay_*` function;
-//!   - `engine/snapshot.rs`: snapshots, restore, the state dump.
+//!   - `engine/snapshot.rs`: snapshots, restore, the state dump;
+//!   - `engine/webhooks.rs`: webhook subscriptions (settings, secret, delivery cursor).
 //! - [`idempotency`]: the idempotency-key table.
 //! - `mutations` (`cfg(loom)` only): deliberate bugs for `loom-tests` to find.
 
@@ -48,14 +49,15 @@ pub mod state;
 pub use campaign::{Campaign, CampaignView, Stats};
 pub use engine::{
     Assigned, CodeRef, CodeStatus, Config, Effect, Engine, IdemKey, ImportReport, Importer, Pledge,
-    RandomIds, Reclaimed, Redeemed, Refusal, Renderer, ReplayError, Reserved,
+    RandomIds, Reclaimed, Redeemed, Refusal, Renderer, ReplayError, Reserved, Webhook,
+    WebhookPatch, WebhookSpec,
 };
 pub use idempotency::{Begin, StoredResponse};
 pub use record::{
     CampaignNo, CampaignPatch, CampaignSpec, IdemTag, Journal, JournalError, Lsn, MemoryJournal,
     NullJournal, PER_RECIPIENT_LIMIT_DEFAULT, PER_USER_LIMIT_DEFAULT,
     RESERVATION_TTL_SECONDS_DEFAULT, RESERVATION_TTL_SECONDS_MAX, Record, RecordKind,
-    ReservationId, Slot,
+    ReservationId, Slot, WebhookStatus,
 };
 pub use state::PublicState;
 

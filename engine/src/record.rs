@@ -265,6 +265,86 @@ pub enum Record<'a> {
         /// Void the code instead of returning it to the pool.
         void: bool,
     },
+    /// A webhook subscription was created. Its delivery cursor is the
+    /// record's own LSN: delivery starts after the log's end at creation.
+    WebhookCreated {
+        at: Timestamp,
+        /// `wh_` and random characters, drawn by the server.
+        id: &'a str,
+        /// The signing secret (`whsec_...`); kept so the server can sign
+        /// after a restart, never shown again.
+        secret: &'a str,
+        url: &'a str,
+        /// Event kinds delivered, or `["*"]`.
+        events: Vec<&'a str>,
+        /// Campaign ids whose events are delivered; empty: every campaign.
+        campaigns: Vec<&'a str>,
+        description: Option<&'a str>,
+    },
+    /// A subscription's settings changed; `None` leaves one unchanged.
+    WebhookUpdated {
+        at: Timestamp,
+        id: &'a str,
+        url: Option<&'a str>,
+        events: Option<Vec<&'a str>>,
+        campaigns: Option<Vec<&'a str>>,
+        status: Option<WebhookStatus>,
+    },
+    /// A subscription's cursor moved: forward after a delivery the
+    /// receiver acknowledged (or over events it does not want), or
+    /// anywhere back with `rewind`.
+    WebhookCursor {
+        at: Timestamp,
+        id: &'a str,
+        /// Every event at or below it was delivered (or is to be skipped).
+        cursor: Lsn,
+        /// Set by `rewind`: the cursor may move back.
+        rewind: bool,
+    },
+    WebhookDeleted {
+        at: Timestamp,
+        id: &'a str,
+    },
+    /// Deliveries to a subscription stopped: three days of failures or a
+    /// `410` from the receiver. Also the `webhook_disabled` event.
+    WebhookDisabled {
+        at: Timestamp,
+        id: &'a str,
+        /// Why, for people.
+        reason: &'a str,
+    },
+}
+
+/// Whether a webhook subscription delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WebhookStatus {
+    Active = 0,
+    /// Paused by an operator; resumes from its cursor.
+    Paused = 1,
+    /// Stopped by delivery failures; an operator may set it active again.
+    Disabled = 2,
+}
+
+impl WebhookStatus {
+    pub fn from_u8(byte: u8) -> Option<WebhookStatus> {
+        [
+            WebhookStatus::Active,
+            WebhookStatus::Paused,
+            WebhookStatus::Disabled,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == byte)
+    }
+
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Active => "active",
+            WebhookStatus::Paused => "paused",
+            WebhookStatus::Disabled => "disabled",
+        }
+    }
 }
 
 /// The type byte of each record kind, as stored in the log. Never reuse one.
@@ -288,6 +368,12 @@ pub enum RecordKind {
     // Kinds from 20 on belong to the email-campaign work, so kinds added on
     // other branches (15 and up) never clash with them.
     Unassigned = 20,
+    // Kinds from 30 on belong to webhooks (21 to 29 are kept clear).
+    WebhookCreated = 30,
+    WebhookUpdated = 31,
+    WebhookCursor = 32,
+    WebhookDeleted = 33,
+    WebhookDisabled = 34,
 }
 
 impl RecordKind {
@@ -309,6 +395,11 @@ impl RecordKind {
             Counters,
             GuessingSuspected,
             Unassigned,
+            WebhookCreated,
+            WebhookUpdated,
+            WebhookCursor,
+            WebhookDeleted,
+            WebhookDisabled,
         ]
         .into_iter()
         .find(|k| *k as u8 == byte)
@@ -331,6 +422,11 @@ impl RecordKind {
             RecordKind::Counters => "counters",
             RecordKind::GuessingSuspected => "guessing_suspected",
             RecordKind::Unassigned => "unassigned",
+            RecordKind::WebhookCreated => "webhook_created",
+            RecordKind::WebhookUpdated => "webhook_updated",
+            RecordKind::WebhookCursor => "webhook_cursor",
+            RecordKind::WebhookDeleted => "webhook_deleted",
+            RecordKind::WebhookDisabled => "webhook_disabled",
         }
     }
 }
@@ -395,6 +491,11 @@ impl<'a> Record<'a> {
             Record::GuessingSuspected { .. } => RecordKind::GuessingSuspected,
             Record::Counters { .. } => RecordKind::Counters,
             Record::Unassigned { .. } => RecordKind::Unassigned,
+            Record::WebhookCreated { .. } => RecordKind::WebhookCreated,
+            Record::WebhookUpdated { .. } => RecordKind::WebhookUpdated,
+            Record::WebhookCursor { .. } => RecordKind::WebhookCursor,
+            Record::WebhookDeleted { .. } => RecordKind::WebhookDeleted,
+            Record::WebhookDisabled { .. } => RecordKind::WebhookDisabled,
         }
     }
 
@@ -414,7 +515,12 @@ impl<'a> Record<'a> {
             | Record::LowStock { at, .. }
             | Record::GuessingSuspected { at, .. }
             | Record::Counters { at, .. }
-            | Record::Unassigned { at, .. } => *at,
+            | Record::Unassigned { at, .. }
+            | Record::WebhookCreated { at, .. }
+            | Record::WebhookUpdated { at, .. }
+            | Record::WebhookCursor { at, .. }
+            | Record::WebhookDeleted { at, .. }
+            | Record::WebhookDisabled { at, .. } => *at,
         }
     }
 
@@ -440,7 +546,13 @@ impl<'a> Record<'a> {
             | Record::CodesImported { campaign, .. }
             | Record::LowStock { campaign, .. }
             | Record::GuessingSuspected { campaign, .. } => Some(campaign),
-            Record::IdempotentResponse { .. } | Record::Counters { .. } => None,
+            Record::IdempotentResponse { .. }
+            | Record::Counters { .. }
+            | Record::WebhookCreated { .. }
+            | Record::WebhookUpdated { .. }
+            | Record::WebhookCursor { .. }
+            | Record::WebhookDeleted { .. }
+            | Record::WebhookDisabled { .. } => None,
             _ => self.code().map(|(c, _)| c),
         }
     }
@@ -676,6 +788,49 @@ impl<'a> Record<'a> {
                 w.str(recipient);
                 w.0.push(*void as u8);
             }
+            Record::WebhookCreated {
+                id,
+                secret,
+                url,
+                events,
+                campaigns,
+                description,
+                ..
+            } => {
+                w.str(id);
+                w.str(secret);
+                w.str(url);
+                w.strs(events.iter().copied());
+                w.strs(campaigns.iter().copied());
+                w.opt_str(*description);
+            }
+            Record::WebhookUpdated {
+                id,
+                url,
+                events,
+                campaigns,
+                status,
+                ..
+            } => {
+                w.str(id);
+                w.opt_str(*url);
+                w.opt_strs(events.as_deref());
+                w.opt_strs(campaigns.as_deref());
+                // 0: unchanged, else the status plus one.
+                w.0.push(status.map_or(0, |s| s as u8 + 1));
+            }
+            Record::WebhookCursor {
+                id, cursor, rewind, ..
+            } => {
+                w.str(id);
+                w.u64(*cursor);
+                w.0.push(*rewind as u8);
+            }
+            Record::WebhookDeleted { id, .. } => w.str(id),
+            Record::WebhookDisabled { id, reason, .. } => {
+                w.str(id);
+                w.str(reason);
+            }
         }
     }
 
@@ -873,6 +1028,41 @@ impl<'a> Record<'a> {
                 slot: Slot(r.u64()?),
                 recipient: r.str()?,
                 void: r.flag()?,
+            },
+            RecordKind::WebhookCreated => Record::WebhookCreated {
+                at,
+                id: r.str()?,
+                secret: r.str()?,
+                url: r.str()?,
+                events: r.strs()?,
+                campaigns: r.strs()?,
+                description: r.opt_str()?,
+            },
+            RecordKind::WebhookUpdated => Record::WebhookUpdated {
+                at,
+                id: r.str()?,
+                url: r.opt_str()?,
+                events: r.opt_strs()?,
+                campaigns: r.opt_strs()?,
+                status: match r.u8()? {
+                    0 => None,
+                    n => Some(
+                        WebhookStatus::from_u8(n - 1)
+                            .ok_or_else(|| r.error("bad webhook status"))?,
+                    ),
+                },
+            },
+            RecordKind::WebhookCursor => Record::WebhookCursor {
+                at,
+                id: r.str()?,
+                cursor: r.u64()?,
+                rewind: r.flag()?,
+            },
+            RecordKind::WebhookDeleted => Record::WebhookDeleted { at, id: r.str()? },
+            RecordKind::WebhookDisabled => Record::WebhookDisabled {
+                at,
+                id: r.str()?,
+                reason: r.str()?,
             },
         };
         if !r.bytes.is_empty() {

@@ -9,7 +9,7 @@ use common::{key, refusal_code};
 use redeem_engine::codec::ALPHABET;
 use redeem_engine::{
     Begin, CampaignPatch, CampaignSpec, Config, Effect, Engine, IdemKey, MemoryJournal,
-    PublicState, Record, Refusal, Renderer, Timestamp,
+    PublicState, Record, Refusal, Renderer, Timestamp, WebhookPatch, WebhookSpec, WebhookStatus,
 };
 
 fn renderer() -> Renderer {
@@ -858,4 +858,133 @@ fn pledges_keep_a_started_file_whole() {
     drop(e.pledge("q", ["x", "y"], T0).unwrap());
     e.assign("q", "z", T0, None).unwrap();
     check_replay(&e);
+}
+
+fn hook_spec(id: &str) -> WebhookSpec {
+    WebhookSpec {
+        id: id.into(),
+        secret: format!("whsec_{id}"),
+        url: "http://127.0.0.1:1/hook".into(),
+        events: vec!["*".into()],
+        campaigns: vec![],
+        description: Some("test".into()),
+    }
+}
+
+#[test]
+fn webhooks_replay_and_snapshot_with_their_cursor_and_status() {
+    let e = engine();
+    e.create_campaign(spec("s", "S", 10), key(31), T0, None)
+        .unwrap();
+    let a = e.create_webhook(hook_spec("wh_a"), at(1)).unwrap();
+    // Delivery starts after the creation record itself.
+    assert_eq!(a.cursor, 2);
+    assert_eq!(a.status, WebhookStatus::Active);
+    let b = e.create_webhook(hook_spec("wh_b"), at(1)).unwrap();
+    let c = e.create_webhook(hook_spec("wh_c"), at(1)).unwrap();
+    check_refusal(e.create_webhook(hook_spec("wh_a"), at(1)), "webhook_exists");
+    let codes = codes(&e, "s", 3);
+    e.redeem(&codes[0], "u", None, at(2), None).unwrap();
+    // A delivery moves the cursor only from where it started.
+    assert!(
+        e.advance_webhook("wh_a", a.cursor, 6, at(3))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(e.advance_webhook("wh_a", a.cursor, 6, at(3)).unwrap(), None);
+    e.update_webhook(
+        "wh_b",
+        WebhookPatch {
+            status: Some(WebhookStatus::Paused),
+            campaigns: Some(vec!["s".into()]),
+            ..WebhookPatch::default()
+        },
+        at(4),
+    )
+    .unwrap();
+    assert!(
+        e.disable_webhook("wh_c", c.cursor, "the receiver answered 410", at(5))
+            .unwrap()
+            .is_some()
+    );
+    // Paused, not active: a stale failure does not disable it.
+    assert_eq!(
+        e.disable_webhook("wh_b", b.cursor, "x", at(5)).unwrap(),
+        None
+    );
+    let rewound = e.rewind_webhook("wh_a", 1, at(6)).unwrap();
+    assert_eq!(rewound.cursor, 1);
+    let d = e.create_webhook(hook_spec("wh_d"), at(7)).unwrap();
+    e.delete_webhook("wh_d", at(8)).unwrap();
+    check_refusal(e.delete_webhook("wh_d", at(8)), "unknown_webhook");
+    check_refusal(
+        e.update_webhook("nope", WebhookPatch::default(), at(8)),
+        "unknown_webhook",
+    );
+    assert!(d.cursor > 0);
+    e.redeem(&codes[1], "v", None, at(9), None).unwrap();
+    assert_eq!(e.webhooks().len(), 3);
+    assert_eq!(e.webhook("wh_b").unwrap().status, WebhookStatus::Paused);
+    assert_eq!(e.webhook("wh_c").unwrap().status, WebhookStatus::Disabled);
+    check_replay(&e);
+}
+
+#[test]
+fn webhook_limits_and_bad_records_are_refused() {
+    let e = engine();
+    let mut long = hook_spec("wh_x");
+    long.url = "h".repeat(redeem_engine::engine::WEBHOOK_URL_BYTES_MAX + 1);
+    check_refusal(e.create_webhook(long, T0), "invalid_request");
+    let mut none = hook_spec("wh_x");
+    none.events.clear();
+    check_refusal(e.create_webhook(none, T0), "invalid_request");
+    for i in 0..redeem_engine::engine::WEBHOOKS_MAX {
+        e.create_webhook(hook_spec(&format!("wh_{i}")), T0).unwrap();
+    }
+    check_refusal(
+        e.create_webhook(hook_spec("wh_more"), T0),
+        "too_many_webhooks",
+    );
+    // Replay refuses a cursor that goes back without `rewind`, one past
+    // its own record, and records about unknown subscriptions.
+    let fresh = engine();
+    for (lsn, kind, payload) in e.journal().records().iter().take(1) {
+        fresh
+            .apply_replayed(*lsn, &Record::decode(*kind, payload).unwrap())
+            .unwrap();
+    }
+    let id = "wh_0";
+    let back = Record::WebhookCursor {
+        at: T0,
+        id,
+        cursor: 1,
+        rewind: false,
+    };
+    assert!(fresh.apply_replayed(5, &back).is_err());
+    let ahead = Record::WebhookCursor {
+        at: T0,
+        id,
+        cursor: 9,
+        rewind: true,
+    };
+    assert!(fresh.apply_replayed(5, &ahead).is_err());
+    let forward = Record::WebhookCursor {
+        at: T0,
+        id,
+        cursor: 4,
+        rewind: false,
+    };
+    fresh.apply_replayed(5, &forward).unwrap();
+    let unknown = Record::WebhookDeleted {
+        at: T0,
+        id: "wh_nope",
+    };
+    assert!(fresh.apply_replayed(6, &unknown).is_err());
+    let disabled = Record::WebhookDisabled {
+        at: T0,
+        id,
+        reason: "410",
+    };
+    fresh.apply_replayed(7, &disabled).unwrap();
+    assert!(fresh.apply_replayed(8, &disabled).is_err(), "twice");
 }

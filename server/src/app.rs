@@ -71,6 +71,9 @@ pub struct App {
     pub metrics: Metrics,
     /// Failed attempts per token, user and client address, against guessing.
     pub limiter: Limiter,
+    /// Webhook deliveries' runtime state (failures, backoff, metrics) and
+    /// the workers' clock; the subscriptions themselves are in `engine`.
+    pub hooks: crate::webhooks::Registry,
     /// False until the log has been replayed: `/readyz` and every `/v1`
     /// route answer 503 until then.
     ready: AtomicBool,
@@ -151,7 +154,10 @@ pub fn open(
         render::renderer(),
     );
     let limiter = Limiter::new(config.guess_budgets())?;
+    let hooks =
+        crate::webhooks::Registry::new(crate::webhooks::Clock::new(config.webhook_test_time_scale));
     let app = Arc::new(App {
+        hooks,
         engine,
         wal,
         tokens,

@@ -158,7 +158,7 @@ fn describe(record: &Record<'_>) -> String {
             ..
         } => format!(
             "IdempotentResponse {{ key: {key:?}, fingerprint: {fingerprint:x}, status: {status}, body: {:?} }}",
-            String::from_utf8_lossy(body)
+            hide_secrets(&String::from_utf8_lossy(body))
         ),
         Record::CampaignCreated {
             campaign,
@@ -168,8 +168,37 @@ fn describe(record: &Record<'_>) -> String {
         } => format!(
             "CampaignCreated {{ campaign: {campaign}, key: <hidden>, spec: {spec:?}, idem: {idem:?} }}"
         ),
+        Record::WebhookCreated {
+            id,
+            url,
+            events,
+            campaigns,
+            description,
+            ..
+        } => format!(
+            "WebhookCreated {{ id: {id:?}, secret: <hidden>, url: {url:?}, events: {events:?}, campaigns: {campaigns:?}, description: {description:?} }}"
+        ),
         other => format!("{other:?}"),
     }
+}
+
+/// `text` with every webhook secret (`whsec_` and what follows) hidden: a
+/// keyed webhook creation stores its answer, secret included, so a retry
+/// gets the same answer.
+fn hide_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(crate::webhooks::SECRET_PREFIX) {
+        out.push_str(&rest[..at]);
+        out.push_str("<hidden>");
+        rest = &rest[at..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `redeemd wal replay`: rebuild the state in memory (the newest snapshot,

@@ -86,6 +86,16 @@ pub struct ServeConfig {
     /// Or once this many seconds have passed with new records.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every_seconds: u64,
+    /// Allow webhooks to plain `http://` URLs on any host; without it,
+    /// plain HTTP goes only to loopback hosts.
+    #[arg(long)]
+    pub webhook_allow_http: bool,
+    /// Tests only: the webhook workers' clock runs this many times as fast
+    /// as the wall clock (backoff, the delivery timeout, three days of
+    /// failure), so a test can fail for days in seconds. Never set it in
+    /// production.
+    #[arg(long, default_value_t = 1, hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_test_time_scale: u32,
 }
 
 fn parse_sync(s: &str) -> SyncMode {

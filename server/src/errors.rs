@@ -127,6 +127,9 @@ fn describe_refusal(refusal: &Refusal) -> Described<'static> {
             .with("available", *available),
         Refusal::NotRedeemed => d(409, "not_redeemed"),
         Refusal::UnknownReservation => d(404, "unknown_reservation"),
+        Refusal::UnknownWebhook => d(404, "unknown_webhook"),
+        Refusal::WebhookExists => d(409, "webhook_exists"),
+        Refusal::TooManyWebhooks { limit } => d(409, "too_many_webhooks").with("limit", *limit),
         Refusal::ReservationExpired => d(410, "reservation_expired"),
         // The server is out of room for keys: not the client's fault.
         Refusal::IdempotencyTableFull(

@@ -79,6 +79,12 @@ pub enum Route {
     Confirm,
     Release,
     Events,
+    CreateWebhook,
+    ListWebhooks,
+    GetWebhook,
+    UpdateWebhook,
+    DeleteWebhook,
+    RewindWebhook,
 }
 
 /// Who may call a route.
@@ -189,6 +195,27 @@ const ROUTES: &[(Method, &str, Route, Access)] = &[
         Roles(&[Checkout]),
     ),
     (Method::GET, "/v1/events", Route::Events, ADMIN),
+    (Method::GET, "/v1/webhooks", Route::ListWebhooks, ADMIN),
+    (Method::POST, "/v1/webhooks", Route::CreateWebhook, ADMIN),
+    (Method::GET, "/v1/webhooks/{id}", Route::GetWebhook, ADMIN),
+    (
+        Method::PATCH,
+        "/v1/webhooks/{id}",
+        Route::UpdateWebhook,
+        ADMIN,
+    ),
+    (
+        Method::DELETE,
+        "/v1/webhooks/{id}",
+        Route::DeleteWebhook,
+        ADMIN,
+    ),
+    (
+        Method::POST,
+        "/v1/webhooks/{id}/rewind",
+        Route::RewindWebhook,
+        ADMIN,
+    ),
 ];
 
 impl Route {
@@ -217,6 +244,12 @@ impl Route {
             Route::Confirm => "confirm",
             Route::Release => "release",
             Route::Events => "events",
+            Route::CreateWebhook => "create_webhook",
+            Route::ListWebhooks => "list_webhooks",
+            Route::GetWebhook => "get_webhook",
+            Route::UpdateWebhook => "update_webhook",
+            Route::DeleteWebhook => "delete_webhook",
+            Route::RewindWebhook => "rewind_webhook",
         }
     }
 }
@@ -337,7 +370,7 @@ async fn dispatch(
     route: Route,
     req: RouteRequest,
 ) -> Result<Response<Body>, ApiError> {
-    use routes::{assignments, bulk, campaigns, checkout, codes, events, pool, system};
+    use routes::{assignments, bulk, campaigns, checkout, codes, events, pool, system, webhooks};
     match route {
         Route::Healthz => Ok(system::healthz()),
         Route::Readyz => system::readyz(app),
@@ -361,6 +394,12 @@ async fn dispatch(
         Route::Confirm => checkout::confirm(app, req).await,
         Route::Release => checkout::release(app, req).await,
         Route::Events => events::events(app, req).await,
+        Route::CreateWebhook => webhooks::create(app, req).await,
+        Route::ListWebhooks => webhooks::list(app).await,
+        Route::GetWebhook => webhooks::get(app, req).await,
+        Route::UpdateWebhook => webhooks::update(app, req).await,
+        Route::DeleteWebhook => webhooks::delete(app, req).await,
+        Route::RewindWebhook => webhooks::rewind(app, req).await,
     }
 }
 

@@ -24,6 +24,7 @@
 //! - `tokens`: hashed API tokens in the data dir.
 //! - `timefmt`: RFC 3339 in and out.
 //! - `cli`: `wal verify|dump|replay`.
+//! - `webhooks`: delivery workers, signatures, their clock and metrics.
 
 pub mod answer;
 pub mod app;
@@ -42,6 +43,7 @@ pub mod routes;
 pub mod server;
 pub mod timefmt;
 pub mod tokens;
+pub mod webhooks;
 
 pub use app::App;
 pub use config::ServeConfig;

@@ -16,15 +16,16 @@ const BUCKETS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// A latency histogram over `BUCKETS_SECONDS`.
 #[derive(Debug, Default, Clone)]
-struct Histogram {
+pub struct Histogram {
     counts: [u64; BUCKETS_SECONDS.len()],
     count: u64,
     sum_seconds: f64,
 }
 
 impl Histogram {
-    fn observe(&mut self, d: Duration) {
+    pub fn observe(&mut self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS_SECONDS.iter().position(|&b| secs <= b) {
             self.counts[i] += 1;
@@ -41,7 +42,7 @@ impl Histogram {
         self.sum_seconds += other.sum_seconds;
     }
 
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
+    pub fn write(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let sep = if labels.is_empty() { "" } else { "," };
         for (bound, n) in BUCKETS_SECONDS.iter().zip(self.counts) {
@@ -193,6 +194,7 @@ pub fn exposition(app: &App) -> String {
         batch,
     );
     pools(&mut out, app);
+    crate::webhooks::metrics(&mut out, app);
     out
 }
 

@@ -19,6 +19,9 @@ pub struct Policy {
     pub retain_ms: u64,
     /// Covered segments go, oldest first, while the log is larger.
     pub retain_bytes: u64,
+    /// The lowest cursor of the active webhook subscriptions, if any:
+    /// segments with records after it are kept past `retain_ms`.
+    pub webhook_cursor: Option<Lsn>,
 }
 
 /// The LSN before which every segment may be deleted: segments wholly
@@ -47,7 +50,7 @@ pub fn cut(
         let over_budget = bytes > policy.retain_bytes;
         let old = last < segment.first_lsn
             || last_at(last).is_some_and(|at| now.0.saturating_sub(at.0) >= policy.retain_ms);
-        if !(over_budget || (old && !needed_by_webhooks(last))) {
+        if !(over_budget || (old && !needed_by_webhooks(policy.webhook_cursor, last))) {
             break;
         }
         bytes -= segment.bytes;
@@ -56,14 +59,24 @@ pub fn cut(
     cut
 }
 
-/// Whether an active webhook has yet to deliver records up to `lsn`.
-///
-/// Webhooks do not exist yet. When they do, an active webhook's cursor
-/// keeps the segments it still needs past `--retain-log-seconds` (but not
-/// past `--retain-log-bytes`; a webhook that loses events that way gets
-/// one `events_dropped` in their place).
-fn needed_by_webhooks(_lsn: Lsn) -> bool {
-    false
+/// Whether an active webhook has yet to deliver records up to `lsn`: the
+/// lowest active cursor is before it. Such a segment is kept past
+/// `--retain-log-seconds`, but not past `--retain-log-bytes` (a webhook
+/// that loses events that way gets one `events_dropped` in their place).
+/// Paused and disabled subscriptions keep nothing: they must not hold the
+/// disk hostage.
+fn needed_by_webhooks(lowest_cursor: Option<Lsn>, lsn: Lsn) -> bool {
+    lowest_cursor.is_some_and(|cursor| cursor < lsn)
+}
+
+/// The lowest cursor of the active subscriptions.
+pub fn lowest_active_cursor(app: &App) -> Option<Lsn> {
+    app.engine
+        .webhooks()
+        .iter()
+        .filter(|h| h.status == redeem_engine::WebhookStatus::Active)
+        .map(|h| h.cursor)
+        .min()
 }
 
 /// Deletes what the policy lets go, given the newest durable snapshot;
@@ -72,6 +85,7 @@ pub fn apply(app: &App, snapshot_lsn: Lsn, now: Timestamp) -> Result<usize, Stri
     let policy = Policy {
         retain_ms: app.config.retain_log_seconds.saturating_mul(1000),
         retain_bytes: app.config.retain_log_bytes,
+        webhook_cursor: lowest_active_cursor(app),
     };
     let segments = app.wal.segments();
     let cut = cut(&segments, snapshot_lsn, policy, now, |lsn| {
@@ -116,6 +130,7 @@ mod tests {
     const DEFAULT: Policy = Policy {
         retain_ms: DAY_MS,
         retain_bytes: 4 << 30,
+        webhook_cursor: None,
     };
 
     #[test]
@@ -141,6 +156,7 @@ mod tests {
         let small = Policy {
             retain_ms: DAY_MS,
             retain_bytes: 2 * SEGMENT_BYTES,
+            webhook_cursor: None,
         };
         // Four segments of 100 bytes over a 200-byte budget: two go.
         check(&starts, &times, 40, small, 0, 20);
@@ -150,7 +166,34 @@ mod tests {
         let now = Policy {
             retain_ms: 0,
             retain_bytes: 4 << 30,
+            webhook_cursor: None,
         };
         check(&starts, &times, 40, now, 0, 30);
+    }
+
+    #[test]
+    fn an_active_webhook_keeps_what_it_has_not_delivered_within_the_budget() {
+        let starts = [1, 10, 20, 30];
+        let times = [0, 0, 0];
+        // Its cursor at 12: the first segment (1..=9) is delivered and
+        // goes; the second (10..=19) holds undelivered records and stays.
+        let hooked = Policy {
+            webhook_cursor: Some(12),
+            ..DEFAULT
+        };
+        check(&starts, &times, 40, hooked, 10 * DAY_MS, 10);
+        // A cursor at a segment's last record needs none of it.
+        let hooked = Policy {
+            webhook_cursor: Some(19),
+            ..DEFAULT
+        };
+        check(&starts, &times, 40, hooked, 10 * DAY_MS, 20);
+        // Over the byte budget, it loses them all the same.
+        let small = Policy {
+            retain_ms: DAY_MS,
+            retain_bytes: 2 * SEGMENT_BYTES,
+            webhook_cursor: Some(1),
+        };
+        check(&starts, &times, 40, small, 10 * DAY_MS, 20);
     }
 }

@@ -104,6 +104,10 @@ pub async fn run(
 struct Background {
     /// Releases expired reservations.
     sweeper: tokio::task::JoinHandle<()>,
+    /// Starts a delivery task per webhook subscription.
+    webhooks: tokio::task::JoinHandle<()>,
+    /// The delivery tasks, stopped and awaited before the log closes.
+    webhook_workers: crate::webhooks::Workers,
     /// Dropping it tells the snapshotter to stop.
     stop_snapshots: std::sync::mpsc::Sender<()>,
     /// Replays the durable log into a shadow engine and snapshots it.
@@ -119,7 +123,13 @@ impl Background {
                 .name("snapshotter".into())
                 .spawn(move || snapshot_loop(app, base, stop_rx))?
         };
+        let webhook_workers = crate::webhooks::Workers::default();
         Ok(Background {
+            webhooks: tokio::spawn(crate::webhooks::supervise(
+                app.clone(),
+                webhook_workers.clone(),
+            )),
+            webhook_workers,
             sweeper: spawn_sweeper(app.clone()),
             stop_snapshots,
             snapshotter,
@@ -129,6 +139,9 @@ impl Background {
     async fn stop(self) {
         self.sweeper.abort();
         let _ = self.sweeper.await;
+        self.webhooks.abort();
+        let _ = self.webhooks.await;
+        self.webhook_workers.stop().await;
         drop(self.stop_snapshots);
         let snapshotter = self.snapshotter;
         let _ = tokio::task::spawn_blocking(move || snapshotter.join()).await;

@@ -29,6 +29,7 @@ mod refusal;
 mod replay;
 mod reserve;
 mod snapshot;
+mod webhooks;
 
 pub use assign::Pledge;
 pub use import::Importer;
@@ -38,6 +39,10 @@ pub use outcome::{
 };
 pub use reclaim::Reclaimed;
 pub use refusal::{Refusal, ReplayError};
+pub use webhooks::{
+    WEBHOOK_DESCRIPTION_BYTES_MAX, WEBHOOK_FILTER_ENTRIES_MAX, WEBHOOK_URL_BYTES_MAX, WEBHOOKS_MAX,
+    Webhook, WebhookPatch, WebhookSpec,
+};
 
 use reserve::HoldRef;
 
@@ -94,6 +99,8 @@ pub struct Engine<J> {
     /// Renders the response stored under a transition's idempotency key,
     /// the same way live and in replay.
     render: Renderer,
+    /// Webhook subscriptions by id; small, and changed only under its lock.
+    webhooks: Mutex<webhooks::Webhooks>,
 }
 
 impl<J> std::fmt::Debug for Engine<J> {
@@ -259,6 +266,7 @@ impl<J: Journal> Engine<J> {
             reservation_ids: config.reservation_ids,
             idempotency: IdempotencyTable::new(config.idempotency_entries_max),
             render,
+            webhooks: Mutex::new(webhooks::Webhooks::default()),
         }
     }
 

@@ -76,6 +76,13 @@ pub enum Refusal {
     UnknownRecipient,
     NotRedeemed,
     UnknownReservation,
+    UnknownWebhook,
+    /// Subscription ids are random: a clash is a retry with the same id.
+    WebhookExists,
+    TooManyWebhooks {
+        /// `WEBHOOKS_MAX`.
+        limit: usize,
+    },
     ReservationExpired,
     IdempotencyTableFull(TableFull),
     /// The journal refused the record: the disk is full or failing.
@@ -132,6 +139,9 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::NotRedeemed => f.write_str("the code is not redeemed"),
             Refusal::UnknownReservation => f.write_str("no such reservation"),
+            Refusal::UnknownWebhook => f.write_str("no webhook has that id"),
+            Refusal::WebhookExists => f.write_str("a webhook with that id already exists"),
+            Refusal::TooManyWebhooks { limit } => write!(f, "at most {limit} webhooks"),
             Refusal::ReservationExpired => f.write_str("the reservation has expired"),
             Refusal::IdempotencyTableFull(full) => write!(
                 f,

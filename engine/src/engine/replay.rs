@@ -62,6 +62,11 @@ impl<J: Journal> Engine<J> {
                 self.replay_guessing(self.campaign_of(lsn, campaign)?, at);
                 Ok(())
             }
+            Record::WebhookCreated { .. }
+            | Record::WebhookUpdated { .. }
+            | Record::WebhookCursor { .. }
+            | Record::WebhookDeleted { .. }
+            | Record::WebhookDisabled { .. } => self.replay_webhook(lsn, record),
             Record::Assigned { .. }
             | Record::Reserved { .. }
             | Record::Released { .. }

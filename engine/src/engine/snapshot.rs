@@ -80,6 +80,7 @@ impl<J: Journal> Engine<J> {
         for campaign in self.campaigns() {
             self.snapshot_campaign(campaign, lsn, &mut emit);
         }
+        self.snapshot_webhooks(lsn, &mut emit);
         for (lsn, key, fingerprint, response, stored_at) in self.idempotency.entries(at) {
             emit(
                 lsn,
@@ -231,6 +232,7 @@ impl<J: Journal> Engine<J> {
         holds.sort();
         let _ = writeln!(out, "holds {holds:?}");
         let _ = writeln!(out, "expiries {:?}", *self.expiries.lock());
+        out.push_str(&self.dump_webhooks());
         let _ = writeln!(out, "idempotency {}", self.idempotency.dump());
         out
     }

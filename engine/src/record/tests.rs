@@ -247,3 +247,75 @@ fn payloads_open_with_the_fixed_header() {
     assert_eq!(bytes.len(), PAYLOAD_CODE_FIELDS_OFFSET + 1);
     assert_eq!(bytes[PAYLOAD_CODE_FIELDS_OFFSET], 0);
 }
+
+#[test]
+fn webhook_kinds_round_trip() {
+    let at = Timestamp(1_700_000_000_123);
+    check(Record::WebhookCreated {
+        at,
+        id: "wh_abc",
+        secret: "whsec_xyz",
+        url: "http://127.0.0.1:9/hook",
+        events: vec!["redeemed", "voided"],
+        campaigns: vec![],
+        description: Some("crm"),
+    });
+    check(Record::WebhookCreated {
+        at,
+        id: "wh_abc",
+        secret: "whsec_xyz",
+        url: "https://example.invalid/",
+        events: vec!["*"],
+        campaigns: vec!["spring", "fall"],
+        description: None,
+    });
+    check(Record::WebhookUpdated {
+        at,
+        id: "wh_abc",
+        url: None,
+        events: None,
+        campaigns: None,
+        status: None,
+    });
+    for status in [
+        WebhookStatus::Active,
+        WebhookStatus::Paused,
+        WebhookStatus::Disabled,
+    ] {
+        check(Record::WebhookUpdated {
+            at,
+            id: "wh_abc",
+            url: Some("http://localhost/x"),
+            events: Some(vec!["*"]),
+            campaigns: Some(vec!["spring"]),
+            status: Some(status),
+        });
+    }
+    check(Record::WebhookCursor {
+        at,
+        id: "wh_abc",
+        cursor: 77,
+        rewind: true,
+    });
+    check(Record::WebhookDeleted { at, id: "wh_abc" });
+    check(Record::WebhookDisabled {
+        at,
+        id: "wh_abc",
+        reason: "the receiver answered 410",
+    });
+    // Kinds 30 and up, and a status byte out of range is refused.
+    assert_eq!(RecordKind::WebhookCreated as u8, 30);
+    assert_eq!(RecordKind::from_u8(34), Some(RecordKind::WebhookDisabled));
+    let mut bytes = Vec::new();
+    Record::WebhookUpdated {
+        at,
+        id: "w",
+        url: None,
+        events: None,
+        campaigns: None,
+        status: None,
+    }
+    .encode(&mut bytes);
+    *bytes.last_mut().unwrap() = 9;
+    assert!(Record::decode(RecordKind::WebhookUpdated as u8, &bytes).is_err());
+}

@@ -52,6 +52,16 @@ impl Writer<'_> {
             self.str(item);
         }
     }
+    /// `opt<list<str>>`.
+    pub(super) fn opt_strs(&mut self, items: Option<&[&str]>) {
+        match items {
+            None => self.0.push(0),
+            Some(list) => {
+                self.0.push(1);
+                self.strs(list.iter().copied());
+            }
+        }
+    }
     /// The high 64 bits of a reservation id, written last and only when
     /// not zero (see `ReservationId`).
     pub(super) fn reservation_high(&mut self, id: u128) {
@@ -153,6 +163,14 @@ impl<'a> Reader<'a> {
             return Err(self.error("list longer than its payload"));
         }
         (0..count).map(|_| self.str()).collect()
+    }
+    /// `opt<list<str>>`.
+    pub(super) fn opt_strs(&mut self) -> Result<Option<Vec<&'a str>>, DecodeError> {
+        Ok(if self.flag()? {
+            Some(self.strs()?)
+        } else {
+            None
+        })
     }
     /// A reservation id from its low 64 bits and, when the payload goes
     /// on, the high 64 bits that follow everything else.

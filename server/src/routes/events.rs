@@ -123,10 +123,20 @@ fn read_after(app: &App, after: u64) -> Result<redeem_wal::Records, ApiError> {
     }
 }
 
-/// One event line, or `None` for records that are not events.
-fn event_line(app: &App, lsn: u64, record: &Record<'_>) -> Option<Value> {
-    if record.kind() == RecordKind::IdempotentResponse {
-        return None;
+/// One event line, or `None` for records that are not events. Webhook
+/// deliveries render their events here too, so a delivered event is
+/// byte for byte the line `/v1/events` gives.
+pub(crate) fn event_line(app: &App, lsn: u64, record: &Record<'_>) -> Option<Value> {
+    match record.kind() {
+        // Bookkeeping, not transitions; a webhook's secret must never
+        // leave in an event.
+        RecordKind::IdempotentResponse
+        | RecordKind::Counters
+        | RecordKind::WebhookCreated
+        | RecordKind::WebhookUpdated
+        | RecordKind::WebhookCursor
+        | RecordKind::WebhookDeleted => return None,
+        _ => {}
     }
     let campaign = record
         .campaign()
@@ -194,6 +204,10 @@ fn event_line(app: &App, lsn: u64, record: &Record<'_>) -> Option<Value> {
         Record::CodesImported { codes, .. } => put("count", codes.len().into()),
         Record::LowStock { available, .. } => put("available", (*available).into()),
         Record::GuessingSuspected { attempts, .. } => put("attempts", (*attempts).into()),
+        Record::WebhookDisabled { id, reason, .. } => {
+            put("webhook", (*id).into());
+            put("reason", (*reason).into());
+        }
         Record::CampaignUpdated { .. } | Record::CampaignCreated { .. } => {}
         _ => {}
     }

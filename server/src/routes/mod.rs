@@ -24,6 +24,7 @@ pub mod codes;
 pub mod events;
 pub mod pool;
 pub mod system;
+pub mod webhooks;
 
 /// A matched, authorized request.
 pub struct RouteRequest {

@@ -1,0 +1,583 @@
+//! Webhook deliveries against a real receiver: a small HTTP/1.1 server on
+//! 127.0.0.1 (port 0) in the test, which can fail deliveries, hang past
+//! the timeout or answer `410`. The real `redeemd` runs as a child with
+//! the hidden `--webhook-test-time-scale`, so its workers' timeout and
+//! backoff (and three days of failure) pass in a fraction of real time.
+//!
+//! Proven here: every durable event after a subscription's start arrives
+//! at least once, in LSN order, byte for byte as `/v1/events` renders it,
+//! correctly signed; no delivery overlaps the one before; a kill -9 mid
+//! stream re-sends at most the delivery in flight and loses nothing;
+//! filters, pause and resume, rewind, `410` and three days of failure.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Role, Server, wait_until};
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+
+/// How the receiver answers the n-th delivery (from 0).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// 200 after `delay_ms`.
+    Ok { delay_ms: u64 },
+    /// A third fail with 500, one in seven (of the rest) hangs until the
+    /// sender gives up, the others succeed.
+    Flaky,
+    /// Always this status.
+    Always(u16),
+}
+
+/// One delivery as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+    /// The status answered; `None` when it hung.
+    answered: Option<u16>,
+}
+
+impl Delivery {
+    fn range(&self) -> (u64, u64) {
+        let (a, b) = self.headers["redeemd-delivery"].split_once('-').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    }
+
+    fn ok(&self) -> bool {
+        self.answered.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    fn events(&self) -> Vec<Value> {
+        let body: Value = serde_json::from_slice(&self.body).unwrap();
+        body["events"].as_array().unwrap().clone()
+    }
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    /// Deliveries being handled now, and the most ever at once.
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    fn start(mode: Mode) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let receiver = Receiver {
+            addr: listener.local_addr().unwrap(),
+            mode: Arc::new(Mutex::new(mode)),
+            deliveries: Arc::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+        };
+        let (mode, deliveries) = (receiver.mode.clone(), receiver.deliveries.clone());
+        let (in_flight, max) = (receiver.in_flight.clone(), receiver.max_in_flight.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (mode, deliveries) = (mode.clone(), deliveries.clone());
+                let (in_flight, max) = (in_flight.clone(), max.clone());
+                std::thread::spawn(move || serve(stream, &mode, &deliveries, &in_flight, &max));
+            }
+        });
+        receiver
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+
+    /// LSNs of the events received in acknowledged deliveries.
+    fn acked_lsns(&self) -> BTreeSet<u64> {
+        self.deliveries()
+            .iter()
+            .filter(|d| d.ok())
+            .flat_map(|d| d.events())
+            .map(|e| e["lsn"].as_u64().unwrap())
+            .collect()
+    }
+}
+
+/// Handles the requests of one connection (keep-alive) until it closes.
+fn serve(
+    stream: TcpStream,
+    mode: &Mutex<Mode>,
+    deliveries: &Mutex<Vec<Delivery>>,
+    in_flight: &AtomicUsize,
+    max: &AtomicUsize,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(now, Ordering::SeqCst);
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+        let length: usize = headers["content-length"].parse().unwrap();
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let n = {
+            let mut all = deliveries.lock().unwrap();
+            all.push(Delivery {
+                headers,
+                body,
+                answered: None,
+            });
+            all.len() - 1
+        };
+        let status = match *mode.lock().unwrap() {
+            Mode::Ok { delay_ms } => {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+                Some(200)
+            }
+            Mode::Always(status) => Some(status),
+            Mode::Flaky if n % 3 == 1 => Some(500),
+            Mode::Flaky if n % 7 == 3 => None,
+            Mode::Flaky => Some(200),
+        };
+        let Some(status) = status else {
+            // Hang until the sender gives up and closes the connection.
+            let _ = writer.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut rest = Vec::new();
+            let _ = reader.read_to_end(&mut rest);
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
+        deliveries.lock().unwrap()[n].answered = Some(status);
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        let head = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+        if writer.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks `Redeemd-Signature` the way docs/webhooks.md tells receivers to.
+#[track_caller]
+fn check_signature(secret: &str, d: &Delivery) {
+    let header = &d.headers["redeemd-signature"];
+    let (t, v1) = header.split_once(",v1=").unwrap();
+    let t = t.strip_prefix("t=").unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&d.body);
+    assert_eq!(hex(&mac.finalize().into_bytes()), v1, "signature");
+}
+
+fn create_hook(server: &Server, body: Value) -> Value {
+    let r = server.post(Role::Admin, "/v1/webhooks", &body);
+    r.expect(201, None);
+    r.json()
+}
+
+/// `/v1/events` lines after `after`, raw, by LSN.
+fn event_lines(server: &Server, after: u64) -> BTreeMap<u64, String> {
+    let r = server.get(
+        Role::Admin,
+        &format!("/v1/events?after={after}&limit=10000"),
+    );
+    r.expect(200, None);
+    r.text()
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            (v["lsn"].as_u64().unwrap(), line.to_owned())
+        })
+        .collect()
+}
+
+/// The body a delivery of exactly these lines has.
+fn expected_body(id: &str, lines: &[&String]) -> Vec<u8> {
+    let joined: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+    format!("{{\"webhook\":\"{id}\",\"events\":[{}]}}", joined.join(",")).into_bytes()
+}
+
+fn redeem_all(server: &Server, codes: &[(String, String)], user: &str) {
+    for (i, (code, _)) in codes.iter().enumerate() {
+        server.redeem(code, &format!("{user}{i}")).expect(201, None);
+    }
+}
+
+fn hook_state(server: &Server, id: &str) -> Value {
+    let r = server.get(Role::Admin, &format!("/v1/webhooks/{id}"));
+    r.expect(200, None);
+    r.json()
+}
+
+#[test]
+fn flaky_receiver_gets_every_event_in_order_signed_and_never_overlapped() {
+    let server = Server::start_with(&["--webhook-test-time-scale", "10"]);
+    let receiver = Receiver::start(Mode::Flaky);
+    server.create_campaign(json!({"id": "s", "generate": 200, "code": {"prefix": "S"}}));
+    let hook = create_hook(&server, json!({"url": receiver.url(), "events": ["*"]}));
+    let (id, secret) = (
+        hook["id"].as_str().unwrap(),
+        hook["secret"].as_str().unwrap(),
+    );
+    let start = hook["cursor_lsn"].as_u64().unwrap();
+    assert!(secret.starts_with("whsec_"));
+    // Reads never show the secret.
+    assert!(
+        !server
+            .get(Role::Admin, "/v1/webhooks")
+            .text()
+            .contains(secret)
+    );
+    let codes = server.codes("s", None);
+    // In rounds, each waited out, so there are enough deliveries for the
+    // receiver's pattern of failures and hangs to show.
+    for round in 0..6 {
+        redeem_all(
+            &server,
+            &codes[round * 10..round * 10 + 10],
+            &format!("u{round}_"),
+        );
+        if round == 3 {
+            server.create_campaign(json!({"id": "t", "generate": 5, "code": {"prefix": "T"}}));
+        }
+        let so_far: BTreeSet<u64> = event_lines(&server, start).keys().copied().collect();
+        assert!(wait_until(Duration::from_secs(60), || receiver
+            .acked_lsns()
+            .is_superset(&so_far)));
+    }
+    let expected = event_lines(&server, start);
+    assert!(expected.len() >= 61);
+    let want: BTreeSet<u64> = expected.keys().copied().collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver
+            .acked_lsns()
+            .is_superset(&want)),
+        "missing {:?}; log: {}",
+        want.difference(&receiver.acked_lsns()).collect::<Vec<_>>(),
+        server.log_tail()
+    );
+    let deliveries = receiver.deliveries();
+    let failed = deliveries.iter().filter(|d| !d.ok()).count();
+    let hung = deliveries.iter().filter(|d| d.answered.is_none()).count();
+    assert!(failed >= 2 && hung >= 1, "{failed} failed, {hung} hung");
+    let mut previous: Option<&Delivery> = None;
+    for d in &deliveries {
+        check_signature(secret, d);
+        assert_eq!(d.headers["redeemd-webhook-id"], id);
+        assert_eq!(d.headers["content-type"], "application/json");
+        let (first, last) = d.range();
+        // Byte for byte the lines of /v1/events in that range.
+        let lines: Vec<&String> = expected.range(first..=last).map(|(_, l)| l).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&d.body),
+            String::from_utf8_lossy(&expected_body(id, &lines))
+        );
+        if let Some(p) = previous {
+            if p.ok() {
+                assert!(first > p.range().1, "in LSN order after a success");
+            } else {
+                assert_eq!(first, p.range().0, "a failure is retried from its start");
+            }
+        }
+        previous = Some(d);
+    }
+    assert_eq!(receiver.max_in_flight.load(Ordering::SeqCst), 1);
+    // The metrics count them.
+    let metrics = server.get(Role::Admin, "/metrics").text();
+    assert!(metrics.contains(&format!(
+        "redeemd_webhook_failures_total{{webhook=\"{id}\"}} {failed}"
+    )));
+    assert!(metrics.contains("redeemd_webhook_delivery_seconds_bucket"));
+    // The last acknowledgement settles (its cursor durable) just after the
+    // receiver answered it.
+    assert!(wait_until(Duration::from_secs(10), || hook_state(
+        &server, id
+    )["consecutive_failures"]
+        == 0));
+    assert!(hook_state(&server, id)["secret"].is_null());
+}
+
+#[test]
+fn kill_9_mid_stream_resends_at_most_the_delivery_in_flight() {
+    let mut server = Server::start_with(&["--webhook-test-time-scale", "10"]);
+    // Slow acknowledgements keep a delivery in flight most of the time.
+    let receiver = Receiver::start(Mode::Ok { delay_ms: 30 });
+    server.create_campaign(json!({"id": "s", "generate": 400}));
+    // Created under an Idempotency-Key: the stored answer holds the secret.
+    let body = serde_json::to_vec(&json!({"url": receiver.url(), "events": ["redeemed"]})).unwrap();
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "hook-1"),
+    ];
+    let r = server.raw(Some(Role::Admin), "POST", "/v1/webhooks", &headers, &body);
+    r.expect(201, None);
+    let hook = r.json();
+    let again = server.raw(Some(Role::Admin), "POST", "/v1/webhooks", &headers, &body);
+    assert_eq!(again.body, r.body, "a retry gets the same subscription");
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    let start = hook["cursor_lsn"].as_u64().unwrap();
+    let codes = server.codes("s", None);
+    for (i, (code, _)) in codes[..150].iter().enumerate() {
+        server.redeem(code, &format!("u{i}")).expect(201, None);
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert!(wait_until(Duration::from_secs(20), || receiver
+        .deliveries()
+        .len()
+        >= 3));
+    server.kill9();
+    let before = receiver.deliveries().len();
+    // `wal dump` never prints the secret.
+    let dump = std::process::Command::new(common::bin())
+        .args(["wal", "dump", "--json", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("webhook_created") && !dump.contains(&secret));
+    assert!(!dump.contains(&secret["whsec_".len()..]));
+    server.restart();
+    redeem_all(&server, &codes[150..200], "v");
+    let want: BTreeSet<u64> = event_lines(&server, start)
+        .into_iter()
+        .filter(|(_, l)| l.contains("\"kind\":\"redeemed\""))
+        .map(|(lsn, _)| lsn)
+        .collect();
+    assert_eq!(want.len(), 200);
+    assert!(
+        wait_until(Duration::from_secs(60), || receiver
+            .acked_lsns()
+            .is_superset(&want)),
+        "log: {}",
+        server.log_tail()
+    );
+    let deliveries = receiver.deliveries();
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for d in &deliveries {
+        for e in d.events() {
+            *seen.entry(e["lsn"].as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    let repeated: Vec<u64> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(l, _)| *l)
+        .collect();
+    // Only the last delivery before the kill may come again.
+    let (first, last) = deliveries[before - 1].range();
+    assert!(
+        repeated.iter().all(|l| (first..=last).contains(l)),
+        "repeated {repeated:?} outside the delivery in flight {first}-{last}"
+    );
+    assert_eq!(receiver.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn filters_pause_resume_rewind_and_410() {
+    let server = Server::start_with(&["--webhook-test-time-scale", "10"]);
+    let receiver = Receiver::start(Mode::Ok { delay_ms: 0 });
+    server.create_campaign(json!({"id": "a", "generate": 50, "code": {"prefix": "A"}}));
+    server.create_campaign(json!({"id": "b", "generate": 50, "code": {"prefix": "B"}}));
+    // Bad input is refused naming the field.
+    for (body, field) in [
+        (json!({"url": "ftp://x/", "events": ["*"]}), "url"),
+        (
+            json!({"url": "http://example.com/", "events": ["*"]}),
+            "url",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["*"]}),
+            "url",
+        ),
+        (json!({"url": receiver.url(), "events": ["nope"]}), "events"),
+        (json!({"url": receiver.url(), "events": []}), "events"),
+        (
+            json!({"url": receiver.url(), "events": ["*"], "campaigns": ["zz"]}),
+            "campaigns",
+        ),
+    ] {
+        let r = server.post(Role::Admin, "/v1/webhooks", &body);
+        r.expect(400, Some("invalid_request"));
+        assert_eq!(r.json()["error"]["field"], field, "{body}");
+    }
+    server
+        .post(Role::Checkout, "/v1/webhooks", &json!({}))
+        .expect(403, Some("forbidden"));
+    let hook = create_hook(
+        &server,
+        json!({"url": receiver.url(), "events": ["redeemed"], "campaigns": ["a"]}),
+    );
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let start = hook["cursor_lsn"].as_u64().unwrap();
+    let (a, b) = (server.codes("a", None), server.codes("b", None));
+    redeem_all(&server, &a[..5], "x");
+    redeem_all(&server, &b[..5], "y");
+    server
+        .call(
+            Role::Admin,
+            "POST",
+            &format!("/v1/codes/{}/void", a[10].0),
+            Some(&json!({})),
+        )
+        .expect(200, None);
+    let wanted = |after: u64| -> BTreeSet<u64> {
+        event_lines(&server, after)
+            .into_iter()
+            .filter(|(_, l)| {
+                l.contains("\"kind\":\"redeemed\"") && l.contains("\"campaign\":\"a\"")
+            })
+            .map(|(lsn, _)| lsn)
+            .collect()
+    };
+    let want = wanted(start);
+    assert_eq!(want.len(), 5);
+    assert!(wait_until(Duration::from_secs(20), || receiver
+        .acked_lsns()
+        == want));
+    // Filtered-out events still move the cursor, in one record at most a
+    // few seconds of worker time later.
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &id
+    )["cursor_lsn"]
+        .as_u64()
+        .unwrap()
+        > *want.last().unwrap()));
+    // Paused: nothing is delivered; resumed: the rest arrives.
+    let r = server.call(
+        Role::Admin,
+        "PATCH",
+        &format!("/v1/webhooks/{id}"),
+        Some(&json!({"status": "paused"})),
+    );
+    r.expect(200, None);
+    assert_eq!(r.json()["status"], "paused");
+    let count = receiver.deliveries().len();
+    redeem_all(&server, &a[5..8], "z");
+    assert!(wait_until(Duration::from_secs(10), || hook_state(
+        &server, &id
+    )["lag_events"]
+        .as_u64()
+        .unwrap()
+        >= 3));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.deliveries().len(), count, "paused");
+    server
+        .call(
+            Role::Admin,
+            "PATCH",
+            &format!("/v1/webhooks/{id}"),
+            Some(&json!({"status": "active"})),
+        )
+        .expect(200, None);
+    let want = wanted(start);
+    assert_eq!(want.len(), 8);
+    assert!(wait_until(Duration::from_secs(20), || receiver
+        .acked_lsns()
+        == want));
+    // Rewind: everything after `start` is delivered again.
+    let before = receiver.deliveries().len();
+    server
+        .post(
+            Role::Admin,
+            &format!("/v1/webhooks/{id}/rewind"),
+            &json!({"after": start}),
+        )
+        .expect(200, None);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let again: BTreeSet<u64> = receiver.deliveries()[before..]
+            .iter()
+            .filter(|d| d.ok())
+            .flat_map(|d| d.events())
+            .map(|e| e["lsn"].as_u64().unwrap())
+            .collect();
+        again == want
+    }));
+    server
+        .post(
+            Role::Admin,
+            &format!("/v1/webhooks/{id}/rewind"),
+            &json!({"after": 1u64 << 60}),
+        )
+        .expect(400, Some("invalid_request"));
+    // A 410 disables it and writes a webhook_disabled event.
+    receiver.set(Mode::Always(410));
+    redeem_all(&server, &a[20..21], "g");
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &id
+    )["status"]
+        == "disabled"));
+    let events = event_lines(&server, start);
+    let disabled: Vec<&String> = events
+        .values()
+        .filter(|l| l.contains("\"kind\":\"webhook_disabled\""))
+        .collect();
+    assert_eq!(disabled.len(), 1);
+    assert!(disabled[0].contains(&id));
+    // Deleted: gone from reads.
+    server
+        .call(Role::Admin, "DELETE", &format!("/v1/webhooks/{id}"), None)
+        .expect(200, None);
+    server
+        .get(Role::Admin, &format!("/v1/webhooks/{id}"))
+        .expect(404, Some("unknown_webhook"));
+}
+
+#[test]
+fn three_days_of_failure_disable_a_webhook() {
+    // 100,000 times the wall clock: three days pass in about 2.6 s.
+    let server = Server::start_with(&["--webhook-test-time-scale", "100000"]);
+    let receiver = Receiver::start(Mode::Always(500));
+    server.create_campaign(json!({"id": "s", "generate": 5}));
+    let hook = create_hook(&server, json!({"url": receiver.url(), "events": ["*"]}));
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let codes = server.codes("s", None);
+    server.redeem(&codes[0].0, "u").expect(201, None);
+    assert!(wait_until(Duration::from_secs(30), || hook_state(
+        &server, &id
+    )["status"]
+        == "disabled"));
+    let state = hook_state(&server, &id);
+    assert!(
+        state["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 days")
+    );
+    // Backoff doubled up to its cap: about 10 doublings, then at most one
+    // attempt every 10 minutes, 432 in 3 days (fewer here, where each
+    // attempt's own real time is minutes of the sped-up clock).
+    let attempts = receiver.deliveries().len();
+    assert!((20..=445).contains(&attempts), "{attempts} attempts");
+}
