@@ -249,7 +249,11 @@ fn rapid_reset_flood_is_cut_off() {
         opened < RESETS_MAX,
         "{RESETS_MAX} streams opened and reset at once, and the connection is still open"
     );
+    // The server ends the connection with GOAWAY ENHANCE_YOUR_CALM; on a
+    // loaded machine the client may see the socket close (broken pipe,
+    // reset) before it reads that frame. Either way the flood was cut off.
     match ended {
+        Ok(Err(e)) if e.is_io() => {}
         Ok(Err(e)) => assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}"),
         other => panic!("the flooding connection did not end in an error: {other:?}"),
     }
