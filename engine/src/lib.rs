@@ -29,6 +29,7 @@
 //!   - `engine/idempotent.rs`: stored responses of keyed requests;
 //!   - `engine/replay.rs`: the dispatch of a logged record to its `replay_*` function;
 //!   - `engine/snapshot.rs`: snapshots, restore, the state dump.
+//! - [`history`]: each campaign's last day in ten-second points, fed by record times.
 //! - [`idempotency`]: the idempotency-key table.
 //! - `mutations` (`cfg(loom)` only): deliberate bugs for `loom-tests` to find.
 
@@ -41,6 +42,7 @@ pub mod mutations;
 pub mod campaign;
 pub mod codec;
 pub mod engine;
+pub mod history;
 pub mod idempotency;
 pub mod record;
 pub mod state;
@@ -50,6 +52,7 @@ pub use engine::{
     Assigned, CodeRef, CodeStatus, Config, Effect, Engine, IdemKey, ImportReport, Importer, Pledge,
     RandomIds, Reclaimed, Redeemed, Refusal, Renderer, ReplayError, Reserved,
 };
+pub use history::{HISTORY_INTERVAL_SECONDS, HISTORY_POINTS_MAX, HistoryEvent, Point};
 pub use idempotency::{Begin, StoredResponse};
 pub use record::{
     CampaignNo, CampaignPatch, CampaignSpec, IdemTag, Journal, JournalError, Lsn, MemoryJournal,

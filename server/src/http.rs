@@ -79,6 +79,9 @@ pub enum Route {
     Confirm,
     Release,
     Events,
+    History,
+    Ui,
+    UiAsset,
 }
 
 /// Who may call a route.
@@ -189,6 +192,14 @@ const ROUTES: &[(Method, &str, Route, Access)] = &[
         Roles(&[Checkout]),
     ),
     (Method::GET, "/v1/events", Route::Events, ADMIN),
+    (
+        Method::GET,
+        "/v1/campaigns/{id}/history",
+        Route::History,
+        ADMIN,
+    ),
+    (Method::GET, "/ui", Route::Ui, Open),
+    (Method::GET, "/ui/{asset}", Route::UiAsset, Open),
 ];
 
 impl Route {
@@ -217,6 +228,9 @@ impl Route {
             Route::Confirm => "confirm",
             Route::Release => "release",
             Route::Events => "events",
+            Route::History => "history",
+            Route::Ui => "ui",
+            Route::UiAsset => "ui_asset",
         }
     }
 }
@@ -337,7 +351,9 @@ async fn dispatch(
     route: Route,
     req: RouteRequest,
 ) -> Result<Response<Body>, ApiError> {
-    use routes::{assignments, bulk, campaigns, checkout, codes, events, pool, system};
+    use routes::{
+        assignments, bulk, campaigns, checkout, codes, events, history, pool, system, ui,
+    };
     match route {
         Route::Healthz => Ok(system::healthz()),
         Route::Readyz => system::readyz(app),
@@ -361,6 +377,9 @@ async fn dispatch(
         Route::Confirm => checkout::confirm(app, req).await,
         Route::Release => checkout::release(app, req).await,
         Route::Events => events::events(app, req).await,
+        Route::History => history::history(app, req).await,
+        Route::Ui => Ok(ui::index()),
+        Route::UiAsset => ui::asset(req),
     }
 }
 

@@ -22,8 +22,10 @@ pub mod campaigns;
 pub mod checkout;
 pub mod codes;
 pub mod events;
+pub mod history;
 pub mod pool;
 pub mod system;
+pub mod ui;
 
 /// A matched, authorized request.
 pub struct RouteRequest {
