@@ -536,7 +536,7 @@ async function campaignPage(id, signal) {
         const r = await attempt(() => api("POST", `/v1/codes/${encodeURIComponent(st.code)}/void`, { json: {} }));
         if (r) { showStatus(r); flash(`Voided ${r.code}.`, true); attempt(refresh); }
       } }, "Void this code");
-    lookupOut.replaceChildren(h("dl", { class: "settings" }, fields), voidButton);
+    lookupOut.replaceChildren(h("dl", { class: "settings" }, fields), ...(voidButton ? [voidButton] : []));
   };
   lookup.addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -347,7 +347,7 @@ def main():
         print("- pause: the page shows it and the API refuses redemptions")
         page.click("#pause")
         page.wait("document.getElementById('pause').textContent === 'Resume'", "the Resume button")
-        page.wait("document.querySelector('h1 .badge.paused')", "the paused badge")
+        page.wait("!!document.querySelector('h1 .badge.paused')", "the paused badge")
         status, body = call(base, admin, "POST", "/v1/redemptions", {"code": codes[100], "user": "late"})
         if status != 422 or "campaign_paused" not in body:
             fail(f"a redemption in a paused campaign got {status} {body}")
@@ -396,7 +396,7 @@ def main():
         page.screenshot("dashboard-campaign-phone.png")
         page.viewport(1280, 700, False)
         page.click("a.brand")
-        page.wait("document.querySelector('tr[data-campaign=spring] .badge.low')",
+        page.wait("!!document.querySelector('tr[data-campaign=spring] .badge.low')",
                   "the list with a low-stock badge")
         page.screenshot("dashboard-campaigns-desktop.png")
         print("ui test passed")
