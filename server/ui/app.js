@@ -296,7 +296,10 @@ function chart(points, series, title) {
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img" });
   svg.append(Object.assign(s("title"), { textContent: title }));
   if (!points.length) return svg;
-  const t0 = Date.parse(points[0].at), t1 = Math.max(Date.parse(points[points.length - 1].at), t0 + 1);
+  // The last point is the interval in progress: its values hold until now,
+  // so lines run to the right edge (and a single point still draws).
+  const tLast = Date.parse(points[points.length - 1].at);
+  const t0 = Date.parse(points[0].at), t1 = Math.max(Date.now(), tLast + 1000);
   let max = 0;
   for (const p of points) for (const [k] of series) max = Math.max(max, p[k]);
   max = max || 1;
@@ -315,7 +318,8 @@ function chart(points, series, title) {
     svg.append(label);
   }
   for (const [k, cls] of series) {
-    const d = points.map((p, i) => `${i ? "L" : "M"}${x(Date.parse(p.at)).toFixed(1)},${y(p[k]).toFixed(1)}`).join("");
+    const d = points.map((p, i) => `${i ? "L" : "M"}${x(Date.parse(p.at)).toFixed(1)},${y(p[k]).toFixed(1)}`).join("")
+      + `L${x(t1).toFixed(1)},${y(points[points.length - 1][k]).toFixed(1)}`;
     svg.append(s("path", { class: `l-${cls}`, d, "vector-effect": "non-scaling-stroke" }));
   }
   return svg;

@@ -283,6 +283,11 @@ def main():
     work = tempfile.mkdtemp(prefix="redeemd-ui-")
     downloads = os.path.join(work, "downloads")
     os.makedirs(downloads)
+    # Made before the server starts: a running server re-reads the token
+    # file at most once a reload interval, and the wrong token just read it.
+    checkout = subprocess.run(
+        [binary, "token", "add", "--data-dir", os.path.join(work, "data"), "--role", "checkout"],
+        capture_output=True, text=True, check=True).stdout.split()[-1]
     server, base, admin = start_redeemd(binary, os.path.join(work, "data"))
     chromium = None
     try:
@@ -302,7 +307,14 @@ def main():
         page.press_enter()
         page.wait("document.getElementById('flash').textContent.includes('not accepted')",
                   "the wrong-token message")
-        assert page.js(f"sessionStorage.getItem('redeemd.token')") is None
+        if page.js("sessionStorage.getItem('redeemd.token')") is not None:
+            fail("a refused token was kept")
+
+        print("- a checkout token is refused with the role it lacks")
+        page.type("#token", checkout)
+        page.press_enter()
+        page.wait("document.getElementById('flash').textContent.includes('needs the admin role')",
+                  "the 403 message")
 
         print("- the admin token signs in; the token is kept in the tab, not the URL")
         page.type("#token", admin)
@@ -394,6 +406,12 @@ def main():
         page.viewport(390, 844, True)
         page.js("window.scrollTo(0, 0)")
         page.screenshot("dashboard-campaign-phone.png")
+        page.viewport(1280, 900, False)
+        scheme = "prefers-color-scheme"
+        cdp("Emulation.setEmulatedMedia", features=[{"name": scheme, "value": "dark"}])
+        page.js("window.scrollTo(0, 0)")
+        page.screenshot("dashboard-campaign-dark.png")
+        cdp("Emulation.setEmulatedMedia", features=[{"name": scheme, "value": "light"}])
         page.viewport(1280, 700, False)
         page.click("a.brand")
         page.wait("!!document.querySelector('tr[data-campaign=spring] .badge.low')",
