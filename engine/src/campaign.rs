@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::Timestamp;
 use crate::codec::Codec;
+use crate::history::{History, Point};
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, Lsn, ReservationId, Slot};
 use crate::state::{CodeState, PublicState, StateMap};
 use crate::sync::{Arc, AtomicBool, AtomicU64, IntHasher, Mutex, Ordering, RwLock, ShardedMap};
@@ -253,6 +254,8 @@ pub struct Campaign {
     pub(crate) guess_alert_minute: AtomicU64,
     /// `guessing_suspected` records written or replayed, for `/metrics`.
     pub(crate) guess_alerts: AtomicU64,
+    /// The last day in ten-second points, for the dashboard's chart.
+    pub(crate) history: History,
 }
 
 /// What an all-or-nothing file has been promised of the available pool.
@@ -402,6 +405,7 @@ impl Campaign {
             guesses: MinuteCounter::new(),
             guess_alert_minute: AtomicU64::new(0),
             guess_alerts: AtomicU64::new(0),
+            history: History::new(created_at),
         }
     }
 
@@ -456,6 +460,12 @@ impl Campaign {
     pub fn guessing_alerts(&self) -> u64 {
         // Relaxed: a statistic.
         self.guess_alerts.load(Ordering::Relaxed)
+    }
+
+    /// The campaign's history from `from` through `now`, one point per
+    /// interval, oldest first (`history` module).
+    pub fn history(&self, from: Timestamp, now: Timestamp) -> Vec<Point> {
+        self.history.points(from, now, self.counts())
     }
 
     /// Codes in each public state, over both maps.

@@ -30,6 +30,7 @@
 //!   - `engine/replay.rs`: the dispatch of a logged record to its `replay_*` function;
 //!   - `engine/snapshot.rs`: snapshots, restore, the state dump;
 //!   - `engine/webhooks.rs`: webhook subscriptions (settings, secret, delivery cursor).
+//! - [`history`]: each campaign's last day in ten-second points, fed by record times.
 //! - [`idempotency`]: the idempotency-key table.
 //! - `mutations` (`cfg(loom)` only): deliberate bugs for `loom-tests` to find.
 
@@ -42,6 +43,7 @@ pub mod mutations;
 pub mod campaign;
 pub mod codec;
 pub mod engine;
+pub mod history;
 pub mod idempotency;
 pub mod record;
 pub mod state;
@@ -52,6 +54,7 @@ pub use engine::{
     RandomIds, Reclaimed, Redeemed, Refusal, Renderer, ReplayError, Reserved, Webhook,
     WebhookPatch, WebhookSpec,
 };
+pub use history::{HISTORY_INTERVAL_SECONDS, HISTORY_POINTS_MAX, HistoryEvent, Point};
 pub use idempotency::{Begin, StoredResponse};
 pub use record::{
     CampaignNo, CampaignPatch, CampaignSpec, IdemTag, Journal, JournalError, Lsn, MemoryJournal,

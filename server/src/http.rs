@@ -85,6 +85,9 @@ pub enum Route {
     UpdateWebhook,
     DeleteWebhook,
     RewindWebhook,
+    History,
+    Ui,
+    UiAsset,
 }
 
 /// Who may call a route.
@@ -216,6 +219,14 @@ const ROUTES: &[(Method, &str, Route, Access)] = &[
         Route::RewindWebhook,
         ADMIN,
     ),
+    (
+        Method::GET,
+        "/v1/campaigns/{id}/history",
+        Route::History,
+        ADMIN,
+    ),
+    (Method::GET, "/ui", Route::Ui, Open),
+    (Method::GET, "/ui/{asset}", Route::UiAsset, Open),
 ];
 
 impl Route {
@@ -250,6 +261,9 @@ impl Route {
             Route::UpdateWebhook => "update_webhook",
             Route::DeleteWebhook => "delete_webhook",
             Route::RewindWebhook => "rewind_webhook",
+            Route::History => "history",
+            Route::Ui => "ui",
+            Route::UiAsset => "ui_asset",
         }
     }
 }
@@ -370,7 +384,9 @@ async fn dispatch(
     route: Route,
     req: RouteRequest,
 ) -> Result<Response<Body>, ApiError> {
-    use routes::{assignments, bulk, campaigns, checkout, codes, events, pool, system, webhooks};
+    use routes::{
+        assignments, bulk, campaigns, checkout, codes, events, history, pool, system, ui, webhooks,
+    };
     match route {
         Route::Healthz => Ok(system::healthz()),
         Route::Readyz => system::readyz(app),
@@ -400,6 +416,9 @@ async fn dispatch(
         Route::UpdateWebhook => webhooks::update(app, req).await,
         Route::DeleteWebhook => webhooks::delete(app, req).await,
         Route::RewindWebhook => webhooks::rewind(app, req).await,
+        Route::History => history::history(app, req).await,
+        Route::Ui => Ok(ui::index()),
+        Route::UiAsset => ui::asset(req),
     }
 }
 

@@ -3,6 +3,7 @@
 //! pledges that let an all-or-nothing bulk file take its codes atomically.
 
 use crate::Timestamp;
+use crate::history::HistoryEvent;
 use std::collections::HashMap;
 
 use crate::campaign::{Campaign, RecipientEntry};
@@ -327,6 +328,7 @@ impl<J: Journal> Engine<J> {
             campaign.test_assignments.fetch_add(1, Ordering::Relaxed);
         }
         campaign.assignments.note(at);
+        campaign.history.count(HistoryEvent::Assignment);
         campaign.depletions.note(at);
     }
 }

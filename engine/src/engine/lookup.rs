@@ -4,6 +4,7 @@
 use crate::Timestamp;
 use crate::campaign::{Campaign, CodeMeta};
 use crate::codec;
+use crate::history::HistoryEvent;
 use crate::record::{Journal, Slot};
 use crate::state::PublicState;
 use crate::sync::Ordering;
@@ -100,6 +101,8 @@ impl<J: Journal> Engine<J> {
     /// event: if the log refuses it, the next guess tries again.
     fn note_guess(&self, campaign: &Campaign, now: Timestamp) {
         let (minute, attempts) = campaign.guesses.note(now);
+        campaign.history.touch(now, || campaign.counts());
+        campaign.history.count(HistoryEvent::FailedAttempt);
         let alert = campaign.settings.read().guessing_alert_per_minute;
         if alert == 0 || attempts <= alert {
             return;

@@ -307,7 +307,17 @@ impl<J: Journal> Engine<J> {
     }
 
     fn append(&self, record: &Record<'_>) -> Result<Lsn, Refusal> {
+        self.touch_history(record);
         self.journal.append(record).map_err(Refusal::Unavailable)
+    }
+
+    /// Feeds a record's time to its campaign's history before the record
+    /// takes effect, live and in replay alike: one atomic load unless the
+    /// record opens a new interval.
+    fn touch_history(&self, record: &Record<'_>) {
+        if let Some(campaign) = record.campaign().and_then(|n| self.campaign_by_number(n)) {
+            campaign.history.touch(record.at(), || campaign.counts());
+        }
     }
 }
 

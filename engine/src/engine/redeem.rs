@@ -2,6 +2,7 @@
 
 use crate::Timestamp;
 use crate::campaign::{CodeMeta, Redemption};
+use crate::history::HistoryEvent;
 use crate::record::{Journal, Lsn, Record, ReservationId};
 use crate::state::{CodeState, PublicState, Transition};
 use crate::sync::Arc;
@@ -203,6 +204,7 @@ impl<J: Journal> Engine<J> {
             self.forget_hold(id);
         }
         campaign.redemptions.note(at);
+        campaign.history.count(HistoryEvent::Redemption);
         let depleted = from == CodeState::Available;
         if depleted {
             campaign.depletions.note(at);

@@ -19,6 +19,7 @@ impl<J: Journal> Engine<J> {
     /// Re-applies a record from the log, re-validating it against the state
     /// the records before it built. Never consults the clock.
     pub fn apply_replayed(&self, lsn: Lsn, record: &Record<'_>) -> Result<(), ReplayError> {
+        self.touch_history(record);
         if let Some((campaign, slot)) = record.code() {
             // As live: the code is held while its record takes effect.
             let held = self.replay_lock(lsn, campaign, slot)?;

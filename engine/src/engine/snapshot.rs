@@ -165,6 +165,11 @@ impl<J: Journal> Engine<J> {
         if !closed {
             return Err(bad("truncated: no closing counters entry"));
         }
+        // A snapshot's entries carry creation and transition times out of
+        // order; the history starts again with the log replayed after it.
+        for campaign in self.campaigns() {
+            campaign.history.forget();
+        }
         Ok(())
     }
 

@@ -22,9 +22,11 @@ pub mod campaigns;
 pub mod checkout;
 pub mod codes;
 pub mod events;
+pub mod history;
 pub mod pool;
 pub mod system;
 pub mod webhooks;
+pub mod ui;
 
 /// A matched, authorized request.
 pub struct RouteRequest {
