@@ -100,15 +100,16 @@ fn stream_body(mut body: Incoming, limit: usize) -> BodyReader {
 
 /// The recipients of a file: the first column of each CSV record, blank
 /// lines skipped (the parser's own rule), and a first record that is
-/// exactly `recipient` taken as a header.
-struct Recipients<R: Read> {
+/// exactly `recipient` taken as a header. `redeemd assign` counts a file's
+/// lines with it too, so both sides read a file the same way.
+pub struct Recipients<R: Read> {
     reader: csv::Reader<R>,
     record: csv::ByteRecord,
     first: bool,
 }
 
 impl<R: Read> Recipients<R> {
-    fn new(input: R) -> Recipients<R> {
+    pub fn new(input: R) -> Recipients<R> {
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -122,7 +123,7 @@ impl<R: Read> Recipients<R> {
 
     /// The next recipient's bytes; `Ok(None)` at the end, `Err` when the
     /// body could not be read (or passed its limit).
-    fn next(&mut self) -> Result<Option<&[u8]>, csv::Error> {
+    pub fn next_recipient(&mut self) -> Result<Option<&[u8]>, csv::Error> {
         loop {
             if !self.reader.read_byte_record(&mut self.record)? {
                 return Ok(None);
@@ -260,7 +261,7 @@ pub async fn bulk_assign(app: &Arc<App>, req: RouteRequest) -> Result<Response<B
                 &id,
                 &mut Rows::new(tx, &["recipient", "code", "status"]),
                 None,
-                |_| recipients.next().map(|r| r.map(<[u8]>::to_vec)),
+                |_| recipients.next_recipient().map(|r| r.map(<[u8]>::to_vec)),
             );
         });
         return Ok(csv_response(rx));
@@ -273,7 +274,7 @@ pub async fn bulk_assign(app: &Arc<App>, req: RouteRequest) -> Result<Response<B
         let app = job;
         let mut lines = Vec::new();
         let mut recipients = Recipients::new(&bytes[..]);
-        while let Ok(Some(r)) = recipients.next() {
+        while let Ok(Some(r)) = recipients.next_recipient() {
             lines.push(r.to_vec());
         }
         let valid = lines.iter().filter_map(|l| std::str::from_utf8(l).ok());
@@ -397,7 +398,7 @@ pub async fn bulk_reclaim(app: &Arc<App>, req: RouteRequest) -> Result<Response<
         let (mut lines, mut released) = (0u64, 0u64);
         let mut stopped = None;
         loop {
-            let recipient = match recipients.next() {
+            let recipient = match recipients.next_recipient() {
                 Ok(Some(r)) => r.to_vec(),
                 Ok(None) => break,
                 Err(e) => {
