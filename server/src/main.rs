@@ -49,9 +49,10 @@ enum Command {
         /// The server, `http://host:port` (https is not supported).
         #[arg(long)]
         url: String,
-        /// An issuer or admin token.
+        /// An issuer or admin token; also read from REDEEMD_TOKEN, which
+        /// keeps it out of `ps`.
         #[arg(long)]
-        token: String,
+        token: Option<String>,
         /// The campaign id.
         #[arg(long)]
         campaign: String,
@@ -207,6 +208,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             progress,
             file,
         } => {
+            let token = token
+                .or_else(|| std::env::var("REDEEMD_TOKEN").ok())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("give a token with --token or REDEEMD_TOKEN"))?;
             redeemd::cli_assign::assign(&redeemd::cli_assign::AssignArgs {
                 url: &url,
                 token: &token,

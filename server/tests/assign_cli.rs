@@ -96,8 +96,15 @@ fn assign_prints_the_merge_file_and_a_rerun_resumes_with_the_same_codes() {
     }
     assert_eq!(server.stats("news")["assigned"], 20_002);
 
-    // Progress on request, to stderr only.
-    let shown = run_assign(&server, &server.issuer, "news", &file, &["--progress"]);
+    // Progress on request, to stderr only; the token from the environment.
+    let shown = Command::new(common::bin())
+        .arg("assign")
+        .args(["--url", &format!("http://{}", server.addr)])
+        .args(["--campaign", "news", "--progress"])
+        .arg(&file)
+        .env("REDEEMD_TOKEN", &server.issuer)
+        .output()
+        .expect("redeemd assign runs");
     assert_eq!(success(&shown), again);
     let progress = String::from_utf8_lossy(&shown.stderr);
     assert!(progress.contains("20003 / 20003 rows"), "{progress}");
@@ -151,6 +158,19 @@ fn assign_exits_non_zero_with_the_servers_error() {
         0,
         "all or nothing assigned nothing"
     );
+    let tokenless = Command::new(common::bin())
+        .args([
+            "assign",
+            "--url",
+            &format!("http://{}", server.addr),
+            "--campaign",
+            "small",
+        ])
+        .arg(&file)
+        .env_remove("REDEEMD_TOKEN")
+        .output()
+        .unwrap();
+    check(&tokenless, &["--token or REDEEMD_TOKEN"]);
     let https = Command::new(common::bin())
         .args([
             "assign",
