@@ -25,10 +25,13 @@
 //! - `timefmt`: RFC 3339 in and out.
 //! - `cli`: `wal verify|dump|replay`.
 //! - `webhooks`: delivery workers, signatures, their clock and metrics.
+//! - `cli_assign`: `assign`, a recipient file to a server's bulk route and
+//!   the codes to stdout, over a small blocking HTTP/1.1 client.
 
 pub mod answer;
 pub mod app;
 pub mod cli;
+pub mod cli_assign;
 pub mod config;
 pub mod conn;
 pub mod datadir;

@@ -36,6 +36,38 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Assign a code to every recipient of a file through a running server
+    /// (`POST /v1/campaigns/C/assignments/bulk`) and print the merge CSV,
+    /// `recipient,code,status`, to stdout as the server sends it.
+    ///
+    /// Every row printed is durable on the server. To resume after an
+    /// interruption, run the same command again: recipients that already
+    /// hold a code get the same one back, with status `existing`. Exits
+    /// non-zero with the server's error code and message on any answer but
+    /// 200, and when the answer stops before the file's last line.
+    Assign {
+        /// The server, `http://host:port` (https is not supported).
+        #[arg(long)]
+        url: String,
+        /// An issuer or admin token; also read from REDEEMD_TOKEN, which
+        /// keeps it out of `ps`.
+        #[arg(long)]
+        token: Option<String>,
+        /// The campaign id.
+        #[arg(long)]
+        campaign: String,
+        /// Assign nothing unless the pool holds a code for every line
+        /// (the server answers 409 pool_exhausted with the counts).
+        #[arg(long)]
+        all_or_nothing: bool,
+        /// Show progress on stderr even when it is not a terminal (it is
+        /// shown on a terminal anyway).
+        #[arg(long)]
+        progress: bool,
+        /// The recipient file: one recipient a line, CSV quoting, an
+        /// optional `recipient` header line.
+        file: PathBuf,
+    },
     /// Inspect the write-ahead log without serving (never writes to it).
     Wal {
         #[command(subcommand)]
@@ -166,6 +198,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let token = redeemd::tokens::add(&data_dir, role, &name, failed_attempts_per_minute)?;
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Assign {
+            url,
+            token,
+            campaign,
+            all_or_nothing,
+            progress,
+            file,
+        } => {
+            let token = token
+                .or_else(|| std::env::var("REDEEMD_TOKEN").ok())
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("give a token with --token or REDEEMD_TOKEN"))?;
+            redeemd::cli_assign::assign(&redeemd::cli_assign::AssignArgs {
+                url: &url,
+                token: &token,
+                campaign: &campaign,
+                file: &file,
+                all_or_nothing,
+                progress,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Wal { command } => match command {

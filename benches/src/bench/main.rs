@@ -13,8 +13,10 @@
 //! - `audit`: the checks run after the load.
 //! - `report`: table, JSON, HTML with inline SVG.
 //! - `compare`: the side-by-side table `compare.sh` prints.
+//! - `bulk`: the `bulk` scenario, one streamed recipient file (redeemd only).
 
 mod audit;
+mod bulk;
 mod client;
 mod compare;
 mod driver;
@@ -112,6 +114,17 @@ enum Command {
         #[arg(long, default_value_t = 0.1)]
         redeem_ratio: f64,
     },
+    /// Bulk-assign a generated recipient file of --lines lines.
+    #[command(
+        long_about = "Bulk-assign a generated recipient file of --lines lines.\n\n\
+        Creates a campaign with 10% more codes than lines, posts the file to \
+        POST /v1/campaigns/{id}/assignments/bulk, and reports lines/s and the time to the \
+        last row: each row is sent only once durable, so that is when the whole file is. \
+        The audit requires one row a line in file order, each `created` with a distinct \
+        code, and a resend of the file answering `existing` with the same code on every \
+        line. redeemd only: the baselines have no bulk assignment."
+    )]
+    Bulk(BulkArgs),
     /// Print one side-by-side table from the --json files of several runs.
     #[command(
         long_about = "Print one side-by-side table from the --json files of several runs.\n\n\
@@ -122,6 +135,26 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Args, Clone)]
+struct BulkArgs {
+    /// redeemd's base URL (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// What to load; only `redeemd` (at --url) has bulk assignment.
+    #[arg(long, default_value = "redeemd")]
+    target: String,
+    /// Bearer token: admin (creating the campaign needs admin). Not needed
+    /// with --no-auth. Also read from REDEEM_BENCH_TOKEN.
+    #[arg(long)]
+    token: Option<String>,
+    /// Recipients in the file.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    lines: u64,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -210,6 +243,17 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Command::Bulk(args) => match run_bulk(args) {
+            Ok(true) => return,
+            Ok(false) => {
+                eprintln!("redeem-bench: AUDIT FAILED (see the checks above)");
+                std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        },
         Command::Uniform(run) => (Scenario::Uniform, run),
         Command::Hot { run, storm, width } => (Scenario::Hot { storm, width }, run),
         Command::Funnel { run, confirm_ratio } => (Scenario::Funnel { confirm_ratio }, run),
@@ -255,6 +299,69 @@ fn run(scenario: Scenario, mut args: RunArgs) -> anyhow::Result<bool> {
     }
     let spec = Spec::parse(&args.target, &args.url)?;
     runtime(args.threads as usize)?.block_on(run_target(&spec, scenario, &args))
+}
+
+/// Runs the bulk scenario; `Ok(false)` when the audit failed.
+fn run_bulk(mut args: BulkArgs) -> anyhow::Result<bool> {
+    if args.token.is_none() {
+        args.token = std::env::var("REDEEM_BENCH_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+    }
+    let spec = Spec::parse(&args.target, &args.url)?;
+    let Spec::Redeemd { addr, .. } = spec else {
+        bail!(
+            "the {} baseline has no bulk assignment: the bulk scenario runs against redeemd only",
+            spec.kind()
+        );
+    };
+    let result = runtime(1)?.block_on(bulk::run(addr, args.token.as_deref(), args.lines))?;
+    let rate = |t: Duration| result.lines as f64 / t.as_secs_f64().max(1e-9);
+    println!("bulk: {} lines, campaign {}", result.lines, result.campaign);
+    for (name, t) in [("first send", &result.first), ("resend", &result.resend)] {
+        println!(
+            "  {name:<10}  head {:>8.3} s  last durable row {:>8.3} s  {:>10.0} lines/s",
+            t.head.as_secs_f64(),
+            t.last_row.as_secs_f64(),
+            rate(t.last_row)
+        );
+    }
+    println!("audit:");
+    println!(
+        "  {}  a row a line in order, each created with a distinct code; a resend gives existing with the same codes",
+        if result.failures.is_empty() {
+            "ok  "
+        } else {
+            "FAIL"
+        }
+    );
+    for failure in &result.failures {
+        println!("        {failure}");
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "scenario": "bulk",
+            "target": "redeemd",
+            "endpoint": args.url,
+            "campaign": result.campaign,
+            "lines": result.lines,
+            "first": {
+                "head_seconds": result.first.head.as_secs_f64(),
+                "last_row_seconds": result.first.last_row.as_secs_f64(),
+                "lines_per_second": rate(result.first.last_row),
+            },
+            "resend": {
+                "head_seconds": result.resend.head.as_secs_f64(),
+                "last_row_seconds": result.resend.last_row.as_secs_f64(),
+                "lines_per_second": rate(result.resend.last_row),
+            },
+            "audit": { "passed": result.failures.is_empty(), "failures": result.failures },
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(result.failures.is_empty())
 }
 
 /// The tokio runtime the harness runs on, with `threads` worker threads.

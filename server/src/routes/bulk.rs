@@ -8,9 +8,10 @@
 //! a frame and the current record are held (an all-or-nothing file is the
 //! exception: it is counted before anything is assigned, so it is read
 //! whole, up to the 64 MiB limit). Lines are handled in batches; a batch's
-//! rows are sent only after one wait for the log's end, which covers every
-//! record the batch wrote or reports, so a row a client has received is
-//! durable and a dropped connection loses nothing.
+//! rows are sent only once the log's end at the batch's close is durable,
+//! which covers every record the batch wrote or reports, so a row a client
+//! has received is durable and a dropped connection loses nothing. The
+//! sync of one batch overlaps the assigning of the next.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -100,15 +101,16 @@ fn stream_body(mut body: Incoming, limit: usize) -> BodyReader {
 
 /// The recipients of a file: the first column of each CSV record, blank
 /// lines skipped (the parser's own rule), and a first record that is
-/// exactly `recipient` taken as a header.
-struct Recipients<R: Read> {
+/// exactly `recipient` taken as a header. `redeemd assign` counts a file's
+/// lines with it too, so both sides read a file the same way.
+pub struct Recipients<R: Read> {
     reader: csv::Reader<R>,
     record: csv::ByteRecord,
     first: bool,
 }
 
 impl<R: Read> Recipients<R> {
-    fn new(input: R) -> Recipients<R> {
+    pub fn new(input: R) -> Recipients<R> {
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -122,7 +124,7 @@ impl<R: Read> Recipients<R> {
 
     /// The next recipient's bytes; `Ok(None)` at the end, `Err` when the
     /// body could not be read (or passed its limit).
-    fn next(&mut self) -> Result<Option<&[u8]>, csv::Error> {
+    pub fn next_recipient(&mut self) -> Result<Option<&[u8]>, csv::Error> {
         loop {
             if !self.reader.read_byte_record(&mut self.record)? {
                 return Ok(None);
@@ -138,21 +140,52 @@ impl<R: Read> Recipients<R> {
 }
 
 /// Rows of a CSV answer, sent in durable chunks.
+///
+/// A full chunk is handed on with the log's end at that moment; a task
+/// sends it once that LSN is durable. The job does not wait for the sync:
+/// it goes on with the next batch while the last one is synced, and the
+/// bounded queue between them keeps it at most `OUTPUT_CHUNKS_QUEUED`
+/// chunks ahead of the log.
 struct Rows {
     writer: csv::Writer<Vec<u8>>,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
+    /// Chunks and the LSN each must be durable up to before it is sent.
+    tx: tokio::sync::mpsc::Sender<(u64, Bytes)>,
     in_batch: usize,
 }
 
+/// Sends each chunk to the response once the log is durable up to its
+/// LSN, in order; stops at the first failed sync or when the client went
+/// away, which the job sees as its next hand-over failing.
+fn send_when_durable(
+    app: Arc<App>,
+    body: tokio::sync::mpsc::Sender<Bytes>,
+) -> tokio::sync::mpsc::Sender<(u64, Bytes)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Bytes)>(OUTPUT_CHUNKS_QUEUED);
+    tokio::spawn(async move {
+        while let Some((lsn, chunk)) = rx.recv().await {
+            if app.durable(lsn).await.is_err() {
+                tracing::error!("bulk job stopped: the log failed");
+                return;
+            }
+            if body.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
 impl Rows {
-    fn new(tx: tokio::sync::mpsc::Sender<Bytes>, header: &[&str]) -> Rows {
+    /// Rows for the response fed by `body`; must be called inside the
+    /// runtime (a blocking task is), which runs the sending task.
+    fn new(app: &Arc<App>, body: tokio::sync::mpsc::Sender<Bytes>, header: &[&str]) -> Rows {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer
             .write_record(header)
             .expect("writing to memory cannot fail");
         Rows {
             writer,
-            tx,
+            tx: send_when_durable(app.clone(), body),
             in_batch: 0,
         }
     }
@@ -170,9 +203,9 @@ impl Rows {
         self.in_batch < BULK_BATCH_LINES || self.send(app)
     }
 
-    /// Waits until the log's end (every record the rows report) is durable,
-    /// then sends the rows. `false` when the client went away or the log
-    /// failed: nothing more may be answered.
+    /// Hands the rows on, to be sent once the log's end now (every record
+    /// the rows report) is durable. `false` when the client went away or
+    /// the log failed: nothing more may be answered.
     fn send(&mut self, app: &App) -> bool {
         self.in_batch = 0;
         let writer = std::mem::replace(&mut self.writer, csv::Writer::from_writer(Vec::new()));
@@ -180,11 +213,8 @@ impl Rows {
         if chunk.is_empty() {
             return true;
         }
-        if app.wal.wait_durable(app.wal.last_lsn()).is_err() {
-            tracing::error!("bulk job stopped: the log failed");
-            return false;
-        }
-        self.tx.blocking_send(Bytes::from(chunk)).is_ok()
+        let lsn = app.wal.last_lsn();
+        self.tx.blocking_send((lsn, Bytes::from(chunk))).is_ok()
     }
 }
 
@@ -258,9 +288,9 @@ pub async fn bulk_assign(app: &Arc<App>, req: RouteRequest) -> Result<Response<B
             run_assign(
                 &app,
                 &id,
-                &mut Rows::new(tx, &["recipient", "code", "status"]),
+                &mut Rows::new(&app, tx, &["recipient", "code", "status"]),
                 None,
-                |_| recipients.next().map(|r| r.map(<[u8]>::to_vec)),
+                |_| recipients.next_recipient().map(|r| r.map(<[u8]>::to_vec)),
             );
         });
         return Ok(csv_response(rx));
@@ -273,7 +303,7 @@ pub async fn bulk_assign(app: &Arc<App>, req: RouteRequest) -> Result<Response<B
         let app = job;
         let mut lines = Vec::new();
         let mut recipients = Recipients::new(&bytes[..]);
-        while let Ok(Some(r)) = recipients.next() {
+        while let Ok(Some(r)) = recipients.next_recipient() {
             lines.push(r.to_vec());
         }
         let valid = lines.iter().filter_map(|l| std::str::from_utf8(l).ok());
@@ -292,7 +322,7 @@ pub async fn bulk_assign(app: &Arc<App>, req: RouteRequest) -> Result<Response<B
         run_assign(
             &app,
             &id,
-            &mut Rows::new(tx, &["recipient", "code", "status"]),
+            &mut Rows::new(&app, tx, &["recipient", "code", "status"]),
             Some(&mut pledge),
             |_| Ok(lines.next()),
         );
@@ -393,11 +423,11 @@ pub async fn bulk_reclaim(app: &Arc<App>, req: RouteRequest) -> Result<Response<
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut recipients = Recipients::new(input);
-        let mut rows = Rows::new(tx, &["recipient", "code", "status"]);
+        let mut rows = Rows::new(&app, tx, &["recipient", "code", "status"]);
         let (mut lines, mut released) = (0u64, 0u64);
         let mut stopped = None;
         loop {
-            let recipient = match recipients.next() {
+            let recipient = match recipients.next_recipient() {
                 Ok(Some(r)) => r.to_vec(),
                 Ok(None) => break,
                 Err(e) => {
@@ -467,7 +497,7 @@ pub fn export_assignments(app: &Arc<App>, req: RouteRequest) -> Result<Response<
     let id = req.param;
     tokio::task::spawn_blocking(move || {
         let campaign = app.engine.campaign(&id).expect("checked above");
-        let mut rows = Rows::new(tx, &["recipient", "code", "state", "assigned_at"]);
+        let mut rows = Rows::new(&app, tx, &["recipient", "code", "state", "assigned_at"]);
         let wanted = campaign
             .assignments()
             .filter(|(_, _, s, _)| state.is_none_or(|want| want == *s));

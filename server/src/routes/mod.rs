@@ -25,8 +25,8 @@ pub mod events;
 pub mod history;
 pub mod pool;
 pub mod system;
-pub mod webhooks;
 pub mod ui;
+pub mod webhooks;
 
 /// A matched, authorized request.
 pub struct RouteRequest {

@@ -44,14 +44,14 @@ pub struct Setup {
 
 /// Creates a campaign of `codes` codes with no per-user limit under a
 /// fresh id and prefix, and returns its id.
-async fn create_campaign(
+pub(crate) async fn create_campaign(
     http: &mut HttpClient,
-    scenario: Scenario,
+    scenario: &str,
     codes: u64,
     rng: &mut Rng,
 ) -> anyhow::Result<String> {
     for _ in 0..CREATE_ATTEMPTS_MAX {
-        let id = format!("bench-{}-{:08x}", scenario.name(), rng.next_u64() as u32);
+        let id = format!("bench-{scenario}-{:08x}", rng.next_u64() as u32);
         let prefix: String = (0..8)
             .map(|_| PREFIX_SYMBOLS[rng.below(PREFIX_SYMBOLS.len() as u64) as usize] as char)
             .collect();
@@ -84,7 +84,7 @@ async fn admin(http: &mut HttpClient, what: &str) -> anyhow::Result<Head> {
     }
 }
 
-async fn wait_ready(http: &mut HttpClient) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(http: &mut HttpClient) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_WAIT;
     loop {
         http.start("GET", "/readyz");
@@ -152,7 +152,7 @@ impl Target for Setup {
     ) -> anyhow::Result<(Setup, Vec<String>)> {
         let mut http = HttpClient::new(*addr, token);
         wait_ready(&mut http).await?;
-        let campaign = create_campaign(&mut http, scenario, codes, rng).await?;
+        let campaign = create_campaign(&mut http, scenario.name(), codes, rng).await?;
         let list = export(&mut http, &campaign, None).await?;
         if list.len() as u64 != codes {
             bail!(
