@@ -102,9 +102,15 @@ pub async fn run(app: Arc<App>, id: String, client: HttpClient) {
                 continue;
             }
             // Nothing new: wait for the next durable record, a change of
-            // the subscription, or the poll interval.
+            // the subscription, or the poll interval. The log answers a
+            // wait for a record not appended yet at once, with an error,
+            // so that wait is only for one already appended: waiting on
+            // it at the log's end spun the worker, and with as many idle
+            // subscriptions as runtime threads starved the whole server.
+            let next = from + 1;
+            let appended = app.wal.last_lsn() >= next;
             tokio::select! {
-                _ = app.wal.durable(from + 1) => {}
+                _ = app.wal.durable(next), if appended => {}
                 () = runtime.wake.notified() => {}
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
             }
