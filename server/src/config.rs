@@ -90,6 +90,12 @@ pub struct ServeConfig {
     /// plain HTTP goes only to loopback hosts.
     #[arg(long)]
     pub webhook_allow_http: bool,
+    /// Trust the certificates of this PEM file too, beside the platform's
+    /// roots, for `https://` webhook receivers behind a private CA (or with
+    /// a self-signed certificate). Read once at start; a file that cannot
+    /// be read or holds no certificate stops the start.
+    #[arg(long, value_name = "PATH")]
+    pub webhook_ca_file: Option<PathBuf>,
     /// Tests only: the webhook workers' clock runs this many times as fast
     /// as the wall clock (backoff, the delivery timeout, three days of
     /// failure), so a test can fail for days in seconds. Never set it in

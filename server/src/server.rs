@@ -55,6 +55,9 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Before anything else, so a bad --webhook-ca-file stops the start
+    // before the data dir is touched.
+    let webhook_tls = crate::webhooks::tls::client_config(config.webhook_ca_file.as_deref())?;
     let (app, first_token, recovered) = app::open(config)?;
     if let Some(token) = first_token {
         // Printed once; only its hash is kept.
@@ -79,12 +82,14 @@ pub async fn run(
     let serving = serve(app.clone(), listener, shutdown);
     tokio::pin!(serving);
     let mut background = None;
+    let mut webhook_tls = Some(webhook_tls);
     loop {
         tokio::select! {
             result = &mut replayer, if background.is_none() => {
                 let summary = result??;
                 tracing::info!(records = summary.records, seconds = summary.elapsed.as_secs_f64(), rate = summary.rate() as u64, "replay done; serving");
-                background = Some(Background::start(&app, base_snapshot.take())?);
+                let tls = webhook_tls.take().expect("the replay finishes once");
+                background = Some(Background::start(&app, base_snapshot.take(), tls)?);
             }
             result = &mut serving => {
                 result?;
@@ -115,7 +120,11 @@ struct Background {
 }
 
 impl Background {
-    fn start(app: &Arc<App>, base: Option<redeem_wal::Snapshot>) -> std::io::Result<Background> {
+    fn start(
+        app: &Arc<App>,
+        base: Option<redeem_wal::Snapshot>,
+        webhook_tls: rustls::ClientConfig,
+    ) -> std::io::Result<Background> {
         let (stop_snapshots, stop_rx) = std::sync::mpsc::channel::<()>();
         let snapshotter = {
             let app = app.clone();
@@ -128,6 +137,7 @@ impl Background {
             webhooks: tokio::spawn(crate::webhooks::supervise(
                 app.clone(),
                 webhook_workers.clone(),
+                webhook_tls,
             )),
             webhook_workers,
             sweeper: spawn_sweeper(app.clone()),

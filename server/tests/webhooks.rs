@@ -9,6 +9,9 @@
 //! correctly signed; no delivery overlaps the one before; a kill -9 mid
 //! stream re-sends at most the delivery in flight and loses nothing;
 //! filters, pause and resume, rewind, `410` and three days of failure.
+//! Over TLS too: the same receiver behind rustls, with a self-signed
+//! certificate the server trusts through `--webhook-ca-file`, gets its
+//! deliveries, and one it does not trust gets none and a TLS `last_error`.
 
 mod common;
 
@@ -62,6 +65,8 @@ impl Delivery {
 
 struct Receiver {
     addr: SocketAddr,
+    /// Whether it speaks TLS, and so which scheme its URL has.
+    tls: bool,
     mode: Arc<Mutex<Mode>>,
     deliveries: Arc<Mutex<Vec<Delivery>>>,
     /// Deliveries being handled now, and the most ever at once.
@@ -71,9 +76,28 @@ struct Receiver {
 
 impl Receiver {
     fn start(mode: Mode) -> Receiver {
+        Receiver::start_with(mode, None)
+    }
+
+    /// A receiver behind TLS, presenting `cert` (made for 127.0.0.1).
+    fn start_tls(mode: Mode, cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> Receiver {
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key.into())
+        .unwrap();
+        Receiver::start_with(mode, Some(Arc::new(config)))
+    }
+
+    fn start_with(mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let receiver = Receiver {
             addr: listener.local_addr().unwrap(),
+            tls: tls.is_some(),
             mode: Arc::new(Mutex::new(mode)),
             deliveries: Arc::default(),
             in_flight: Arc::default(),
@@ -86,14 +110,30 @@ impl Receiver {
                 let Ok(stream) = stream else { continue };
                 let (mode, deliveries) = (mode.clone(), deliveries.clone());
                 let (in_flight, max) = (in_flight.clone(), max.clone());
-                std::thread::spawn(move || serve(stream, &mode, &deliveries, &in_flight, &max));
+                let tls = tls.clone();
+                std::thread::spawn(move || {
+                    let tcp = stream.try_clone().unwrap();
+                    let counters = (&*in_flight, &*max);
+                    match tls {
+                        // The handshake happens on the first read; one
+                        // the client gives up on ends the connection
+                        // before any delivery is recorded.
+                        Some(config) => {
+                            let conn = rustls::ServerConnection::new(config).unwrap();
+                            let stream = rustls::StreamOwned::new(conn, stream);
+                            serve(stream, &tcp, &mode, &deliveries, counters);
+                        }
+                        None => serve(stream, &tcp, &mode, &deliveries, counters),
+                    }
+                });
             }
         });
         receiver
     }
 
     fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/hook", self.addr)
     }
 
     fn set(&self, mode: Mode) {
@@ -115,16 +155,17 @@ impl Receiver {
     }
 }
 
-/// Handles the requests of one connection (keep-alive) until it closes.
+/// Handles the requests of one connection (keep-alive) until it closes:
+/// `stream` is the connection as read and written (in the clear or
+/// through TLS), `tcp` its socket, for timeouts.
 fn serve(
-    stream: TcpStream,
+    stream: impl Read + Write,
+    tcp: &TcpStream,
     mode: &Mutex<Mode>,
     deliveries: &Mutex<Vec<Delivery>>,
-    in_flight: &AtomicUsize,
-    max: &AtomicUsize,
+    (in_flight, max): (&AtomicUsize, &AtomicUsize),
 ) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -167,7 +208,7 @@ fn serve(
         };
         let Some(status) = status else {
             // Hang until the sender gives up and closes the connection.
-            let _ = writer.set_read_timeout(Some(Duration::from_secs(30)));
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
             let mut rest = Vec::new();
             let _ = reader.read_to_end(&mut rest);
             in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -176,7 +217,8 @@ fn serve(
         deliveries.lock().unwrap()[n].answered = Some(status);
         in_flight.fetch_sub(1, Ordering::SeqCst);
         let head = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-        if writer.write_all(head.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(head.as_bytes()).is_err() || writer.flush().is_err() {
             return;
         }
     }
@@ -418,7 +460,7 @@ fn filters_pause_resume_rewind_and_410() {
             "url",
         ),
         (
-            json!({"url": "https://example.com/", "events": ["*"]}),
+            json!({"url": "https://user:pw@example.com/", "events": ["*"]}),
             "url",
         ),
         (json!({"url": receiver.url(), "events": ["nope"]}), "events"),
@@ -580,4 +622,108 @@ fn three_days_of_failure_disable_a_webhook() {
     // attempt's own real time is minutes of the sped-up clock).
     let attempts = receiver.deliveries().len();
     assert!((20..=445).contains(&attempts), "{attempts} attempts");
+}
+
+/// A self-signed certificate for 127.0.0.1 named `name`: distinct names,
+/// so the untrusted one's issuer is unknown rather than a trusted name
+/// with a signature that does not verify.
+fn receiver_cert(name: &str) -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let signing_key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&signing_key).unwrap();
+    rcgen::CertifiedKey { cert, signing_key }
+}
+
+#[test]
+fn https_deliveries_to_a_trusted_receiver_and_a_tls_error_for_an_untrusted_one() {
+    let trusted = receiver_cert("trusted receiver");
+    let untrusted = receiver_cert("untrusted receiver");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("receivers.pem");
+    std::fs::write(&ca_file, trusted.cert.pem()).unwrap();
+    let server = Server::start_with(&[
+        "--webhook-test-time-scale",
+        "10",
+        "--webhook-ca-file",
+        ca_file.to_str().unwrap(),
+    ]);
+    let good = Receiver::start_tls(Mode::Ok { delay_ms: 0 }, &trusted);
+    let bad = Receiver::start_tls(Mode::Ok { delay_ms: 0 }, &untrusted);
+    assert!(good.url().starts_with("https://127.0.0.1:"));
+    server.create_campaign(json!({"id": "s", "generate": 20, "code": {"prefix": "S"}}));
+    let hook = create_hook(&server, json!({"url": good.url(), "events": ["*"]}));
+    let (id, secret) = (
+        hook["id"].as_str().unwrap(),
+        hook["secret"].as_str().unwrap(),
+    );
+    let start = hook["cursor_lsn"].as_u64().unwrap();
+    let other = create_hook(&server, json!({"url": bad.url(), "events": ["*"]}));
+    let other_id = other["id"].as_str().unwrap();
+    redeem_all(&server, &server.codes("s", None)[..10], "u");
+    let expected = event_lines(&server, start);
+    assert!(expected.len() >= 10);
+    let want: BTreeSet<u64> = expected.keys().copied().collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || good
+            .acked_lsns()
+            .is_superset(&want)),
+        "state {}; log: {}",
+        hook_state(&server, id),
+        server.log_tail()
+    );
+    for d in good.deliveries() {
+        check_signature(secret, &d);
+        assert_eq!(d.headers["redeemd-webhook-id"], id);
+        let (first, last) = d.range();
+        let lines: Vec<&String> = expected.range(first..=last).map(|(_, l)| l).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&d.body),
+            String::from_utf8_lossy(&expected_body(id, &lines))
+        );
+    }
+    assert!(hook_state(&server, id)["last_error"].is_null());
+    // The untrusted receiver: a failed delivery with the TLS error, backed
+    // off and retried as any other, and not one request reached it.
+    assert!(
+        wait_until(
+            Duration::from_secs(30),
+            || hook_state(&server, other_id)["consecutive_failures"]
+                .as_u64()
+                .unwrap()
+                >= 2
+        ),
+        "state {}",
+        hook_state(&server, other_id)
+    );
+    let state = hook_state(&server, other_id);
+    let error = state["last_error"].as_str().unwrap();
+    assert!(error.starts_with("tls: certificate not trusted"), "{error}");
+    assert!(state["next_attempt_at"].is_string(), "{state}");
+    assert_eq!(state["status"], "active");
+    assert!(state["lag_events"].as_u64().unwrap() > 0);
+    assert!(bad.deliveries().is_empty());
+}
+
+#[test]
+fn an_unusable_webhook_ca_file_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for ca_file in [not_pem, dir.path().join("missing.pem")] {
+        let out = std::process::Command::new(common::bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--webhook-ca-file")
+            .arg(&ca_file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--webhook-ca-file"), "{stderr}");
+        // Refused before the data dir was made or a token printed.
+        assert!(!dir.path().join("data").exists());
+    }
 }

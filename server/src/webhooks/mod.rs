@@ -11,6 +11,8 @@
 //! # Layout
 //! - `clock`: the workers' clock, which a hidden test flag speeds up.
 //! - `sign`: `Redeemd-Signature`, HMAC-SHA256 over `"<t>.<body>"`.
+//! - `tls`: the trusted roots of `https://` deliveries, and TLS failures
+//!   in words.
 //! - `worker`: reading, filtering, batching, posting, backing off.
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use crate::metrics::Histogram;
 
 pub mod clock;
 pub mod sign;
+pub mod tls;
 pub mod worker;
 
 pub use clock::Clock;
@@ -170,8 +173,8 @@ fn random_token(prefix: &str, bytes: usize) -> Result<String, getrandom::Error> 
 }
 
 /// Why a `url` is refused, or `None` when it may be delivered to.
-/// Only plain `http` is built (no TLS client yet); it goes to loopback
-/// hosts only, unless `--webhook-allow-http`.
+/// `https` goes to any host; plain `http`, which anyone on the path can
+/// read and change, to loopback hosts only, unless `--webhook-allow-http`.
 pub fn url_problem(url: &str, allow_http: bool) -> Option<String> {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return Some("url must be an absolute http:// or https:// URL".into());
@@ -179,14 +182,14 @@ pub fn url_problem(url: &str, allow_http: bool) -> Option<String> {
     let Some(host) = uri.host() else {
         return Some("url must name a host".into());
     };
+    // Credentials in the URL would be sent in the clear to whatever the
+    // URL names, and shown by every read of the subscription.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Some("url must not carry user information".into());
+    }
     match uri.scheme_str() {
-        Some("https") => Some(
-            "https:// urls are not supported yet: this build has no TLS client; use http:// to a loopback host or start with --webhook-allow-http".into(),
-        ),
+        Some("https") => None,
         Some("http") => {
-            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                return Some("url must not carry user information".into());
-            }
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let loopback = host.eq_ignore_ascii_case("localhost")
                 || host
@@ -203,9 +206,10 @@ pub fn url_problem(url: &str, allow_http: bool) -> Option<String> {
 }
 
 /// Starts a worker for every subscription that has none, until aborted.
-/// Workers end by themselves when their subscription is deleted.
-pub async fn supervise(app: Arc<App>, workers: Workers) {
-    let client = worker::client();
+/// Workers end by themselves when their subscription is deleted. They
+/// share one client, and so its pool of connections, made with `tls`.
+pub async fn supervise(app: Arc<App>, workers: Workers, tls: rustls::ClientConfig) {
+    let client = worker::client(tls);
     loop {
         {
             let mut tasks = workers.0.lock();
@@ -306,13 +310,15 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_http_to_loopback_unless_allowed() {
+    fn urls_are_https_anywhere_and_http_to_loopback_unless_allowed() {
         check("http://127.0.0.1:8080/hook", false, true);
         check("http://localhost/hook", false, true);
         check("http://[::1]:9/x", false, true);
         check("http://example.com/hook", false, false);
         check("http://example.com/hook", true, true);
-        check("https://example.com/hook", true, false);
+        check("https://example.com/hook", false, true);
+        check("https://127.0.0.1:8443/hook", false, true);
+        check("https://user:pw@example.com/", true, false);
         check("ftp://example.com/", true, false);
         check("/relative", true, false);
         check("http://user:pw@127.0.0.1/", true, false);

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use redeem_engine::{Lsn, Record, Timestamp, Webhook, WebhookStatus};
 use serde_json::Value;
 
-use super::{POLL_INTERVAL, Runtime, sign};
+use super::{POLL_INTERVAL, Runtime, sign, tls};
 use crate::app::App;
 use crate::routes::events::event_line;
 use crate::timefmt;
@@ -43,14 +44,26 @@ const SKIPPED_EVENTS_ADVANCE: u64 = 1000;
 /// ...or once the oldest of them was skipped this long ago (worker time).
 const SKIPPED_ADVANCE_AFTER: Duration = Duration::from_secs(5);
 
-/// The outbound client: plain HTTP/1.1, no redirects followed (the legacy
-/// client never follows them: a 3xx is a failure like any non-2xx).
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The outbound client: HTTP/1.1 over TLS for `https://` URLs and in the
+/// clear for `http://` ones, no redirects followed (the legacy client
+/// never follows them: a 3xx is a failure like any non-2xx).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(DELIVERY_TIMEOUT));
+/// The client of every delivery, trusting the roots of `tls`.
+pub fn client(tls: rustls::ClientConfig) -> HttpClient {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(DELIVERY_TIMEOUT));
+    // It only opens the TCP connection, also for `https://` URLs, which
+    // it refuses by default; the TLS connector around it does the rest.
+    tcp.enforce_http(false);
+    // HTTP/1.1 alone, offered as such in ALPN: one delivery is one
+    // request, so HTTP/2 would bring nothing but another code path.
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1)
@@ -102,9 +115,15 @@ pub async fn run(app: Arc<App>, id: String, client: HttpClient) {
                 continue;
             }
             // Nothing new: wait for the next durable record, a change of
-            // the subscription, or the poll interval.
+            // the subscription, or the poll interval. The log answers a
+            // wait for a record not appended yet at once, with an error,
+            // so that wait is only for one already appended: waiting on
+            // it at the log's end spun the worker, and with as many idle
+            // subscriptions as runtime threads starved the whole server.
+            let next = from + 1;
+            let appended = app.wal.last_lsn() >= next;
             tokio::select! {
-                _ = app.wal.durable(from + 1) => {}
+                _ = app.wal.durable(next), if appended => {}
                 () = runtime.wake.notified() => {}
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
             }
@@ -327,7 +346,9 @@ async fn deliver(
             return failed(app, runtime, hook, error, None).await;
         }
         Ok(Err(e)) => {
-            let error = format!("request failed: {e}");
+            // A TLS failure (an untrusted certificate, say) is a failed
+            // delivery like any other, backed off and retried as usual.
+            let error = tls::describe(&e);
             return failed(app, runtime, hook, error, None).await;
         }
         Ok(Ok(response)) => response.status().as_u16(),
