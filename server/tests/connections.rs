@@ -22,20 +22,10 @@ use common::Server;
 /// Slack on top of a timeout before a connection counts as not closed.
 const SLACK_SECONDS: u64 = 3;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const ACK: u8 = 0x1;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.extend_from_slice(&[kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
 
 /// Reads one frame: `(type, flags, payload)`.
 fn read_frame(reader: &mut impl Read) -> std::io::Result<(u8, u8, Vec<u8>)> {
@@ -63,8 +53,10 @@ struct Seen {
 fn idle_h2(addr: SocketAddr, answer_pings: bool, bound: Duration, ready: mpsc::Sender<()>) -> Seen {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(bound)).unwrap();
-    stream.write_all(PREFACE).unwrap();
-    stream.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+    stream.write_all(common::H2_PREFACE).unwrap();
+    stream
+        .write_all(&common::h2_frame(SETTINGS, 0, 0, &[]))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut seen = Seen::default();
     let mut started = None;
@@ -74,14 +66,14 @@ fn idle_h2(addr: SocketAddr, answer_pings: bool, bound: Duration, ready: mpsc::S
         }
         match read_frame(&mut reader) {
             Ok((SETTINGS, flags, _)) if flags & ACK == 0 => {
-                let _ = stream.write_all(&frame(SETTINGS, ACK, 0, &[]));
+                let _ = stream.write_all(&common::h2_frame(SETTINGS, ACK, 0, &[]));
                 started = Some(Instant::now());
                 let _ = ready.send(());
             }
             Ok((PING, flags, payload)) if flags & ACK == 0 => {
                 seen.pings += 1;
                 if answer_pings {
-                    let _ = stream.write_all(&frame(PING, ACK, 0, &payload));
+                    let _ = stream.write_all(&common::h2_frame(PING, ACK, 0, &payload));
                 }
             }
             Ok((GOAWAY, ..)) => seen.goaway = true,

@@ -265,7 +265,6 @@ fn rapid_reset_flood_is_cut_off() {
 
 // ---- raw frames, for a client that ignores the server's settings --------
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
@@ -273,15 +272,6 @@ const GOAWAY: u8 = 0x7;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const REFUSED_STREAM: u32 = 0x7;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = len.to_be_bytes()[1..].to_vec();
-    out.extend_from_slice(&[kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
 
 /// `GET /healthz` in HPACK without the dynamic table: indexed `:method GET`
 /// and `:scheme http`, literal `:path` and `:authority` by static index.
@@ -300,11 +290,16 @@ fn streams_past_the_advertised_limit_are_refused_and_the_flood_cut_off() {
     stream
         .set_read_timeout(Some(Duration::from_secs(PHASE_SECONDS)))
         .unwrap();
-    let mut bytes = PREFACE.to_vec();
-    bytes.extend(frame(SETTINGS, 0, 0, &[]));
+    let mut bytes = common::H2_PREFACE.to_vec();
+    bytes.extend(common::h2_frame(SETTINGS, 0, 0, &[]));
     let block = healthz_block();
     for i in 0..RAW_STREAMS {
-        bytes.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &block));
+        bytes.extend(common::h2_frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            2 * i + 1,
+            &block,
+        ));
     }
     let mut writer = stream.try_clone().unwrap();
     let flood = || {
