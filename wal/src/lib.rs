@@ -56,7 +56,7 @@ pub use error::{
     OptionsError, ReadError, RemoveError, SnapshotError, TornTail, VerifyError,
 };
 pub use format::{Lsn, SnapshotProblem};
-pub use read::{Record, RecordRef, Records};
+pub use read::{ReadPosition, Record, RecordRef, Records};
 pub use scan::Snapshot;
 pub use storage::{OsStorage, SegmentMap, Storage};
 pub use verify::{Report, dump, verify};

@@ -53,12 +53,35 @@ pub struct Records {
     failed: bool,
 }
 
+/// Where a reader stopped, so that a later read from there need not walk
+/// its segment's frames from the beginning (a follower of the log, such as
+/// a webhook worker, reads from near the end again and again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPosition {
+    /// The first LSN of the segment the reader was in: names the segment.
+    segment_first_lsn: Lsn,
+    /// The byte offset of the next frame in that segment.
+    offset: usize,
+    /// The LSN of that frame's record.
+    next_lsn: Lsn,
+}
+
 impl Records {
+    /// Where the next record would be read from.
+    pub fn position(&self) -> ReadPosition {
+        ReadPosition {
+            segment_first_lsn: self.segments[self.index].first_lsn,
+            offset: self.offset,
+            next_lsn: self.next_lsn,
+        }
+    }
+
     pub(crate) fn new(
         segments: Vec<Arc<Segment>>,
         from: Lsn,
         through: Lsn,
         seed: crc32fast::Hasher,
+        hint: Option<ReadPosition>,
     ) -> Result<Records, ReadError> {
         let from = from.max(1);
         let first = segments.first().map_or(1, |s| s.first_lsn);
@@ -87,6 +110,15 @@ impl Records {
         // can be trusted for lengths; the records yielded are fully checked.
         let segment = &records.segments[records.index];
         let mut lsn = segment.first_lsn;
+        // A position in the same segment at or before `from` was reached by
+        // a reader that checked every frame up to it: start there.
+        if let Some(hint) = hint
+            && hint.segment_first_lsn == segment.first_lsn
+            && (lsn..=from).contains(&hint.next_lsn)
+        {
+            lsn = hint.next_lsn;
+            records.offset = hint.offset;
+        }
         while lsn < from {
             let (kind, length, found) = records.peek(records.index, records.offset)?;
             if kind != FrameKind::Record as u8 || found != lsn {

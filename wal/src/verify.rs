@@ -94,7 +94,7 @@ pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
         };
         return Ok((
             report,
-            Records::new(Vec::new(), 1, 0, crc_seed(0)).expect("empty"),
+            Records::new(Vec::new(), 1, 0, crc_seed(0), None).expect("empty"),
         ));
     };
     scan::check_start(&scan, snapshot.as_ref()).map_err(VerifyError::Corrupt)?;
@@ -129,6 +129,7 @@ pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
         report.first_lsn,
         report.last_lsn,
         crc_seed(scan.epoch),
+        None,
     )
     .expect("the oldest segment holds the first LSN");
     Ok((report, records))

@@ -585,9 +585,20 @@ impl Wal {
     /// Reads durable records from `from` on, as of now. Records appended
     /// later are not included; call again to continue.
     pub fn read_from(&self, from: Lsn) -> Result<Records, ReadError> {
+        self.read_from_position(from, None)
+    }
+
+    /// [`Wal::read_from`], starting at `hint` (a [`Records::position`] of
+    /// an earlier reader of this log) when it is in `from`'s segment and not
+    /// past `from`, rather than at the segment's first frame.
+    pub fn read_from_position(
+        &self,
+        from: Lsn,
+        hint: Option<crate::read::ReadPosition>,
+    ) -> Result<Records, ReadError> {
         let through = self.shared.commit.durable();
         let segments = self.shared.segments.lock().clone();
-        Records::new(segments, from, through, self.shared.seed.clone())
+        Records::new(segments, from, through, self.shared.seed.clone(), hint)
     }
 
     /// Writes a snapshot covering every record up to `lsn`, after waiting for

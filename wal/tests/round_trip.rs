@@ -284,3 +284,49 @@ fn snapshots_let_old_segments_go_and_recovery_resumes_after_them() {
             .exists()
     );
 }
+
+/// A follower that reads from where an earlier reader stopped gets exactly
+/// the records a fresh read from that LSN gets, whichever segment it is in;
+/// a position from another segment or past `from` is ignored, not trusted.
+#[test]
+fn reading_on_from_a_position_matches_a_fresh_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_options()).unwrap();
+    let mut position = None;
+    let mut read = 0u64;
+    for round in 0..30u64 {
+        for (i, &size) in SIZES.iter().enumerate() {
+            wal.append(i as u8, &payload(round * 100 + i as u64, size))
+                .unwrap();
+        }
+        wal.wait_durable(wal.last_lsn()).unwrap();
+        let mut follower = wal.read_from_position(read + 1, position).unwrap();
+        let mut fresh = wal.read_from(read + 1).unwrap();
+        loop {
+            match (follower.next_record(), fresh.next_record()) {
+                (None, None) => break,
+                (Some(a), Some(b)) => {
+                    let (a, b) = (a.unwrap(), b.unwrap());
+                    assert_eq!(
+                        (a.lsn, a.record_type, a.payload),
+                        (b.lsn, b.record_type, b.payload)
+                    );
+                    read = a.lsn;
+                }
+                (a, b) => panic!(
+                    "one reader ended first: {:?} {:?}",
+                    a.is_some(),
+                    b.is_some()
+                ),
+            }
+        }
+        position = Some(follower.position());
+    }
+    assert_eq!(read, wal.last_lsn());
+    // A stale position (far behind `from`) and one past it are both safe.
+    let early = wal.read_from(1).unwrap().position();
+    let mut from_early = wal.read_from_position(5, Some(early)).unwrap();
+    assert_eq!(from_early.next_record().unwrap().unwrap().lsn, 5);
+    let mut past = wal.read_from_position(3, position).unwrap();
+    assert_eq!(past.next_record().unwrap().unwrap().lsn, 3);
+}

@@ -101,6 +101,10 @@ pub struct Runtime {
     pub progress: Mutex<Progress>,
     /// Woken by the API when the subscription changes (resume, rewind).
     pub wake: tokio::sync::Notify,
+    /// Where the last pass stopped reading the log, so the next one starts
+    /// there instead of walking its segment from the first frame: a
+    /// follower at the log's end reads again at every group commit.
+    pub read_hint: Mutex<Option<redeem_wal::ReadPosition>>,
 }
 
 /// The runtime state of every subscription, and the workers' clock.

@@ -129,7 +129,7 @@ pub async fn run(app: Arc<App>, id: String, client: HttpClient) {
             }
             continue;
         }
-        match read_pass(&app, &hook, from, durable) {
+        match read_pass(&app, &hook, from, durable, &runtime.read_hint) {
             Ok(Pass::Nothing { through, skipped }) => {
                 skip(&app, &runtime, &hook, through, skipped).await;
             }
@@ -159,8 +159,15 @@ async fn idle(runtime: &Runtime, d: Duration) {
 
 /// Reads the durable records after `from` (through `durable`, at most
 /// `SCAN_RECORDS_MAX`) and gathers the first delivery's events.
-fn read_pass(app: &App, hook: &Webhook, from: Lsn, durable: Lsn) -> Result<Pass, String> {
-    let mut records = match app.wal.read_from(from + 1) {
+fn read_pass(
+    app: &App,
+    hook: &Webhook,
+    from: Lsn,
+    durable: Lsn,
+    hint: &parking_lot::Mutex<Option<redeem_wal::ReadPosition>>,
+) -> Result<Pass, String> {
+    let start = *hint.lock();
+    let mut records = match app.wal.read_from_position(from + 1, start) {
         Ok(records) => records,
         Err(redeem_wal::ReadError::Removed { first, .. }) => {
             // Retention dropped events this subscription had not had:
@@ -220,6 +227,7 @@ fn read_pass(app: &App, hook: &Webhook, from: Lsn, durable: Lsn) -> Result<Pass,
         }
         through = record.lsn;
     }
+    *hint.lock() = Some(records.position());
     if events.is_empty() {
         return Ok(Pass::Nothing { through, skipped });
     }
