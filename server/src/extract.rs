@@ -157,6 +157,22 @@ pub fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> 
         .map(|(_, v)| v.as_str())
 }
 
+/// The `?state=` filter of an export, if given.
+pub fn state_param(
+    params: &[(String, String)],
+) -> Result<Option<redeem_engine::PublicState>, ApiError> {
+    param(params, "state")
+        .map(|s| {
+            redeem_engine::PublicState::parse(s).ok_or_else(|| {
+                ApiError::field(
+                    "state",
+                    "state must be one of available, assigned, reserved, redeemed, voided",
+                )
+            })
+        })
+        .transpose()
+}
+
 /// A non-negative integer query parameter.
 pub fn u64_param(params: &[(String, String)], name: &str) -> Result<Option<u64>, ApiError> {
     match param(params, name) {

@@ -54,6 +54,15 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// A streamed `text/csv` answer fed from `rx`.
+pub fn csv_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
+    let mut response = Response::new(ChannelBody { rx }.boxed());
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+    response
+}
+
 /// Every route, named as its requests are counted in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {

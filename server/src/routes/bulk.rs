@@ -19,15 +19,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::Response;
-use http::header::{CONTENT_TYPE, HeaderValue};
-use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use redeem_engine::{Assigned, Pledge, PublicState, Refusal};
 
 use crate::app::App;
 use crate::errors::ApiError;
-use crate::extract::{bool_param, content_type, param, query_params, read_body};
-use crate::http::{Body, ChannelBody};
+use crate::extract::{bool_param, content_type, query_params, read_body, state_param};
+use crate::http::{Body, csv_response};
 use crate::routes::{Authorized, RouteRequest};
 use crate::timefmt;
 
@@ -216,14 +214,6 @@ impl Rows {
         let lsn = app.wal.last_lsn();
         self.tx.blocking_send((lsn, Bytes::from(chunk))).is_ok()
     }
-}
-
-fn csv_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
-    let mut response = Response::new(ChannelBody { rx }.boxed());
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));
-    response
 }
 
 /// A recipient file's request, checked before any job starts.
@@ -480,15 +470,7 @@ pub async fn bulk_reclaim(app: &Arc<App>, req: RouteRequest) -> Result<Response<
 /// streamed, each chunk sent once the state it shows is durable.
 pub fn export_assignments(app: &Arc<App>, req: RouteRequest) -> Result<Response<Body>, ApiError> {
     let params = query_params(&req.parts.uri);
-    let state = match param(&params, "state") {
-        None => None,
-        Some(s) => Some(PublicState::parse(s).ok_or_else(|| {
-            ApiError::field(
-                "state",
-                "state must be one of available, assigned, reserved, redeemed, voided",
-            )
-        })?),
-    };
+    let state = state_param(&params)?;
     if app.engine.campaign(&req.param).is_none() {
         return Err(Refusal::UnknownCampaign.into());
     }

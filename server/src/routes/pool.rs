@@ -5,19 +5,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Response;
-use http::header::{CONTENT_TYPE, HeaderValue};
-use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use redeem_engine::{ImportReport, Importer, Journal, PublicState, Refusal, Timestamp};
+use redeem_engine::{ImportReport, Importer, Journal, Refusal, Timestamp};
 use serde::Deserialize;
 
 use crate::answer::{Answer, finish, keyed};
 use crate::app::App;
 use crate::errors::ApiError;
 use crate::extract::{
-    content_type, idempotency_key, param, parse_json, query_params, read_body, u64_param,
+    content_type, idempotency_key, parse_json, query_params, read_body, state_param, u64_param,
 };
-use crate::http::{Body, ChannelBody};
+use crate::http::{Body, csv_response};
 use crate::render;
 use crate::routes::{Authorized, RouteRequest};
 use crate::timefmt;
@@ -204,15 +202,7 @@ fn send_durable(app: &App, tx: &tokio::sync::mpsc::Sender<Bytes>, chunk: String)
 /// `GET .../codes?state=S&limit=N`: `code,state` lines, streamed.
 pub fn export_codes(app: &Arc<App>, req: RouteRequest) -> Result<Response<Body>, ApiError> {
     let params = query_params(&req.parts.uri);
-    let state = match param(&params, "state") {
-        None => None,
-        Some(s) => Some(PublicState::parse(s).ok_or_else(|| {
-            ApiError::field(
-                "state",
-                "state must be one of available, assigned, reserved, redeemed, voided",
-            )
-        })?),
-    };
+    let state = state_param(&params)?;
     let limit = u64_param(&params, "limit")?.unwrap_or(u64::MAX);
     if app.engine.campaign(&req.param).is_none() {
         return Err(Refusal::UnknownCampaign.into());
@@ -244,9 +234,5 @@ pub fn export_codes(app: &Arc<App>, req: RouteRequest) -> Result<Response<Body>,
             send_durable(&app, &tx, chunk);
         }
     });
-    let mut response = Response::new(ChannelBody { rx }.boxed());
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv"));
-    Ok(response)
+    Ok(csv_response(rx))
 }
