@@ -71,6 +71,9 @@ pub struct Metrics {
     /// (route, status) -> latency histogram, in shards by thread.
     requests: Vec<Mutex<BTreeMap<(&'static str, u16), Histogram>>>,
     commit_wait: Vec<Mutex<Histogram>>,
+    /// (route, API error code) -> refusals, in shards by thread. Routine
+    /// refusals are counted here and logged only at debug level.
+    refusals: Vec<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
 }
 
 impl Default for Metrics {
@@ -78,6 +81,7 @@ impl Default for Metrics {
         Metrics {
             requests: (0..SHARDS).map(|_| Mutex::default()).collect(),
             commit_wait: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            refusals: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -96,6 +100,13 @@ impl Metrics {
             .entry((route, status))
             .or_default()
             .observe(elapsed);
+    }
+
+    pub fn count_refusal(&self, route: &'static str, code: &'static str) {
+        *self.refusals[shard_index()]
+            .lock()
+            .entry((route, code))
+            .or_default() += 1;
     }
 
     pub fn observe_commit_wait(&self, elapsed: Duration) {
@@ -128,6 +139,20 @@ impl Metrics {
                 out,
                 "redeemd_request_duration_seconds",
                 &format!("route=\"{route}\",status=\"{status}\""),
+            );
+        }
+        let mut refusals: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        for shard in &self.refusals {
+            for (key, n) in shard.lock().iter() {
+                *refusals.entry(*key).or_default() += n;
+            }
+        }
+        out.push_str("# HELP redeemd_refusals_total Redemptions and assignments refused, by route and error code.\n");
+        out.push_str("# TYPE redeemd_refusals_total counter\n");
+        for ((route, code), n) in &refusals {
+            let _ = writeln!(
+                out,
+                "redeemd_refusals_total{{route=\"{route}\",code=\"{code}\"}} {n}"
             );
         }
         out.push_str("# HELP redeemd_wal_commit_wait_seconds Time a request waited for its record to be durable.\n");

@@ -63,6 +63,12 @@ fn hardening_11_logs_cannot_be_forged_and_hide_codes() {
     server
         .redeem(&code, forged)
         .expect(409, Some("already_redeemed"));
+    // A routine refusal is counted, and logged only at debug level.
+    let metrics = server.raw(None, "GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics.contains("redeemd_refusals_total{route=\"redeem\",code=\"already_redeemed\"} 1"),
+        "{metrics}"
+    );
     assert!(
         common::wait_until(std::time::Duration::from_secs(10), || server
             .log_tail()

@@ -33,7 +33,8 @@ pub async fn assign(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
             .engine
             .assign(&id, &request.recipient, timefmt::now(), idem);
         if let Err(r) = &result {
-            tracing::info!(campaign = ?id, recipient = ?request.recipient, idempotency_key = ?idem_key, failure = refusal_code(r), "assignment refused");
+            app.metrics.count_refusal("assign", refusal_code(r));
+            tracing::debug!(campaign = ?id, recipient = ?request.recipient, idempotency_key = ?idem_key, failure = refusal_code(r), "assignment refused");
         }
         let assigned = result?;
         Ok(Answer {

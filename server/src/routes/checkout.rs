@@ -63,7 +63,8 @@ pub async fn redeem(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
             idem,
         ));
         if let Err(r) = &result {
-            tracing::info!(code = %render::masked_code(&request.code), user = ?request.user, idempotency_key = ?idem_key, failure = refusal_code(r), "redemption refused");
+            app.metrics.count_refusal("redeem", refusal_code(r));
+            tracing::debug!(code = %render::masked_code(&request.code), user = ?request.user, idempotency_key = ?idem_key, failure = refusal_code(r), "redemption refused");
         }
         let redeemed = result?;
         Ok(Answer {
