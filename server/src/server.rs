@@ -248,6 +248,7 @@ async fn serve(
     let addresses = conn::AddressSlots::new(app.config.connections_per_address_max);
     let mut loops = Loops::start(
         app.config.connection_threads(),
+        &app.wal,
         Duration::from_secs(app.config.drain_seconds),
     )?;
     tokio::pin!(shutdown);

@@ -8,8 +8,13 @@
 //! With no threads, connections run on the runtime that calls
 //! [`Loops::spawn`] (in-process tests, `--connection-threads 0`).
 
+pub mod commit;
+
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use redeem_wal::Wal;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -24,8 +29,9 @@ pub struct Loops {
 }
 
 impl Loops {
-    /// Starts `count` threads, each with its own runtime.
-    pub fn start(count: usize, stop_timeout: Duration) -> std::io::Result<Loops> {
+    /// Starts `count` threads, each with its own runtime and its commit
+    /// dispatcher on `wal` (`commit`).
+    pub fn start(count: usize, wal: &Arc<Wal>, stop_timeout: Duration) -> std::io::Result<Loops> {
         let mut loops = Loops {
             handles: Vec::with_capacity(count),
             stops: Vec::with_capacity(count),
@@ -39,11 +45,15 @@ impl Loops {
             let (stop, stopped) = oneshot::channel::<()>();
             loops.handles.push(runtime.handle().clone());
             loops.stops.push(stop);
+            let wal = wal.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("redeemd-conn-{i}"))
                 .spawn(move || {
                     runtime.block_on(async {
-                        let _ = stopped.await;
+                        tokio::select! {
+                            _ = stopped => {}
+                            () = commit::dispatcher(wal) => {}
+                        }
                     });
                     // Connections still open after the drain are dropped
                     // here; a blocking job gets the timeout to notice.
