@@ -52,6 +52,7 @@ fn options() -> Options {
         sync: SyncMode::Always,
         record_bytes_max: Some(RECORD_BYTES_MAX),
         storage: Box::new(OsStorage),
+        ..Options::default()
     }
 }
 

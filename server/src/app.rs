@@ -128,6 +128,7 @@ pub fn open(
     let options = Options {
         segment_bytes: config.segment_bytes,
         sync: config.sync,
+        commit_interval: std::time::Duration::from_micros(config.commit_interval_micros),
         ..Options::default()
     };
     let (wal, recovered) = Wal::open(&wal_dir, options)?;

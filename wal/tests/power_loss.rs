@@ -76,6 +76,7 @@ fn options(storage: &PowerStorage) -> Options {
         sync: SyncMode::Always,
         record_bytes_max: Some(RECORD_BYTES_MAX),
         storage: Box::new(storage.clone()),
+        ..Options::default()
     }
 }
 

@@ -27,6 +27,7 @@ pub fn small_options() -> Options {
         sync: SyncMode::Always,
         record_bytes_max: Some(TEST_RECORD_BYTES_MAX),
         storage: Box::new(OsStorage),
+        ..Options::default()
     }
 }
 
