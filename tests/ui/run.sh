@@ -13,6 +13,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-cargo build -p redeemd --locked --quiet
+cargo build -p redeemd -p redeem-benches --bin redeemd --bin redeem-bench --locked --quiet
 exec timeout --kill-after=5 "${UI_TIMEOUT_SECONDS:-170}" \
-  python3 tests/ui/drive.py target/debug/redeemd
+  python3 tests/ui/drive.py target/debug/redeemd target/debug/redeem-bench
