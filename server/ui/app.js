@@ -17,6 +17,9 @@ const RATES = [
 const RANGES = { "10 min": [600, 2000], "1 h": [3600, 5000], "24 h": [86400, 15000] };
 // Events kept on a campaign page.
 const EVENTS_SHOWN = 30;
+// Records one events poll asks for, and the shortest time between polls.
+const EVENTS_LIMIT = 1000;
+const EVENTS_POLL_MS = 1000;
 
 const numberFormat = new Intl.NumberFormat("en-US");
 const rateFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
@@ -337,12 +340,31 @@ function eventLine(e) {
     h("span", { class: "mono" }, detail));
 }
 
-/** Long-polls `/v1/events` from `after`, keeping this campaign's newest. */
-async function followEvents(id, after, list, signal) {
+/** Resolves after `ms`, or at once when the page changes. */
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
+
+/**
+ * Long-polls `/v1/events` from `after`, keeping this campaign's newest.
+ * At most one poll each EVENTS_POLL_MS: under load every poll would answer
+ * at once, and the page would then cost the server (and the browser) a
+ * request per round trip for events nobody can read that fast. A page
+ * that is more than EVENTS_LIMIT records behind the log's end (`logEnd`,
+ * from the chart's refresh) skips to the newest EVENTS_LIMIT: only the
+ * latest are shown.
+ */
+async function followEvents(id, after, list, signal, logEnd) {
   const shown = [];
   while (!signal.aborted) {
+    const started = Date.now();
+    after = Math.max(after, logEnd() - EVENTS_LIMIT);
     try {
-      const response = await api("GET", `/v1/events?after=${after}&limit=1000&wait_seconds=25`, { raw: true, signal });
+      const response = await api("GET", `/v1/events?after=${after}&limit=${EVENTS_LIMIT}&wait_seconds=25`,
+        { raw: true, signal });
       const text = await response.text();
       for (const line of text.split("\n")) {
         if (!line) continue;
@@ -360,8 +382,9 @@ async function followEvents(id, after, list, signal) {
         continue;
       }
       flash(explain(error));
-      await new Promise((r) => setTimeout(r, 5000));
+      await sleep(5000, signal);
     }
+    await sleep(EVENTS_POLL_MS - (Date.now() - started), signal);
   }
 }
 
@@ -567,7 +590,7 @@ async function campaignPage(id, signal) {
   showCampaign(campaign);
   await attempt(refresh);
   // The last thousand records before now, then everything new as it lands.
-  followEvents(id, Math.max(0, lsn - 1000), events, signal);
+  followEvents(id, Math.max(0, lsn - EVENTS_LIMIT), events, signal, () => lsn);
   const schedule = () => {
     const timer = setTimeout(async () => {
       await attempt(refresh);
@@ -654,7 +677,7 @@ function hookCard(id, { changed, gone }) {
   let hook = null;
   const url = h("span", { class: "mono" });
   const status = h("span", { class: "badge", "data-field": "status" });
-  const failing = h("span", { class: "badge st-disabled", hidden: true }, "failing");
+  const failing = h("span", { class: "badge st-disabled", "data-field": "failing", hidden: true }, "failing");
   const description = h("p", { class: "muted", hidden: true });
   const fields = h("dl", { class: "settings" });
 
