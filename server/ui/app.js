@@ -791,13 +791,13 @@ function hookCreateForm(campaigns, created) {
   const campaignBoxes = campaigns.map((c) =>
     h("input", { type: "checkbox", value: c.id, id: `hook-campaign-${c.id}` }));
   const url = h("input", { id: "hook-url", type: "url", required: true, autocomplete: "off",
-    spellcheck: "false", placeholder: "https://example.com/redeemd-events" });
+    spellcheck: "false", placeholder: "your receiver's https URL" });
   const description = h("input", { id: "hook-description", autocomplete: "off", maxlength: 256 });
   const form = h("form", { class: "panel", id: "hook-create" },
     h("h2", {}, "New webhook"),
     h("label", { for: "hook-url" }, "URL"), url,
-    h("p", { class: "hint" }, "https:// to any host; plain http:// only to this machine (loopback) " +
-      "unless the server runs with --webhook-allow-http."),
+    h("p", { class: "hint" }, "An https URL to any host, or a plain http URL to this machine " +
+      "(loopback) only, unless the server runs with --webhook-allow-http."),
     h("fieldset", {},
       h("legend", {}, "Events"),
       h("label", { class: "check" }, all, "All kinds, including ones added later"),
