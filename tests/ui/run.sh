@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The dashboard's browser test: installs Debian's Chromium when it is
 # missing (CI runs as root with Debian's mirror reachable), builds the
-# debug `redeemd`, and runs drive.py against it, which signs in, creates a
-# campaign, generates and redeems codes, pauses, bulk-assigns, voids, and
-# saves screenshots into docs/. Bounded: `timeout` ends it after
+# debug `redeemd` and `redeem-bench`, and runs drive.py against them, which
+# signs in, creates a campaign, generates and redeems codes, pauses,
+# bulk-assigns, voids, manages a webhook against a receiver on loopback,
+# and saves screenshots into docs/ (the campaign ones while `redeem-bench
+# uniform` loads the server). Bounded: `timeout` ends it after
 # UI_TIMEOUT_SECONDS (default 170) whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
