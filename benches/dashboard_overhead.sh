@@ -79,6 +79,6 @@ off = [float(x) for x in sys.argv[1].split()]
 on = [float(x) for x in sys.argv[2].split()]
 a, b = sum(off) / len(off), sum(on) / len(on)
 print(f"mean: {a:,.0f} redemptions/s without, {b:,.0f} with the dashboard open: "
-      f"ratio {b / a:.3f} ({(1 - b / a) * 100:+.1f}% drop; goal at most 3%)")
+      f"ratio {b / a:.3f} ({(b / a - 1) * 100:+.1f}%; the goal is a drop of at most 3%)")
 PY
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
