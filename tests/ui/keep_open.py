@@ -23,6 +23,7 @@ import time
 import urllib.request
 
 os.environ.setdefault("UI_TEST_SECONDS", "3600")
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import drive  # noqa: E402
 
