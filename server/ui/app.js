@@ -17,6 +17,9 @@ const RATES = [
 const RANGES = { "10 min": [600, 2000], "1 h": [3600, 5000], "24 h": [86400, 15000] };
 // Events kept on a campaign page.
 const EVENTS_SHOWN = 30;
+// Records one events poll asks for, and the shortest time between polls.
+const EVENTS_LIMIT = 1000;
+const EVENTS_POLL_MS = 1000;
 
 const numberFormat = new Intl.NumberFormat("en-US");
 const rateFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
@@ -337,12 +340,31 @@ function eventLine(e) {
     h("span", { class: "mono" }, detail));
 }
 
-/** Long-polls `/v1/events` from `after`, keeping this campaign's newest. */
-async function followEvents(id, after, list, signal) {
+/** Resolves after `ms`, or at once when the page changes. */
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
+
+/**
+ * Long-polls `/v1/events` from `after`, keeping this campaign's newest.
+ * At most one poll each EVENTS_POLL_MS: under load every poll would answer
+ * at once, and the page would then cost the server (and the browser) a
+ * request per round trip for events nobody can read that fast. A page
+ * that is more than EVENTS_LIMIT records behind the log's end (`logEnd`,
+ * from the chart's refresh) skips to the newest EVENTS_LIMIT: only the
+ * latest are shown.
+ */
+async function followEvents(id, after, list, signal, logEnd) {
   const shown = [];
   while (!signal.aborted) {
+    const started = Date.now();
+    after = Math.max(after, logEnd() - EVENTS_LIMIT);
     try {
-      const response = await api("GET", `/v1/events?after=${after}&limit=1000&wait_seconds=25`, { raw: true, signal });
+      const response = await api("GET", `/v1/events?after=${after}&limit=${EVENTS_LIMIT}&wait_seconds=25`,
+        { raw: true, signal });
       const text = await response.text();
       for (const line of text.split("\n")) {
         if (!line) continue;
@@ -360,8 +382,9 @@ async function followEvents(id, after, list, signal) {
         continue;
       }
       flash(explain(error));
-      await new Promise((r) => setTimeout(r, 5000));
+      await sleep(5000, signal);
     }
+    await sleep(EVENTS_POLL_MS - (Date.now() - started), signal);
   }
 }
 
@@ -567,7 +590,7 @@ async function campaignPage(id, signal) {
   showCampaign(campaign);
   await attempt(refresh);
   // The last thousand records before now, then everything new as it lands.
-  followEvents(id, Math.max(0, lsn - 1000), events, signal);
+  followEvents(id, Math.max(0, lsn - EVENTS_LIMIT), events, signal, () => lsn);
   const schedule = () => {
     const timer = setTimeout(async () => {
       await attempt(refresh);
@@ -576,6 +599,286 @@ async function campaignPage(id, signal) {
     signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
   };
   schedule();
+}
+
+// ---- webhooks page --------------------------------------------------------
+
+// The kinds a subscription may ask for (API.md, "Webhooks").
+const EVENT_KINDS = ["campaign_created", "campaign_updated", "codes_added", "assigned",
+  "unassigned", "reserved", "released", "redeemed", "rolled_back", "voided", "low_stock",
+  "guessing_suspected", "webhook_disabled"];
+// How often the subscriptions' progress is read again.
+const HOOKS_REFRESH_MS = 3000;
+// How long a first press of a destructive button stays armed.
+const ARMED_MS = 5000;
+
+/** "12 s ago", "in 3 min", "just now": a time relative to now. */
+export function relative(iso, now = Date.now()) {
+  const seconds = (Date.parse(iso) - now) / 1000;
+  const a = Math.abs(seconds);
+  if (a < 1.5) return "just now";
+  let text;
+  if (a < 90) text = `${Math.round(a)} s`;
+  else if (a < 5400) text = `${Math.round(a / 60)} min`;
+  else if (a < 172800) text = `${Math.round(a / 3600)} h`;
+  else text = `${fmt(Math.round(a / 86400))} days`;
+  return seconds < 0 ? `${text} ago` : `in ${text}`;
+}
+
+function timeOrNone(iso, none) {
+  if (!iso) return h("span", { class: "muted" }, none);
+  return h("time", { datetime: iso, title: new Date(iso).toLocaleString() }, relative(iso));
+}
+
+/**
+ * A destructive button that acts on its second press within ARMED_MS (no
+ * modal confirm(): keyboard- and test-friendly). The first press says what
+ * the second will do.
+ */
+function confirmButton(attrs, label, question, action) {
+  const button = h("button", { type: "button", class: "danger", ...attrs }, label);
+  let timer = null;
+  const disarm = () => { clearTimeout(timer); delete button.dataset.armed; button.textContent = label; };
+  button.addEventListener("click", async () => {
+    if (!button.dataset.armed) {
+      button.dataset.armed = "1";
+      button.textContent = question;
+      timer = setTimeout(disarm, ARMED_MS);
+      return;
+    }
+    disarm();
+    button.disabled = true;
+    try { await action(); } finally { button.disabled = false; }
+  });
+  button.addEventListener("blur", disarm);
+  return button;
+}
+
+/** Copies `text`; falls back to selecting `el` for Ctrl+C. */
+async function copyText(text, el) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return "Copied";
+  } catch {
+    getSelection().selectAllChildren(el);
+    return document.execCommand("copy") ? "Copied" : "Selected: press Ctrl+C";
+  }
+}
+
+const listOrAll = (list, all) => (!list.length || list[0] === "*" ? all : list.join(", "));
+
+/**
+ * One subscription's card. It is built once and `update`d in place on every
+ * refresh, so a half-typed rewind position, an armed delete or the keyboard
+ * focus survive the refresh.
+ */
+function hookCard(id, { changed, gone }) {
+  const path = `/v1/webhooks/${encodeURIComponent(id)}`;
+  let hook = null;
+  const url = h("span", { class: "mono" });
+  const status = h("span", { class: "badge", "data-field": "status" });
+  const failing = h("span", { class: "badge st-disabled", "data-field": "failing", hidden: true }, "failing");
+  const description = h("p", { class: "muted", hidden: true });
+  const fields = h("dl", { class: "settings" });
+
+  const pause = h("button", { type: "button", class: "secondary", "data-action": "pause" });
+  pause.addEventListener("click", async () => {
+    const next = hook.status === "active" ? "paused" : "active";
+    const r = await attempt(() => api("PATCH", path, { json: { status: next } }));
+    if (r) {
+      changed(r);
+      flash(next === "paused" ? `Paused deliveries to ${r.url}.` : `Resumed deliveries to ${r.url}.`, true);
+    }
+  });
+  const remove = confirmButton({ "data-action": "delete" }, "Delete", "Really delete? Press again",
+    async () => {
+      const r = await attempt(() => api("DELETE", path));
+      if (r) { gone(id); flash(`Deleted the webhook to ${hook.url}.`, true); }
+    });
+
+  const rewound = (r) => {
+    if (!r) return;
+    changed(r);
+    flash(`Rewound: deliveries to ${r.url} start again after LSN ${fmt(r.cursor_lsn)}.`, true);
+  };
+  const lsnId = `rewind-${id}`;
+  const lsn = h("input", { id: lsnId, type: "number", min: 0, step: 1, inputmode: "numeric", required: true });
+  const rewindForm = h("form", { class: "row", "data-action": "rewind" },
+    h("div", {}, h("label", { for: lsnId }, "Deliver again every event after LSN"), lsn),
+    h("button", { type: "submit", class: "secondary" }, "Rewind"),
+    confirmButton({ "data-action": "rewind-start" }, "From the start",
+      "Resend everything? Press again",
+      async () => rewound(await attempt(() => api("POST", `${path}/rewind`, { json: { after: 0 } })))));
+  rewindForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const after = Number(lsn.value);
+    if (!Number.isSafeInteger(after) || after < 0) {
+      flash("The LSN is a whole number, 0 or more (an event's lsn).");
+      return;
+    }
+    rewound(await attempt(() => api("POST", `${path}/rewind`, { json: { after } })));
+  });
+  const rewind = h("details", {},
+    h("summary", {}, "Rewind"),
+    h("p", { class: "muted" }, "Delivers the events after a log position again, as far as the log " +
+      "reaches. The receiver sees them twice, so it should skip lsns it already processed."),
+    rewindForm);
+
+  const el = h("article", { class: "panel hook", "data-hook": id },
+    h("div", { class: "hook-head" }, h("h2", {}, url), h("span", {}, failing, status)),
+    description, fields,
+    h("div", { class: "actions" }, pause, remove),
+    rewind);
+
+  const update = (next) => {
+    hook = next;
+    el.dataset.status = hook.status;
+    url.textContent = hook.url;
+    status.className = `badge st-${hook.status}`;
+    status.textContent = hook.status;
+    description.textContent = hook.description || "";
+    description.hidden = !hook.description;
+    pause.textContent = hook.status === "active" ? "Pause" : "Resume";
+    failing.hidden = !(hook.consecutive_failures > 0);
+    const rows = [
+      ["events", "Events", listOrAll(hook.events, "all kinds")],
+      ["campaigns", "Campaigns", listOrAll(hook.campaigns, "all campaigns")],
+      ["cursor_lsn", "Cursor (LSN)", fmt(hook.cursor_lsn), hook.cursor_lsn],
+      ["lag_events", "Behind by", `${fmt(hook.lag_events)} ${hook.lag_events === 1 ? "event" : "events"}`,
+        hook.lag_events],
+      ["last_delivery_at", "Last delivery", timeOrNone(hook.last_delivery_at, "never")],
+      ["consecutive_failures", "Failures in a row", fmt(hook.consecutive_failures), hook.consecutive_failures],
+      ["next_attempt_at", "Next attempt", timeOrNone(!failing.hidden ? hook.next_attempt_at : null,
+        hook.status === "active" ? "when events arrive" : "none while not active")],
+      ["last_error", "Last error", hook.last_error || h("span", { class: "muted" }, "none")],
+      ["created_at", "Created", timeOrNone(hook.created_at, "—")],
+      ["id", "Id", h("span", { class: "mono" }, hook.id)],
+    ];
+    if (hook.status === "disabled" && hook.disabled_reason) {
+      rows.splice(2, 0, ["disabled_reason", "Disabled because", hook.disabled_reason]);
+    }
+    fields.replaceChildren(...rows.flatMap(([key, label, value, raw]) => [
+      h("dt", {}, label),
+      h("dd", { "data-field": key, "data-value": raw, class: key === "last_error" && hook.last_error ? "error" : null },
+        value)]));
+  };
+  return { el, update };
+}
+
+/** The signing secret of a new subscription, shown once. */
+function secretPanel(hook, onDone) {
+  const code = h("code", { id: "hook-secret", class: "secret" }, hook.secret);
+  const copy = h("button", { type: "button", id: "copy-secret" }, "Copy");
+  copy.addEventListener("click", async () => { copy.textContent = await copyText(hook.secret, code); });
+  const done = h("button", { type: "button", id: "secret-done", class: "secondary" }, "I have stored it");
+  const panel = h("section", { class: "panel secret-box", id: "secret-panel", "aria-labelledby": "secret-title" },
+    h("h2", { id: "secret-title" }, "Signing secret"),
+    h("p", {}, h("strong", {}, "Copy it now: it will not be shown again."),
+      " Your receiver checks each delivery's Redeemd-Signature header with it. ",
+      "Lost it? Delete the webhook and create a new one."),
+    h("p", { class: "muted" }, "For ", h("span", { class: "mono" }, hook.url)),
+    h("div", { class: "secret-row" }, code, copy),
+    done);
+  done.addEventListener("click", () => { panel.remove(); onDone(); });
+  return { panel, copy };
+}
+
+function hookCreateForm(campaigns, created) {
+  const all = h("input", { type: "checkbox", id: "hook-all", checked: true });
+  const kinds = EVENT_KINDS.map((k) =>
+    h("input", { type: "checkbox", value: k, id: `hook-kind-${k}`, disabled: true }));
+  all.addEventListener("change", () => { for (const k of kinds) k.disabled = all.checked; });
+  const campaignBoxes = campaigns.map((c) =>
+    h("input", { type: "checkbox", value: c.id, id: `hook-campaign-${c.id}` }));
+  const url = h("input", { id: "hook-url", type: "url", required: true, autocomplete: "off",
+    spellcheck: "false", placeholder: "your receiver's https URL" });
+  const description = h("input", { id: "hook-description", autocomplete: "off", maxlength: 256 });
+  const form = h("form", { class: "panel", id: "hook-create" },
+    h("h2", {}, "New webhook"),
+    h("label", { for: "hook-url" }, "URL"), url,
+    h("p", { class: "hint" }, "An https URL to any host, or a plain http URL to this machine " +
+      "(loopback) only, unless the server runs with --webhook-allow-http."),
+    h("fieldset", {},
+      h("legend", {}, "Events"),
+      h("label", { class: "check" }, all, "All kinds, including ones added later"),
+      h("div", { class: "checks" }, kinds.map((k) => h("label", { class: "check", for: k.id }, k, k.value)))),
+    h("fieldset", {},
+      h("legend", {}, "Campaigns"),
+      h("p", { class: "hint" }, "None ticked: every campaign's events (and events of no campaign)."),
+      h("div", { class: "checks" }, campaignBoxes.length
+        ? campaignBoxes.map((c) => h("label", { class: "check", for: c.id }, c, c.value))
+        : h("span", { class: "muted" }, "No campaigns yet."))),
+    h("label", { for: "hook-description" }, "Description (optional)"), description,
+    h("button", { type: "submit" }, "Create webhook"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const events = all.checked ? ["*"] : kinds.filter((k) => k.checked).map((k) => k.value);
+    if (!events.length) {
+      flash("Tick at least one event kind, or All kinds.");
+      return;
+    }
+    const body = {
+      url: url.value.trim(), events,
+      campaigns: campaignBoxes.filter((c) => c.checked).map((c) => c.value),
+    };
+    if (description.value.trim()) body.description = description.value.trim();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const hook = await attempt(() => api("POST", "/v1/webhooks", { json: body }));
+      if (hook) { form.reset(); for (const k of kinds) k.disabled = true; created(hook); }
+    } finally { button.disabled = false; }
+  });
+  return form;
+}
+
+async function webhooksPage(signal) {
+  const { campaigns } = await api("GET", "/v1/campaigns", { signal });
+  const cards = new Map();
+  const list = h("div", { class: "hooks", id: "hook-list" });
+  const empty = h("p", { class: "muted panel", id: "hook-empty", hidden: true },
+    "No webhooks yet. Create one below and redeemd will POST each event to its URL, in order, at least once.");
+  const secretSlot = h("div", { id: "secret-slot" });
+
+  const show = (hook) => {
+    let card = cards.get(hook.id);
+    if (!card) {
+      card = hookCard(hook.id, { changed: show, gone });
+      cards.set(hook.id, card);
+      list.append(card.el);
+    }
+    card.update(hook);
+    empty.hidden = true;
+  };
+  function gone(id) {
+    cards.get(id)?.el.remove();
+    cards.delete(id);
+    empty.hidden = cards.size > 0;
+  }
+  const refresh = async () => {
+    const { webhooks } = await api("GET", "/v1/webhooks", { signal });
+    const seen = new Set(webhooks.map((w) => w.id));
+    for (const id of [...cards.keys()]) if (!seen.has(id)) gone(id);
+    for (const hook of webhooks) show(hook);
+    empty.hidden = cards.size > 0;
+    list.dataset.refreshed = String(Date.now());
+  };
+
+  const form = hookCreateForm(campaigns, (hook) => {
+    const secret = secretPanel(hook, () => document.getElementById("hook-url")?.focus());
+    secretSlot.replaceChildren(secret.panel);
+    show(hook);
+    flash(`Created the webhook to ${hook.url}. Copy its secret now.`, true);
+    secret.copy.focus();
+  });
+
+  main().replaceChildren(
+    h("h1", {}, "Webhooks"),
+    h("p", { class: "muted" }, "Each subscription receives the events of ",
+      h("code", {}, "/v1/events"), " it asks for as signed POSTs. See docs/webhooks.md for verifying them."),
+    empty, list, secretSlot, form);
+  await attempt(refresh);
+  poll(signal, HOOKS_REFRESH_MS, refresh);
 }
 
 // ---- router ---------------------------------------------------------------
@@ -587,8 +890,14 @@ async function render() {
   if (!token()) return signInPage();
   document.getElementById("nav").hidden = false;
   const match = location.hash.match(/^#\/campaigns\/(.+)$/);
+  const webhooks = location.hash === "#/webhooks";
+  for (const a of document.querySelectorAll("#nav a")) {
+    const here = webhooks ? a.hash === "#/webhooks" : a.hash === "#/";
+    if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
   try {
     if (match) await campaignPage(decodeURIComponent(match[1]), signal);
+    else if (webhooks) await webhooksPage(signal);
     else await listPage(signal);
   } catch (error) {
     if (error.name === "AbortError") return;

@@ -12,12 +12,20 @@ page says so) and with the admin token, create a campaign through the form,
 generate codes, redeem some through the API and watch the page's counts, the
 chart and the events follow, pause (the API then refuses redemptions),
 resume, bulk-assign a recipient file and check the downloaded merge CSV,
-look up a code and void it, and save screenshots at desktop and phone width
-into docs/. Every wait is bounded; any failure exits non-zero.
+look up a code and void it; then on the Webhooks page create a subscription
+to a receiver on loopback (its secret shown once, copied, absent from every
+later read), redeem through the API and watch the receiver get the signed
+event and the page show it delivered, pause, resume, rewind, and delete it.
+Last, with `redeem-bench uniform` loading the server, save screenshots of a
+campaign page (desktop, phone, dark) and of the list into docs/, and one of
+the Webhooks page. Every wait is bounded; any failure exits non-zero.
 """
 
 import base64
 import csv
+import hashlib
+import hmac
+import http.server
 import io
 import json
 import os
@@ -153,15 +161,15 @@ class Page:
             fail(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def wait(self, expression, what):
-        end = time.monotonic() + WAIT_SECONDS
+    def wait(self, expression, what, seconds=WAIT_SECONDS):
+        end = time.monotonic() + seconds
         while time.monotonic() < end:
             value = self.js(expression)
             if value:
                 return value
             time.sleep(0.1)
         flash = self.js("document.getElementById('flash')?.textContent")
-        fail(f"waited {WAIT_SECONDS}s for {what}; the page says: {flash!r}")
+        fail(f"waited {seconds}s for {what}; the page says: {flash!r}")
 
     def text(self, selector):
         return self.js(f"document.querySelector({json.dumps(selector)})?.innerText ?? ''")
@@ -206,6 +214,55 @@ class Page:
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
         print(f"  saved {os.path.relpath(path, ROOT)}")
+
+
+# ---- a webhook receiver -----------------------------------------------------
+
+class Receiver:
+    """Answers every POST on loopback with 200 and keeps its headers and body."""
+
+    def __init__(self):
+        self.deliveries = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                with outer.lock:
+                    outer.deliveries.append((self.headers.get("redeemd-signature", ""), body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def events_of(self, code):
+        """Every delivered event about `code`, with its delivery's signature and body."""
+        with self.lock:
+            deliveries = list(self.deliveries)
+        return [(e, signature, body) for signature, body in deliveries
+                for e in json.loads(body)["events"] if e.get("code") == code]
+
+    def wait_for(self, code, count, what):
+        end = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < end:
+            found = self.events_of(code)
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        fail(f"waited {WAIT_SECONDS}s for {what}; the receiver got {len(self.deliveries)} deliveries")
+
+
+def signed_by(secret, signature, body):
+    parts = dict(p.split("=", 1) for p in signature.split(","))
+    mac = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(mac.hexdigest(), parts.get("v1", ""))
 
 
 # ---- redeemd and its API ----------------------------------------------------
@@ -275,10 +332,200 @@ def start_chromium(profile):
     return proc, browser, Cdp(targets[0]["webSocketDebuggerUrl"])
 
 
+def field(card, name):
+    """A field of a webhook card, as a JS expression (its shown text)."""
+    return f"document.querySelector('{card} [data-field={name}]')"
+
+
+def available_codes(base, admin, n):
+    status, text = call(base, admin, "GET", "/v1/campaigns/spring/codes?state=available")
+    if status != 200:
+        fail(f"export of available codes: {status} {text}")
+    return [row[0] for row in csv.reader(io.StringIO(text))][1:n + 1]
+
+
+def redeem(base, token, code, user):
+    status, body = call(base, token, "POST", "/v1/redemptions", {"code": code, "user": user})
+    if status != 201:
+        fail(f"redemption of {code}: {status} {body}")
+    return json.loads(body)["lsn"]
+
+
+def webhooks(page, cdp, browser, base, admin):
+    receiver = Receiver()
+    print("- webhooks: the page lists none; create one to a receiver on loopback")
+    page.click("#nav a[href='#/webhooks']")
+    page.wait("document.getElementById('hook-empty')?.hidden === false",
+              "the empty webhooks page")
+    page.type("#hook-url", receiver.url)
+    page.click("#hook-all")
+    page.click("#hook-kind-redeemed")
+    page.click("#hook-campaign-spring")
+    page.type("#hook-description", "till system")
+    page.click("#hook-create button[type=submit]")
+
+    print("- its secret is shown once, copies to the clipboard, and no read shows it again")
+    secret = page.wait("document.getElementById('hook-secret')?.textContent", "the secret")
+    if not secret.startswith("whsec_"):
+        fail(f"the secret shown is {secret!r}")
+    if "will not be shown again" not in page.text("#secret-panel"):
+        fail(f"the secret is not marked as shown once: {page.text('#secret-panel')!r}")
+    hook = page.wait("document.querySelector('[data-hook]')?.dataset.hook", "the new card")
+    card = f'[data-hook="{hook}"]'
+    page.wait(f"{field(card, 'status')}?.textContent === 'active'", "the card, active")
+    if page.text(f"{card} [data-field=events]") != "redeemed" \
+            or page.text(f"{card} [data-field=campaigns]") != "spring":
+        fail(f"the card's filters: {page.text(card)!r}")
+    browser("Browser.grantPermissions", origin=base,
+            permissions=["clipboardReadWrite", "clipboardSanitizedWrite"])
+    cdp("Emulation.setFocusEmulationEnabled", enabled=True)
+    page.click("#copy-secret")
+    page.wait("document.getElementById('copy-secret').textContent === 'Copied'", "the copy")
+    if page.js("navigator.clipboard.readText()") != secret:
+        fail("the clipboard does not hold the secret")
+    for path in ("/v1/webhooks", f"/v1/webhooks/{hook}"):
+        status, body = call(base, admin, "GET", path)
+        if status != 200 or secret in body or "whsec_" in body:
+            fail(f"GET {path} shows the secret or failed: {status}")
+    page.click("#secret-done")
+    page.wait("!document.getElementById('hook-secret')", "the secret to go")
+    if secret in page.js("document.documentElement.outerHTML"):
+        fail("the secret is still in the page")
+
+    print("- redeem through the API: the receiver gets the signed event, the card shows it")
+    # A second subscription, to a port nobody listens on, fails in view.
+    status, body = call(base, admin, "POST", "/v1/webhooks",
+                        {"url": "http://127.0.0.1:9/refused", "events": ["*"], "description": "refused"})
+    if status != 201:
+        fail(f"creating the failing webhook: {status} {body}")
+    broken = f'[data-hook="{json.loads(body)["id"]}"]'
+    first, second = available_codes(base, admin, 2)
+    first_lsn = redeem(base, admin, first, "hook-1")
+    event, signature, raw = receiver.wait_for(first, 1, "the first redemption's delivery")[0]
+    if event["kind"] != "redeemed" or event["lsn"] != first_lsn or not signed_by(secret, signature, raw):
+        fail(f"the delivery is wrong or not signed with the secret shown: {event} {signature}")
+    page.wait(f"{field(card, 'lag_events')}?.dataset.value === '0' && "
+              f"{field(card, 'lag_events')}.textContent === '0 events' && "
+              f"!!{field(card, 'last_delivery_at')}?.querySelector('time') && "
+              f"Number({field(card, 'cursor_lsn')}.dataset.value) >= {first_lsn}",
+              "the card: lag 0, a last delivery, the cursor past the redemption")
+    page.wait(f"{field(broken, 'last_error')}?.textContent.length > 4 && "
+              f"Number({field(broken, 'consecutive_failures')}.dataset.value) >= 1 && "
+              f"!!{field(broken, 'next_attempt_at')}.querySelector('time')",
+              "the failing webhook's error, failures and next attempt")
+    # offsetParent is null for what is not displayed.
+    page.wait(f"{field(broken, 'failing')}.offsetParent !== null", "the failing badge")
+    if page.js(f"{field(card, 'failing')}.offsetParent !== null"):
+        fail("the delivering webhook shows a failing badge")
+
+    print("- pause: the event waits and the lag shows it; resume: it arrives")
+    page.click(f"{card} [data-action=pause]")
+    page.wait(f"{field(card, 'status')}.textContent === 'paused' && "
+              f"document.querySelector('{card} [data-action=pause]').textContent === 'Resume'",
+              "the card, paused")
+    redeem(base, admin, second, "hook-2")
+    page.wait(f"Number({field(card, 'lag_events')}.dataset.value) >= 1", "the lag to grow while paused")
+    if receiver.events_of(second):
+        fail("a paused webhook delivered")
+    page.click(f"{card} [data-action=pause]")
+    page.wait(f"{field(card, 'status')}.textContent === 'active'", "the card, active again")
+    receiver.wait_for(second, 1, "the delivery after the resume")
+    page.wait(f"{field(card, 'lag_events')}.dataset.value === '0'", "the lag back to 0")
+
+    print("- rewind to before the first redemption: it is delivered again")
+    page.click(f"{card} details summary")
+    page.type(f"#rewind-{hook}", str(first_lsn - 1))
+    page.click(f"{card} [data-action=rewind] button[type=submit]")
+    page.wait(f"document.getElementById('flash').textContent.includes('after LSN {first_lsn - 1:,}')",
+              "the rewind message")
+    receiver.wait_for(first, 2, "the first redemption, again")
+    page.wait(f"{field(card, 'lag_events')}.dataset.value === '0'", "the lag back to 0")
+    page.js("window.scrollTo(0, 0)")
+    page.screenshot("dashboard-webhooks-desktop.png")
+    page.viewport(390, 844, True)
+    page.wait("document.documentElement.scrollWidth <= window.innerWidth", "no sideways scroll at phone width")
+    page.js("window.scrollTo(0, 0)")
+    page.screenshot("dashboard-webhooks-phone.png")
+    page.viewport(1280, 900, False)
+
+    print("- delete, with a second press to confirm")
+    page.click(f"{card} [data-action=delete]")
+    page.wait(f"document.querySelector('{card} [data-action=delete]').textContent.startsWith('Really')",
+              "the second press")
+    if call(base, admin, "GET", f"/v1/webhooks/{hook}")[0] != 200:
+        fail("one press deleted the webhook")
+    page.click(f"{card} [data-action=delete]")
+    page.wait(f"!document.querySelector('{card}')", "the card to go")
+    page.wait("document.getElementById('flash').textContent.startsWith('Deleted')", "the delete message")
+    if call(base, admin, "GET", f"/v1/webhooks/{hook}")[0] != 404:
+        fail("the deleted webhook still reads back")
+    receiver.server.shutdown()
+
+
+def screenshots_under_load(page, cdp, base, admin, bench_binary):
+    print("- screenshots while redeem-bench uniform loads the server")
+    bench = subprocess.Popen(
+        [bench_binary, "uniform", "--url", base, "--connections", "8", "--rate", "300",
+         "--duration", "60s", "--warmup", "1s", "--codes", "15000"],
+        env={**os.environ, "REDEEM_BENCH_TOKEN": admin},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + WAIT_SECONDS
+        campaign = None
+        while campaign is None and time.monotonic() < end and bench.poll() is None:
+            status, body = call(base, admin, "GET", "/v1/campaigns")
+            campaign = next((c["id"] for c in json.loads(body)["campaigns"]
+                             if c["id"].startswith("bench-uniform-")), None)
+            time.sleep(0.2)
+        if campaign is None:
+            fail(f"redeem-bench created no campaign: {bench.communicate()[0] if bench.poll() is not None else ''}")
+        page.click("a.brand")
+        row = f'tr[data-campaign="{campaign}"]'
+        page.click(f"{row} a")
+        page.wait(f"location.hash === '#/campaigns/{campaign}'", "the bench campaign's page")
+        # Some seconds of load (at most 300 redemptions a second), and a
+        # closed ten-second point besides the open one: lines, not a dot.
+        page.wait("Number(document.getElementById('state-chart')?.dataset.redeemed) >= 1000 && "
+                  "Number(document.getElementById('state-chart')?.dataset.points) >= 2",
+                  "the chart to show the load", seconds=2 * WAIT_SECONDS)
+
+        def shot(name):
+            if bench.poll() is not None:
+                fail(f"redeem-bench ended before {name}: {bench.communicate()[0]}")
+            page.js("window.scrollTo(0, 0)")
+            page.screenshot(name)
+
+        shot("dashboard-campaign-desktop.png")
+        page.viewport(390, 844, True)
+        shot("dashboard-campaign-phone.png")
+        page.viewport(1280, 900, False)
+        scheme = "prefers-color-scheme"
+        cdp("Emulation.setEmulatedMedia", features=[{"name": scheme, "value": "dark"}])
+        shot("dashboard-campaign-dark.png")
+        cdp("Emulation.setEmulatedMedia", features=[{"name": scheme, "value": "light"}])
+        page.viewport(1280, 700, False)
+        page.click("a.brand")
+        page.wait("!!document.querySelector('tr[data-campaign=spring] .badge.low')",
+                  "the list with a low-stock badge")
+        page.wait(f"document.querySelector('{row} td.num')?.textContent !== '0'",
+                  "the bench campaign's redemptions per second")
+        shot("dashboard-campaigns-desktop.png")
+    finally:
+        if bench.poll() is None:
+            bench.send_signal(signal.SIGINT)
+    try:
+        out = bench.communicate(timeout=WAIT_SECONDS)[0]
+    except subprocess.TimeoutExpired:
+        bench.kill()
+        fail("redeem-bench did not finish its audit after Ctrl-C")
+    if bench.returncode != 0:
+        fail(f"redeem-bench failed ({bench.returncode}): {out}")
+
+
 # ---- the run ---------------------------------------------------------------
 
 def main():
-    binary = sys.argv[1]
+    binary, bench_binary = sys.argv[1], sys.argv[2]
     os.makedirs(DOCS, exist_ok=True)
     work = tempfile.mkdtemp(prefix="redeemd-ui-")
     downloads = os.path.join(work, "downloads")
@@ -400,23 +647,8 @@ def main():
         page.wait("document.querySelector('[data-stat=voided] b')?.textContent === '1'",
                   "1 voided on the page")
 
-        print("- screenshots")
-        page.js("window.scrollTo(0, 0)")
-        page.screenshot("dashboard-campaign-desktop.png")
-        page.viewport(390, 844, True)
-        page.js("window.scrollTo(0, 0)")
-        page.screenshot("dashboard-campaign-phone.png")
-        page.viewport(1280, 900, False)
-        scheme = "prefers-color-scheme"
-        cdp("Emulation.setEmulatedMedia", features=[{"name": scheme, "value": "dark"}])
-        page.js("window.scrollTo(0, 0)")
-        page.screenshot("dashboard-campaign-dark.png")
-        cdp("Emulation.setEmulatedMedia", features=[{"name": scheme, "value": "light"}])
-        page.viewport(1280, 700, False)
-        page.click("a.brand")
-        page.wait("!!document.querySelector('tr[data-campaign=spring] .badge.low')",
-                  "the list with a low-stock badge")
-        page.screenshot("dashboard-campaigns-desktop.png")
+        webhooks(page, cdp, browser, base, admin)
+        screenshots_under_load(page, cdp, base, admin, bench_binary)
         print("ui test passed")
     finally:
         if chromium:

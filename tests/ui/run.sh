@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The dashboard's browser test: installs Debian's Chromium when it is
 # missing (CI runs as root with Debian's mirror reachable), builds the
-# debug `redeemd`, and runs drive.py against it, which signs in, creates a
-# campaign, generates and redeems codes, pauses, bulk-assigns, voids, and
-# saves screenshots into docs/. Bounded: `timeout` ends it after
+# debug `redeemd` and `redeem-bench`, and runs drive.py against them, which
+# signs in, creates a campaign, generates and redeems codes, pauses,
+# bulk-assigns, voids, manages a webhook against a receiver on loopback,
+# and saves screenshots into docs/ (the campaign ones while `redeem-bench
+# uniform` loads the server). Bounded: `timeout` ends it after
 # UI_TIMEOUT_SECONDS (default 170) whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,6 +15,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-cargo build -p redeemd --locked --quiet
+cargo build -p redeemd -p redeem-benches --bin redeemd --bin redeem-bench --locked --quiet
 exec timeout --kill-after=5 "${UI_TIMEOUT_SECONDS:-170}" \
-  python3 tests/ui/drive.py target/debug/redeemd
+  python3 tests/ui/drive.py target/debug/redeemd target/debug/redeem-bench
