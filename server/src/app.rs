@@ -100,7 +100,7 @@ impl App {
             return Ok(());
         }
         let start = Instant::now();
-        let result = crate::loops::commit::durable(&self.wal, lsn).await;
+        let result = self.wal.durable(lsn).await;
         self.metrics.observe_commit_wait(start.elapsed());
         result
     }

@@ -58,12 +58,6 @@ pub struct ServeConfig {
     /// Time one request may take, long-polls included.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_seconds: u64,
-    /// Threads that serve connections, each running its own single-threaded
-    /// event loop; accepted connections are handed to them in turn, and a
-    /// connection stays on its thread. Default: one per core. 0 serves
-    /// connections on the main runtime's worker threads instead.
-    #[arg(long, value_name = "N")]
-    pub connection_threads: Option<usize>,
     /// Time in-flight requests get to finish after SIGTERM or SIGINT.
     #[arg(long, default_value_t = 10)]
     pub drain_seconds: u64,
@@ -139,13 +133,6 @@ impl ServeConfig {
             user: self.failed_attempts_per_user_per_minute,
             client_ip: self.failed_attempts_per_client_ip_per_minute,
         }
-    }
-
-    /// `--connection-threads`, with its default resolved.
-    pub fn connection_threads(&self) -> usize {
-        self.connection_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
     }
 
     /// Every default, with the data in `data_dir`.

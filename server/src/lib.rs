@@ -39,7 +39,6 @@ pub mod errors;
 pub mod extract;
 pub mod http;
 pub mod limiter;
-pub mod loops;
 pub mod metrics;
 pub mod render;
 pub mod retention;

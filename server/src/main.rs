@@ -164,13 +164,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
         } => {
             init_logs(log_format);
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if config.connection_threads() > 0 {
-                // Connections have threads of their own (`loops`); this
-                // runtime accepts and runs the background tasks.
-                runtime.worker_threads(1);
-            }
-            let runtime = runtime.enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await

@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, App, replay_into};
 use crate::config::ServeConfig;
-use crate::loops::Loops;
 use crate::{conn, http, render, retention, timefmt};
 
 /// How often expired reservations are swept: well within the promised second.
@@ -246,11 +245,6 @@ async fn serve(
     let (stop_connections, stop_rx) = tokio::sync::watch::channel(());
     let connections = Arc::new(tokio::sync::Semaphore::new(app.config.connections_max));
     let addresses = conn::AddressSlots::new(app.config.connections_per_address_max);
-    let mut loops = Loops::start(
-        app.config.connection_threads(),
-        &app.wal,
-        Duration::from_secs(app.config.drain_seconds),
-    )?;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -292,18 +286,7 @@ async fn serve(
             })
         };
         let (builder, mut stop_rx) = (builder.clone(), stop_rx.clone());
-        // Off this runtime's event loop and onto the connection thread's.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepted connection dropped");
-                continue;
-            }
-        };
-        loops.spawn(async move {
-            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-                return drop((permit, slot));
-            };
+        tokio::spawn(async move {
             // hyper-util sniffs the protocol from the first bytes with no
             // deadline, and hyper's header timeout starts only after it: a
             // client that connects and sends nothing (or trickles the
@@ -354,7 +337,6 @@ async fn serve(
             tracing::warn!("drain timed out; closing the remaining connections");
         }
     }
-    loops.stop().await;
     Ok(())
 }
 
