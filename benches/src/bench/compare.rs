@@ -112,7 +112,7 @@ impl Comparison {
         let head = |out: &mut String, first: &str, ratios: &str| {
             let _ = writeln!(
                 out,
-                "{first:<10} {:<9} {:>10} {:>9} {:>9} {:>9}  {ratios:>26}  audit",
+                "{first:<10} {:<9} {:>10} {:>9} {:>9} {:>9}  {ratios:>29}  audit",
                 "target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms"
             );
         };
@@ -121,7 +121,11 @@ impl Comparison {
                 out,
                 "closed loop (ratio columns: redeemd / this target; ops/s > 1x: redeemd faster, p99 < 1x: redeemd's p99 lower)"
             );
-            head(&mut out, "scenario", "redeemd/this: ops/s  p99");
+            head(
+                &mut out,
+                "scenario",
+                &format!("redeemd/this: {:>8} {:>6}", "ops/s", "p99"),
+            );
             for scenario in scenarios(&self.closed) {
                 let reference = Self::find(&self.closed, scenario, "redeemd");
                 for target in targets(&self.closed) {
@@ -149,7 +153,11 @@ impl Comparison {
                 out,
                 "latency: open loop, each target at its own fixed rate (ratio columns: redeemd / this target; < 1x: redeemd lower)"
             );
-            head(&mut out, "rate/s", "redeemd/this: p99  p99.9");
+            head(
+                &mut out,
+                "rate/s",
+                &format!("redeemd/this: {:>8} {:>6}", "p99", "p99.9"),
+            );
             for scenario in scenarios(&self.open) {
                 let reference = Self::find(&self.open, scenario, "redeemd");
                 for target in targets(&self.open) {
@@ -160,7 +168,7 @@ impl Comparison {
                         String::new()
                     } else {
                         format!(
-                            "{:>6} {:>6}",
+                            "{:>8} {:>6}",
                             ratio(reference.map(|b| b.p99), r.p99),
                             ratio(reference.map(|b| b.p999), r.p999)
                         )
@@ -217,7 +225,7 @@ impl Comparison {
                 .collect();
             let _ = write!(
                 body,
-                "<h2>Latency at half of each target's maximum (open loop)</h2>\n\
+                "<h2>Latency at a fixed rate per target (open loop)</h2>\n\
                  <p>{}: milliseconds from each request's scheduled time (coordinated omission corrected); lower is better.</p>\n{}\n",
                 esc(&scenarios(&self.open).join(", ")),
                 grouped_bars_svg(&groups, &series, "ms"),
@@ -258,7 +266,7 @@ pre {{ background: #f6f8fa; padding: 8px; overflow-x: auto; font-size: 12px; }}
 fn row(out: &mut String, label: &str, r: &Run, ratios: &str) {
     let _ = writeln!(
         out,
-        "{label:<10} {:<9} {:>10.1} {:>9.2} {:>9.2} {:>9.2}  {ratios:>26}  {}",
+        "{label:<10} {:<9} {:>10.1} {:>9.2} {:>9.2} {:>9.2}  {ratios:>29}  {}",
         r.target,
         r.ops,
         r.p50,
