@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::driver::Ctx;
 use crate::plan::Scenario;
 use crate::stats::{Class, Summary};
-use crate::targets::ServerState;
+use crate::targets::{Held, ServerState};
 
 pub struct Check {
     pub name: &'static str,
@@ -195,6 +195,10 @@ pub fn audit(ctx: &Ctx, summary: &Summary, server: &ServerState) -> Audit {
         });
     }
 
+    if let Scenario::Funnel { .. } = ctx.plan.scenario {
+        checks.push(funnel_check(t, total, server.held));
+    }
+
     let unexpected = summary.count_class(|o| o.class == Class::Unexpected);
     let transport = summary.count_class(|o| o.class == Class::Transport);
     checks.push(Check {
@@ -204,6 +208,46 @@ pub fn audit(ctx: &Ctx, summary: &Summary, server: &ServerState) -> Audit {
         detail: format!("{unexpected} unexpected answers, {transport} requests without an answer"),
     });
     Audit { checks }
+}
+
+/// The funnel leaves each acknowledged assignment in the state its last
+/// acknowledged step put it in: assigned (never held, or released),
+/// reserved (held, neither confirmed nor released), or redeemed
+/// (confirmed, checked above). Each request without an answer may have
+/// moved one code, so it widens both counts by one.
+fn funnel_check(t: &crate::stats::Tracking, confirmed: u64, held: Option<Held>) -> Check {
+    let name = "acknowledged assignments, holds and releases are stored";
+    let Some(held) = held else {
+        return Check {
+            name,
+            ok: false,
+            fatal: true,
+            detail: "the target did not report its assigned and reserved counts".into(),
+        };
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| i128::from(a.load(Ordering::Relaxed));
+    let (assigned, reserved, released) = (load(&t.assigned), load(&t.reserved), load(&t.released));
+    let lost = load(&t.funnel_lost);
+    let want_assigned = assigned - reserved + released;
+    let want_reserved = reserved - i128::from(confirmed) - released;
+    let ok = (i128::from(held.assigned) - want_assigned).abs() <= lost
+        && (i128::from(held.reserved) - want_reserved).abs() <= lost;
+    Check {
+        name,
+        ok,
+        fatal: true,
+        detail: format!(
+            "harness saw {assigned} assignments, {reserved} holds, {confirmed} confirms, {released} releases ({lost} without an answer): \
+             expected {want_assigned} assigned and {want_reserved} reserved{}, server reports {} and {}",
+            if lost > 0 {
+                format!(" (each within {lost})")
+            } else {
+                String::new()
+            },
+            held.assigned,
+            held.reserved
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +269,7 @@ mod tests {
             redeemed,
             redeemed_codes: codes.iter().map(|c| c.to_string()).collect(),
             source: "test".into(),
+            held: None,
         }
     }
 
@@ -315,6 +360,32 @@ mod tests {
                 "stored redemptions are exactly the acknowledged ones",
             ],
         );
+    }
+
+    #[test]
+    fn funnel_needs_its_holds_stored() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = ctx(Scenario::Funnel { confirm_ratio: 0.5 });
+        // Three assigned, all reserved; C0 confirmed, C1 released, C2 held.
+        c.tracking.assigned.store(3, Relaxed);
+        c.tracking.reserved.store(3, Relaxed);
+        c.tracking.released.store(1, Relaxed);
+        c.tracking.success(0);
+        let with = |assigned, reserved| ServerState {
+            held: Some(Held { assigned, reserved }),
+            ..state(1, &["C0"])
+        };
+        check(&c, 0, with(1, 1), &[]);
+        let lost = "acknowledged assignments, holds and releases are stored";
+        // The release was not stored: the code is still reserved.
+        check(&c, 0, with(0, 2), &[lost]);
+        check(&c, 0, state(1, &["C0"]), &[lost]);
+        // A release without an answer may or may not have happened.
+        c.tracking.released.store(0, Relaxed);
+        c.tracking.funnel_lost.store(1, Relaxed);
+        check(&c, 0, with(1, 1), &[]);
+        check(&c, 0, with(0, 2), &[]);
+        check(&c, 0, with(2, 2), &[lost]);
     }
 
     #[test]

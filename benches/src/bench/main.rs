@@ -128,12 +128,23 @@ enum Command {
     /// Print one side-by-side table from the --json files of several runs.
     #[command(
         long_about = "Print one side-by-side table from the --json files of several runs.\n\n\
-        Each scenario's redeemd run is the reference the ratios are computed against."
+        Closed-loop runs are grouped by scenario; each scenario's redeemd run is the \
+        reference the ratios are computed against (redeemd / the target: ops/s above 1x \
+        means redeemd is faster). Open-loop runs (--rate) form a latency section. With \
+        --html, also writes a self-contained page with the same figures as charts."
     )]
     Compare {
         /// JSON files written by --json.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also write the comparison as a self-contained HTML page of charts
+        /// (inline SVG) to this file.
+        #[arg(long, value_name = "FILE.html")]
+        html: Option<PathBuf>,
+        /// A line about how the runs were made (machine, load), shown at the
+        /// top of the HTML page; may be repeated.
+        #[arg(long, value_name = "TEXT")]
+        note: Vec<String>,
     },
 }
 
@@ -163,7 +174,7 @@ struct RunArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// What to load: `redeemd` (at --url), `postgres://user@host:port/db`, or
-    /// `redis://host:port`. The baselines run `uniform` and `hot` only.
+    /// `redis://host:port`. The baselines run every scenario but `bulk`.
     #[arg(long, default_value = "redeemd")]
     target: String,
     /// How long to measure after the warm-up, e.g. 30s, 2m, 500ms.
@@ -233,16 +244,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() {
     let cli = Cli::parse();
     let (scenario, args) = match cli.command {
-        Command::Compare { files } => match compare::table(&files) {
-            Ok(table) => {
-                print!("{table}");
-                return;
-            }
-            Err(e) => {
+        Command::Compare { files, html, note } => {
+            let result = compare::Comparison::load(&files).and_then(|c| {
+                print!("{}", c.table());
+                if let Some(path) = &html {
+                    std::fs::write(path, c.html(&note))
+                        .with_context(|| format!("write {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
                 eprintln!("error: {e:#}");
                 std::process::exit(2);
             }
-        },
+            return;
+        }
         Command::Bulk(args) => match run_bulk(args) {
             Ok(true) => return,
             Ok(false) => {
@@ -385,7 +402,6 @@ async fn run_target(spec: &Spec, scenario: Scenario, args: &RunArgs) -> anyhow::
     use targets::{postgres, redeemd, redis};
 
     eprintln!("preparing {} with {} codes ...", spec.kind(), args.codes);
-    spec.check(scenario)?;
     match spec {
         Spec::Redeemd { addr, .. } => bench::<redeemd::Setup>(addr, spec, scenario, args).await,
         Spec::Postgres(url) => bench::<postgres::Setup>(url, spec, scenario, args).await,

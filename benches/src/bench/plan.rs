@@ -3,6 +3,7 @@
 //! Work is handed out from one shared counter, so the codes a run touches
 //! are decided by the order operations start, whatever the connection.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a run does; see each scenario's `--help`.
@@ -77,17 +78,35 @@ pub struct Plan {
     pub scenario: Scenario,
     /// The campaign's codes, shuffled: a redemption's index is its slot here.
     pub codes: Vec<String>,
+    /// Code to its slot in `codes`, for scenarios whose answers name a
+    /// code (the funnel's assignments); built after the shuffle, so a
+    /// named code maps to the slot the run tracks it under.
+    index: Option<HashMap<String, u32>>,
     next: AtomicU64,
 }
 
 impl Plan {
     pub fn new(scenario: Scenario, codes: Vec<String>) -> Plan {
         assert!(u32::try_from(codes.len()).is_ok(), "code indexes are u32");
+        let index = matches!(scenario, Scenario::Funnel { .. }).then(|| {
+            codes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), i as u32))
+                .collect()
+        });
         Plan {
             scenario,
             codes,
+            index,
             next: AtomicU64::new(0),
         }
+    }
+
+    /// The slot of `code` in `codes`; `None` for a code of another run, or
+    /// in a scenario that keeps no index (only the funnel does).
+    pub fn index_of(&self, code: &str) -> Option<u32> {
+        self.index.as_ref()?.get(code).copied()
     }
 
     /// The next operation, or `None` once the codes are used up.
@@ -187,6 +206,19 @@ mod tests {
             hits[i as usize] += 1;
         }
         assert_eq!(hits, [3, 3, 3, 3]);
+    }
+
+    #[test]
+    fn funnel_index_follows_the_shuffled_order() {
+        let mut list = codes(50);
+        Rng::seeded(3).shuffle(&mut list);
+        let plan = Plan::new(Scenario::Funnel { confirm_ratio: 0.5 }, list);
+        for (i, code) in plan.codes.iter().enumerate() {
+            assert_eq!(plan.index_of(code), Some(i as u32));
+        }
+        assert_eq!(plan.index_of("C50"), None);
+        let uniform = Plan::new(Scenario::Uniform, codes(3));
+        assert_eq!(uniform.index_of("C0"), None);
     }
 
     #[test]

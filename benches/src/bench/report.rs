@@ -277,7 +277,7 @@ pub fn json(meta: &Meta, r: &RunResult, audit: &Audit) -> Value {
     })
 }
 
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -416,6 +416,74 @@ fn trim_float(v: f64) -> String {
             .trim_end_matches('.')
             .to_owned()
     }
+}
+
+/// Grouped bars: a group per entry of `groups` (scenarios, percentiles),
+/// in each a bar per series (targets) in the series' colour, its value
+/// written above it; a missing value leaves a gap. Linear scale from 0.
+pub fn grouped_bars_svg(
+    groups: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    unit: &str,
+) -> String {
+    let y_max = nice_max(
+        series
+            .iter()
+            .flat_map(|(_, v)| v.iter().flatten())
+            .copied()
+            .fold(0.0, f64::max),
+    );
+    let pw = W - LEFT - RIGHT;
+    let ph = H - TOP - BOTTOM;
+    let y = |v: f64| TOP + ph * (1.0 - (v / y_max).min(1.0));
+    let group_w = pw / groups.len().max(1) as f64;
+    let bar_w = group_w * 0.8 / series.len().max(1) as f64;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="11">"#
+    );
+    axes(&mut svg, y_max, unit);
+    for (g, name) in groups.iter().enumerate() {
+        let x0 = LEFT + group_w * g as f64 + group_w * 0.1;
+        for (i, (_, values)) in series.iter().enumerate() {
+            let Some(v) = values.get(g).copied().flatten() else {
+                continue;
+            };
+            let color = PALETTE[i % PALETTE.len()];
+            let x = x0 + bar_w * i as f64;
+            let _ = write!(
+                svg,
+                r#"<rect class="bar" x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
+                y(v),
+                (bar_w - 2.0).max(1.0),
+                TOP + ph - y(v),
+                x + bar_w / 2.0,
+                y(v) - 3.0,
+                trim_float(v)
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            LEFT + group_w * (g as f64 + 0.5),
+            H - BOTTOM + 16.0,
+            esc(name)
+        );
+    }
+    let mut x = LEFT;
+    for (i, (name, _)) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let _ = write!(
+            svg,
+            r#"<rect x="{x:.1}" y="{:.1}" width="10" height="10" fill="{color}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            H - 16.0,
+            x + 14.0,
+            H - 7.0,
+            esc(name)
+        );
+        x += 24.0 + 7.0 * name.len() as f64;
+    }
+    svg.push_str("</svg>");
+    svg
 }
 
 /// Operations per second over time as bars, errors in red, the warm-up
@@ -625,6 +693,21 @@ mod tests {
         assert_eq!(nice_max(3.2), 5.0);
         assert_eq!(nice_max(12_000.0), 20_000.0);
         assert_eq!(nice_max(100.0), 100.0);
+    }
+
+    #[test]
+    fn grouped_bars_scale_to_the_largest() {
+        let groups = vec!["uniform".to_owned(), "hot".to_owned()];
+        let series = vec![
+            ("redeemd".to_owned(), vec![Some(1000.0), Some(500.0)]),
+            ("redis".to_owned(), vec![None, Some(250.0)]),
+        ];
+        let svg = grouped_bars_svg(&groups, &series, "/s");
+        assert_eq!(svg.matches("<rect class=\"bar\"").count(), 3);
+        // 1000 is the axis maximum: its bar spans the whole plot height.
+        let ph = H - TOP - BOTTOM;
+        assert!(svg.contains(&format!("height=\"{ph:.1}\" fill=\"{}\"", PALETTE[0])));
+        assert!(svg.contains(">250<") && svg.contains(">hot<"));
     }
 
     #[test]

@@ -121,6 +121,15 @@ pub struct Tracking {
     pub replay_mismatches: AtomicU64,
     /// Replays that lacked `Idempotent-Replayed: true`.
     pub replay_unmarked: AtomicU64,
+    /// Funnel: assignments acknowledged (a fresh code for a new recipient).
+    pub assigned: AtomicU64,
+    /// Funnel: reservations acknowledged.
+    pub reserved: AtomicU64,
+    /// Funnel: releases acknowledged.
+    pub released: AtomicU64,
+    /// Funnel: assign, reserve, confirm or release requests without an
+    /// answer; each may have moved one code between states.
+    pub funnel_lost: AtomicU64,
 }
 
 impl Tracking {
@@ -131,6 +140,10 @@ impl Tracking {
             attempted: (0..codes).map(|_| AtomicU8::new(0)).collect(),
             replay_mismatches: AtomicU64::new(0),
             replay_unmarked: AtomicU64::new(0),
+            assigned: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            funnel_lost: AtomicU64::new(0),
         }
     }
 
@@ -198,28 +211,6 @@ impl Recorder {
     /// operation it belongs to was due, which decides warm-up or not;
     /// `start` is when this request was due (the same for the first
     /// request of an operation, so open-loop latency includes queueing).
-    /// A baseline redemption: one statement or script call, timed from its
-    /// scheduled start, with no HTTP status.
-    pub fn baseline_redeem(
-        &mut self,
-        live: &Live,
-        scheduled: Instant,
-        end: Instant,
-        what: &str,
-        class: Class,
-    ) {
-        self.request(
-            live,
-            scheduled,
-            Kind::Redeem,
-            scheduled,
-            end,
-            0,
-            what,
-            class,
-        );
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,

@@ -1,9 +1,9 @@
 //! redeemd through its public HTTP API (API.md): a fresh campaign per run,
 //! its codes from the CSV export, and every scenario.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -12,7 +12,7 @@ use crate::client::{Head, HttpClient, json_str_field};
 use crate::driver::Ctx;
 use crate::plan::{Rng, Scenario, Work};
 use crate::stats::{Class, Kind, Recorder};
-use crate::targets::{Connection, ServerState, Target, transport_pause};
+use crate::targets::{Connection, Held, ServerState, Target, transport_pause};
 
 /// How long setup and audit requests (generation, export) may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -33,9 +33,9 @@ struct Shared {
     campaign: String,
     /// Distinguishes this run's idempotency keys and recipients.
     run_id: String,
-    /// Code to index, for answers that name a code (the funnel's assignments).
-    index: Option<HashMap<String, u32>>,
     races: bool,
+    /// A funnel run: the audit also reads the assigned and reserved counts.
+    funnel: bool,
 }
 
 pub struct Setup {
@@ -160,19 +160,13 @@ impl Target for Setup {
                 list.len()
             );
         }
-        let index = matches!(scenario, Scenario::Funnel { .. }).then(|| {
-            list.iter()
-                .enumerate()
-                .map(|(i, c)| (c.clone(), i as u32))
-                .collect()
-        });
         let shared = Arc::new(Shared {
             addr: *addr,
             token: token.map(str::to_owned),
             run_id: campaign.clone(),
             campaign,
-            index,
             races: scenario.races(),
+            funnel: matches!(scenario, Scenario::Funnel { .. }),
         });
         Ok((Setup { shared }, list))
     }
@@ -210,11 +204,25 @@ impl Target for Setup {
         let redeemed = campaign["stats"]["redeemed"]
             .as_u64()
             .context("read campaign stats: no stats.redeemed")?;
+        let held = if s.funnel {
+            let stat = |name: &str| {
+                campaign["stats"][name]
+                    .as_u64()
+                    .with_context(|| format!("read campaign stats: no stats.{name}"))
+            };
+            Some(Held {
+                assigned: stat("assigned")?,
+                reserved: stat("reserved")?,
+            })
+        } else {
+            None
+        };
         let codes = export(&mut http, &s.campaign, Some("redeemed")).await?;
         Ok(ServerState {
             redeemed,
             redeemed_codes: codes,
             source: format!("GET /v1/campaigns/{} stats.redeemed", s.campaign),
+            held,
         })
     }
 
@@ -360,20 +368,14 @@ impl Worker {
             r#"{{"recipient":"{}-r{seq}"}}"#,
             self.shared.run_id
         ));
-        if !ok(
-            &self
-                .call(ctx, rec, scheduled, Kind::Assign, scheduled)
-                .await,
-            201,
-        ) {
+        let assigned = self
+            .call(ctx, rec, scheduled, Kind::Assign, scheduled)
+            .await;
+        if !ok(&assigned, 201) {
+            lost(ctx, &assigned);
             return;
         }
-        let index = self
-            .shared
-            .index
-            .as_ref()
-            .expect("funnel runs keep an index");
-        let Some(idx) = json_str_field(&self.http.body, "code").and_then(|c| index.get(c).copied())
+        let Some(idx) = json_str_field(&self.http.body, "code").and_then(|c| ctx.plan.index_of(c))
         else {
             rec.request(
                 &ctx.live,
@@ -387,6 +389,7 @@ impl Worker {
             );
             return;
         };
+        ctx.tracking.assigned.fetch_add(1, Relaxed);
         ctx.tracking.attempt(idx);
         let code = &ctx.plan.codes[idx as usize];
         self.http.start("POST", "/v1/reservations");
@@ -394,14 +397,14 @@ impl Worker {
             r#"{{"code":"{code}","user":"{}"}}"#,
             self.user
         ));
-        if !ok(
-            &self
-                .call(ctx, rec, scheduled, Kind::Reserve, Instant::now())
-                .await,
-            201,
-        ) {
+        let reserved = self
+            .call(ctx, rec, scheduled, Kind::Reserve, Instant::now())
+            .await;
+        if !ok(&reserved, 201) {
+            lost(ctx, &reserved);
             return;
         }
+        ctx.tracking.reserved.fetch_add(1, Relaxed);
         let Some(reservation) = json_str_field(&self.http.body, "reservation") else {
             rec.request(
                 &ctx.live,
@@ -426,11 +429,17 @@ impl Worker {
                 .call(ctx, rec, scheduled, Kind::Confirm, Instant::now())
                 .await;
             effect(ctx, idx, &answer, 201);
+            lost(ctx, &answer);
         } else {
             self.http.start("DELETE", &self.path);
             self.http.no_body();
-            self.call(ctx, rec, scheduled, Kind::Release, Instant::now())
+            let answer = self
+                .call(ctx, rec, scheduled, Kind::Release, Instant::now())
                 .await;
+            if ok(&answer, 200) {
+                ctx.tracking.released.fetch_add(1, Relaxed);
+            }
+            lost(ctx, &answer);
         }
     }
 
@@ -516,6 +525,13 @@ fn keyed_redemption(http: &mut HttpClient, code: &str, user: &str, key: &str) {
     http.start("POST", "/v1/redemptions");
     http.header("Idempotency-Key", key);
     http.json(format_args!(r#"{{"code":"{code}","user":"{user}"}}"#));
+}
+
+/// Books a funnel request without an answer: it may have moved a code.
+fn lost(ctx: &Ctx, answer: &Answer) {
+    if matches!(answer, Answer::Lost) {
+        ctx.tracking.funnel_lost.fetch_add(1, Relaxed);
+    }
 }
 
 fn ok(answer: &Answer, status: u16) -> bool {
