@@ -139,7 +139,7 @@ impl<J: Journal> Engine<J> {
             });
             CodeState::Voided
         } else {
-            campaign.meta.shard(&held.slot).remove(&held.slot);
+            campaign.remove_meta(held.slot);
             CodeState::Available
         };
         held.publish(Transition::Unassign, to);
