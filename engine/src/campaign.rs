@@ -19,18 +19,27 @@ pub(crate) struct CodeMeta {
     /// holder and a snapshot can re-create the assignment.
     pub recipient: Option<Arc<str>>,
     /// When the code was assigned; a snapshot re-creates the assignment at
-    /// that time, which also fixes its deadline.
+    /// that time, which also fixes its deadline ([`CodeMeta::deadline`]).
     pub assigned_at: Option<Timestamp>,
-    /// Per-code deadline from `code_valid_seconds_after_assignment`.
-    pub deadline: Option<Timestamp>,
-    /// The live hold, so a confirm, release or void can check and drop it.
-    pub hold: Option<Hold>,
+    /// The live hold, so a confirm, release or void can check and drop it;
+    /// boxed, as few codes are held at any time.
+    pub hold: Option<Box<Hold>>,
     /// The redemption, so a repeat attempt can report when it happened and a
     /// rollback can give the user's claim back.
     pub redemption: Option<Redemption>,
     /// The LSN of the last record about this code: an answer that reports
     /// the code's state waits for this LSN to be durable, and no later one.
     pub lsn: Lsn,
+}
+
+impl CodeMeta {
+    /// The code's own deadline: its assignment time plus the campaign's
+    /// `code_valid_seconds_after_assignment`, if it has one.
+    pub(crate) fn deadline(&self, terms: &Terms) -> Option<Timestamp> {
+        let at = self.assigned_at?;
+        let seconds = terms.code_valid_seconds_after_assignment?;
+        Some(Timestamp(at.0.saturating_add(seconds.saturating_mul(1000))))
+    }
 }
 
 /// A live reservation of one code.

@@ -135,7 +135,6 @@ impl<J: Journal> Engine<J> {
             held.update_meta(lsn, |meta| {
                 meta.recipient = None;
                 meta.assigned_at = None;
-                meta.deadline = None;
             });
             CodeState::Voided
         } else {

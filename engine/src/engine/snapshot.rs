@@ -206,7 +206,7 @@ impl<J: Journal> Engine<J> {
                         campaign.code_of(slot),
                         state,
                         meta.recipient,
-                        meta.deadline,
+                        meta.deadline(&campaign.terms),
                         meta.hold.map(|h| (h.id, h.user, h.until)),
                         meta.redemption.map(|r| (r.user, r.at, r.order)),
                     );
