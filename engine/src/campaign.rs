@@ -239,7 +239,7 @@ pub struct Campaign {
     /// Metadata of the touched imported codes.
     imported_meta: MetaMap<CodeMeta>,
     /// Per-user claims, for `per_user_limit`.
-    pub(crate) users: ShardedMap<Box<str>, UserEntry>,
+    pub(crate) users: ShardedMap<Arc<str>, UserEntry>,
     /// Per-recipient codes, for `per_recipient_limit` and repeat assignments.
     pub(crate) recipients: ShardedMap<Box<str>, RecipientEntry>,
     /// Where the next assignment starts looking for an available code.
@@ -613,10 +613,11 @@ impl Campaign {
         let mut shard = self.users.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
-            None => shard.entry(user.into()).or_insert_with(|| UserEntry {
-                name: Arc::from(user),
-                claimed: 0,
-            }),
+            None => {
+                // The key and the name share one allocation.
+                let name: Arc<str> = Arc::from(user);
+                shard.entry(name.clone()).or_insert(UserEntry { name, claimed: 0 })
+            }
         };
         if limit != 0 && entry.claimed >= limit {
             return Err(());
