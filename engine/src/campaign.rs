@@ -616,7 +616,9 @@ impl Campaign {
             None => {
                 // The key and the name share one allocation.
                 let name: Arc<str> = Arc::from(user);
-                shard.entry(name.clone()).or_insert(UserEntry { name, claimed: 0 })
+                shard
+                    .entry(name.clone())
+                    .or_insert(UserEntry { name, claimed: 0 })
             }
         };
         if limit != 0 && entry.claimed >= limit {

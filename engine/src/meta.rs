@@ -14,7 +14,7 @@
 //! exports, snapshots) from seeing a cell while it is written, and the
 //! page's packing consistent while neighbours are inserted.
 
-use crate::state::{chunk_codes, chunk_of, CHUNKS_MAX};
+use crate::state::{CHUNKS_MAX, chunk_codes, chunk_of};
 use crate::sync::{AtomicPtr, Mutex, Ordering};
 
 /// Codes a page covers: one bit each in its bitmap. One under loom, so

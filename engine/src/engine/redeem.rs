@@ -26,7 +26,9 @@ impl<J: Journal> Engine<J> {
                 lsn: meta.lsn,
             }),
             PublicState::Voided => Err(Refusal::CodeVoided { lsn: meta.lsn }),
-            _ if meta.deadline(&campaign.terms).is_some_and(|d| now >= d) => Err(Refusal::CodeExpired),
+            _ if meta.deadline(&campaign.terms).is_some_and(|d| now >= d) => {
+                Err(Refusal::CodeExpired)
+            }
             _ => Ok(()),
         }
     }

@@ -259,7 +259,7 @@ impl<J: Journal> Engine<J> {
         let held = Held::take(campaign, hold_ref.slot).expect("hold's slot exists");
         #[cfg(loom)]
         if let Some(hold) = stale {
-            return Ok((held, hold));
+            return Ok((held, *hold));
         }
         match campaign.meta_of(hold_ref.slot).hold {
             Some(hold) if hold.id == id && held.state().public() == PublicState::Reserved => {
