@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use redeem_engine::codec::CodeKey;
 use redeem_engine::{
-    CampaignSpec, Config, Effect, Engine, Journal, JournalError, Lsn, NullJournal, Record, Slot,
-    Timestamp,
+    CampaignSpec, Config, Effect, Engine, Journal, JournalError, Lsn, NullJournal, Record,
+    Renderer, Slot, Timestamp,
 };
 use redeem_wal::{Options, SyncMode, Wal};
 
@@ -43,7 +43,7 @@ impl Journal for LogJournal {
     }
 }
 
-fn renderer() -> Box<dyn Fn(&Effect<'_>) -> (u16, Vec<u8>) + Send + Sync> {
+fn renderer() -> Renderer {
     Box::new(|_: &Effect<'_>| (200, Vec::new()))
 }
 
@@ -87,14 +87,21 @@ fn write(data_dir: &Path, records: u64) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let campaign = engine.campaign("replay").expect("just created");
     let start = Instant::now();
+    let mut direct = 0;
     for i in 0..codes {
         let at = Timestamp(now.0 + i / 1000);
-        let code = campaign.code_of(Slot::generated(i));
-        if i % 10 == 0 {
+        // Assignment takes the next available code, so direct redemptions
+        // start from the top of the campaign and assignments from the
+        // bottom, and neither walks over the other's codes.
+        let code = if i % 10 == 0 {
             engine
                 .assign("replay", &format!("recipient-{i:09}@example.com"), at, None)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        }
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                .code
+        } else {
+            direct += 1;
+            campaign.code_of(Slot::generated(codes - direct))
+        };
         let user = format!("customer-{:08}", i / 10);
         let order = format!("ORD-2026-{i:010}");
         engine
