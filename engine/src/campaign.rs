@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use crate::Timestamp;
 use crate::codec::Codec;
 use crate::history::{History, Point};
+use crate::meta::MetaMap;
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, Lsn, ReservationId, Slot};
 use crate::state::{CodeState, PublicState, StateMap};
-use crate::sync::{Arc, AtomicBool, AtomicU64, IntHasher, Mutex, Ordering, RwLock, ShardedMap};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
 
 /// Metadata of a touched code. Never-touched codes have none, so a campaign
 /// costs its bitmap (half a byte a code) until codes are used.
@@ -18,18 +19,27 @@ pub(crate) struct CodeMeta {
     /// holder and a snapshot can re-create the assignment.
     pub recipient: Option<Arc<str>>,
     /// When the code was assigned; a snapshot re-creates the assignment at
-    /// that time, which also fixes its deadline.
+    /// that time, which also fixes its deadline ([`CodeMeta::deadline`]).
     pub assigned_at: Option<Timestamp>,
-    /// Per-code deadline from `code_valid_seconds_after_assignment`.
-    pub deadline: Option<Timestamp>,
-    /// The live hold, so a confirm, release or void can check and drop it.
-    pub hold: Option<Hold>,
+    /// The live hold, so a confirm, release or void can check and drop it;
+    /// boxed, as few codes are held at any time.
+    pub hold: Option<Box<Hold>>,
     /// The redemption, so a repeat attempt can report when it happened and a
     /// rollback can give the user's claim back.
     pub redemption: Option<Redemption>,
     /// The LSN of the last record about this code: an answer that reports
     /// the code's state waits for this LSN to be durable, and no later one.
     pub lsn: Lsn,
+}
+
+impl CodeMeta {
+    /// The code's own deadline: its assignment time plus the campaign's
+    /// `code_valid_seconds_after_assignment`, if it has one.
+    pub(crate) fn deadline(&self, terms: &Terms) -> Option<Timestamp> {
+        let at = self.assigned_at?;
+        let seconds = terms.code_valid_seconds_after_assignment?;
+        Some(Timestamp(at.0.saturating_add(seconds.saturating_mul(1000))))
+    }
 }
 
 /// A live reservation of one code.
@@ -223,10 +233,13 @@ pub struct Campaign {
     pub(crate) imported: StateMap,
     /// Imported codes, normalized, by import index.
     pub(crate) imported_codes: RwLock<Vec<Arc<str>>>,
-    /// Metadata of touched codes only, so untouched codes cost no memory.
-    pub(crate) meta: ShardedMap<Slot, CodeMeta, IntHasher>,
+    /// Metadata of the touched generated codes only, so untouched codes
+    /// cost no memory.
+    generated_meta: MetaMap<CodeMeta>,
+    /// Metadata of the touched imported codes.
+    imported_meta: MetaMap<CodeMeta>,
     /// Per-user claims, for `per_user_limit`.
-    pub(crate) users: ShardedMap<Box<str>, UserEntry>,
+    pub(crate) users: ShardedMap<Arc<str>, UserEntry>,
     /// Per-recipient codes, for `per_recipient_limit` and repeat assignments.
     pub(crate) recipients: ShardedMap<Box<str>, RecipientEntry>,
     /// Where the next assignment starts looking for an available code.
@@ -391,7 +404,8 @@ impl Campaign {
             generated: StateMap::new(),
             imported: StateMap::new(),
             imported_codes: RwLock::new(Vec::new()),
-            meta: ShardedMap::default(),
+            generated_meta: MetaMap::default(),
+            imported_meta: MetaMap::default(),
             users: ShardedMap::default(),
             recipients: ShardedMap::default(),
             assign_cursor: AtomicU64::new(0),
@@ -550,17 +564,43 @@ impl Campaign {
         self.meta_of(slot)
     }
 
+    fn meta_map(&self, slot: Slot) -> &MetaMap<CodeMeta> {
+        if slot.is_imported() {
+            &self.imported_meta
+        } else {
+            &self.generated_meta
+        }
+    }
+
     pub(crate) fn meta_of(&self, slot: Slot) -> CodeMeta {
-        self.meta
-            .shard(&slot)
-            .get(&slot)
-            .cloned()
-            .unwrap_or_default()
+        self.touched_meta(slot).unwrap_or_default()
+    }
+
+    /// The code's metadata if it was touched.
+    fn touched_meta(&self, slot: Slot) -> Option<CodeMeta> {
+        self.meta_map(slot).get(slot.index())
     }
 
     pub(crate) fn update_meta(&self, slot: Slot, f: impl FnOnce(&mut CodeMeta)) {
-        let mut shard = self.meta.shard(&slot);
-        f(shard.entry(slot).or_default());
+        self.meta_map(slot).update(slot.index(), f);
+    }
+
+    /// Forgets a code's metadata: it is as if never touched.
+    pub(crate) fn remove_meta(&self, slot: Slot) {
+        self.meta_map(slot).remove(slot.index());
+    }
+
+    /// Every touched code and its metadata, generated codes first, in slot
+    /// order.
+    pub(crate) fn touched(&self) -> Vec<(Slot, CodeMeta)> {
+        let mut touched = Vec::new();
+        for (map, make) in [
+            (&self.generated_meta, Slot::generated as fn(u64) -> Slot),
+            (&self.imported_meta, Slot::imported),
+        ] {
+            map.for_each(|index, meta| touched.push((make(index), meta.clone())));
+        }
+        touched
     }
 
     /// Interns a user name and claims one of its per-user slots; `limit` 0
@@ -573,10 +613,13 @@ impl Campaign {
         let mut shard = self.users.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
-            None => shard.entry(user.into()).or_insert_with(|| UserEntry {
-                name: Arc::from(user),
-                claimed: 0,
-            }),
+            None => {
+                // The key and the name share one allocation.
+                let name: Arc<str> = Arc::from(user);
+                shard
+                    .entry(name.clone())
+                    .or_insert(UserEntry { name, claimed: 0 })
+            }
         };
         if limit != 0 && entry.claimed >= limit {
             return Err(());
@@ -632,7 +675,7 @@ impl Campaign {
         self.states()
             .filter(|(_, state)| *state != PublicState::Available)
             .filter_map(|(slot, state)| {
-                let meta = self.meta.shard(&slot).get(&slot).cloned()?;
+                let meta = self.touched_meta(slot)?;
                 Some((slot, meta.recipient?, state, meta.assigned_at?))
             })
     }

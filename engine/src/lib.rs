@@ -45,6 +45,7 @@ pub mod codec;
 pub mod engine;
 pub mod history;
 pub mod idempotency;
+mod meta;
 pub mod record;
 pub mod state;
 

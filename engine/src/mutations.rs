@@ -83,10 +83,10 @@ pub(crate) fn claim_check_then_increment(
         return Err(());
     }
     let mut shard = campaign.users.shard(user);
-    let entry = shard.entry(user.into()).or_insert_with(|| UserEntry {
-        name: Arc::from(user),
-        claimed: 0,
-    });
+    let name: Arc<str> = Arc::from(user);
+    let entry = shard
+        .entry(name.clone())
+        .or_insert(UserEntry { name, claimed: 0 });
     entry.claimed += 1;
     Ok(entry.name.clone())
 }

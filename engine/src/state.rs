@@ -199,19 +199,19 @@ const FIRST_CHUNK_BITS: u32 = if cfg!(loom) { 4 } else { 12 };
 /// The most codes one map holds: 2^32, above the API's 10^9 generated.
 pub const CODES_MAX: u64 = 1 << 32;
 /// Chunks needed to reach `CODES_MAX`.
-const CHUNKS_MAX: usize =
+pub(crate) const CHUNKS_MAX: usize =
     (63 - (CODES_MAX - 1 + (1 << FIRST_CHUNK_BITS)).leading_zeros() - FIRST_CHUNK_BITS) as usize
         + 1;
 const _: () = assert!(CHUNKS_MAX == if cfg!(loom) { 29 } else { 21 });
 
 /// The chunk holding `slot` and the slot's offset in it.
-fn chunk_of(slot: u64) -> (usize, u64) {
+pub(crate) fn chunk_of(slot: u64) -> (usize, u64) {
     let v = slot + (1 << FIRST_CHUNK_BITS);
     let top = 63 - v.leading_zeros();
     ((top - FIRST_CHUNK_BITS) as usize, v - (1 << top))
 }
 
-fn chunk_codes(chunk: usize) -> u64 {
+pub(crate) fn chunk_codes(chunk: usize) -> u64 {
     1 << (FIRST_CHUNK_BITS + chunk as u32)
 }
 

@@ -313,14 +313,9 @@ impl<J: Journal> Engine<J> {
         at: Timestamp,
     ) {
         let campaign = held.campaign;
-        let deadline = campaign
-            .terms
-            .code_valid_seconds_after_assignment
-            .map(|s| Timestamp(at.0.saturating_add(s.saturating_mul(1000))));
         held.update_meta(logged.lsn, |meta| {
             meta.recipient = Some(Arc::from(recipient));
             meta.assigned_at = Some(at);
-            meta.deadline = deadline;
         });
         self.publish_logged(held, logged, Transition::Assign, CodeState::Assigned);
         if test {

@@ -176,7 +176,11 @@ impl<J: Journal> Engine<J> {
         now: Timestamp,
     ) -> CodeStatus {
         let settings = campaign.settings.read();
-        let deadline = meta.deadline.into_iter().chain(settings.expires_at).min();
+        let deadline = meta
+            .deadline(&campaign.terms)
+            .into_iter()
+            .chain(settings.expires_at)
+            .min();
         let state_name = match public {
             PublicState::Redeemed | PublicState::Voided => public.as_str(),
             _ if deadline.is_some_and(|d| now >= d) => "expired",

@@ -135,11 +135,10 @@ impl<J: Journal> Engine<J> {
             held.update_meta(lsn, |meta| {
                 meta.recipient = None;
                 meta.assigned_at = None;
-                meta.deadline = None;
             });
             CodeState::Voided
         } else {
-            campaign.meta.shard(&held.slot).remove(&held.slot);
+            campaign.remove_meta(held.slot);
             CodeState::Available
         };
         held.publish(Transition::Unassign, to);

@@ -1,7 +1,7 @@
 //! Redemption, its rollback, and voiding a code.
 
 use crate::Timestamp;
-use crate::campaign::{CodeMeta, Redemption};
+use crate::campaign::{Campaign, CodeMeta, Redemption};
 use crate::history::HistoryEvent;
 use crate::record::{Journal, Lsn, Record, ReservationId};
 use crate::state::{CodeState, PublicState, Transition};
@@ -15,6 +15,7 @@ use super::{
 impl<J: Journal> Engine<J> {
     /// Checks that bar any new hold or redemption of a locked code.
     pub(super) fn code_usable(
+        campaign: &Campaign,
         state: CodeState,
         meta: &CodeMeta,
         now: Timestamp,
@@ -25,7 +26,9 @@ impl<J: Journal> Engine<J> {
                 lsn: meta.lsn,
             }),
             PublicState::Voided => Err(Refusal::CodeVoided { lsn: meta.lsn }),
-            _ if meta.deadline.is_some_and(|d| now >= d) => Err(Refusal::CodeExpired),
+            _ if meta.deadline(&campaign.terms).is_some_and(|d| now >= d) => {
+                Err(Refusal::CodeExpired)
+            }
             _ => Ok(()),
         }
     }
@@ -48,7 +51,7 @@ impl<J: Journal> Engine<J> {
         let (held, meta) = self.lock_live(campaign, slot, now)?;
         // A code's own state first: a redeemed code reports `redeemed` even
         // in a paused or ended campaign.
-        Self::code_usable(held.state(), &meta, now)?;
+        Self::code_usable(campaign, held.state(), &meta, now)?;
         self.window_check(campaign, now)?;
         let limit = campaign.terms.per_user_limit;
         let mut reservation = None;

@@ -82,7 +82,7 @@ impl<J: Journal> Engine<J> {
         };
         let expires_at = Timestamp(now.0.saturating_add(ttl.saturating_mul(1000)));
         let (held, meta) = self.lock_live(campaign, slot, now)?;
-        Self::code_usable(held.state(), &meta, now)?;
+        Self::code_usable(campaign, held.state(), &meta, now)?;
         self.window_check(campaign, now)?;
         if held.state().public() == PublicState::Reserved {
             let hold = meta.hold.expect("a reserved code has its hold");
@@ -189,11 +189,11 @@ impl<J: Journal> Engine<J> {
             .map(|e| e.name.clone())
             .expect("user claimed");
         held.update_meta(logged.lsn, |meta| {
-            meta.hold = Some(Hold {
+            meta.hold = Some(Box::new(Hold {
                 id,
                 user: name,
                 until,
-            })
+            }))
         });
         // Indexed before the code is published as reserved: a void or a
         // release that takes the code next must find the hold to forget it.
@@ -259,11 +259,11 @@ impl<J: Journal> Engine<J> {
         let held = Held::take(campaign, hold_ref.slot).expect("hold's slot exists");
         #[cfg(loom)]
         if let Some(hold) = stale {
-            return Ok((held, hold));
+            return Ok((held, *hold));
         }
         match campaign.meta_of(hold_ref.slot).hold {
             Some(hold) if hold.id == id && held.state().public() == PublicState::Reserved => {
-                Ok((held, hold))
+                Ok((held, *hold))
             }
             // Released or expired between the lookup and the lock.
             _ if self.expired.shard(&id).contains_key(&id) => Err(Refusal::ReservationExpired),
@@ -289,7 +289,7 @@ impl<J: Journal> Engine<J> {
         let (campaign, slot) = (held.campaign, held.slot);
         self.window_check(campaign, now)?;
         let meta = campaign.meta_in(slot, held.state());
-        Self::code_usable(held.state(), &meta, now)?;
+        Self::code_usable(campaign, held.state(), &meta, now)?;
         let record = Record::Redeemed {
             at: now,
             campaign: campaign.number,

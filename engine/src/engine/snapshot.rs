@@ -116,11 +116,7 @@ impl<J: Journal> Engine<J> {
         let mut emit = |record: &Record<'_>| emit(lsn, record);
         snapshot_creation(campaign, &mut emit);
         snapshot_imports(campaign, &mut emit);
-        let mut touched: Vec<(Slot, CodeMeta)> = Vec::new();
-        campaign
-            .meta
-            .for_each_shard(|map| touched.extend(map.iter().map(|(s, m)| (*s, m.clone()))));
-        touched.sort_by_key(|(slot, _)| *slot);
+        let touched = campaign.touched();
         snapshot_assignments(campaign, &touched, &mut emit);
         for (slot, meta) in &touched {
             snapshot_code_state(campaign, *slot, meta, &mut emit);
@@ -210,7 +206,7 @@ impl<J: Journal> Engine<J> {
                         campaign.code_of(slot),
                         state,
                         meta.recipient,
-                        meta.deadline,
+                        meta.deadline(&campaign.terms),
                         meta.hold.map(|h| (h.id, h.user, h.until)),
                         meta.redemption.map(|r| (r.user, r.at, r.order)),
                     );
