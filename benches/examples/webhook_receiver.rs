@@ -31,10 +31,11 @@ fn main() -> std::io::Result<()> {
             let _ = stream.set_nodelay(true);
             let count = count.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let count = count.clone();
-                    async move { Ok::<_, Infallible>(answer(req, &count).await) }
-                });
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let count = count.clone();
+                        async move { Ok::<_, Infallible>(answer(req, &count).await) }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -58,7 +59,10 @@ async fn answer(req: Request<hyper::body::Incoming>, count: &AtomicU64) -> Respo
     };
     let body = body.to_bytes();
     let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);
-    match parsed.ok().and_then(|v| v["events"].as_array().map(Vec::len)) {
+    match parsed
+        .ok()
+        .and_then(|v| v["events"].as_array().map(Vec::len))
+    {
         Some(n) => {
             count.fetch_add(n as u64, Ordering::Relaxed);
             status(StatusCode::OK, Bytes::new())

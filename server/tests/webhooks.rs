@@ -744,7 +744,12 @@ fn snapshot_lsn(server: &Server) -> Option<u64> {
 }
 
 fn patch_hook(server: &Server, id: &str, body: Value) -> Value {
-    let r = server.call(Role::Admin, "PATCH", &format!("/v1/webhooks/{id}"), Some(&body));
+    let r = server.call(
+        Role::Admin,
+        "PATCH",
+        &format!("/v1/webhooks/{id}"),
+        Some(&body),
+    );
     r.expect(200, None);
     r.json()
 }
@@ -771,7 +776,12 @@ fn every_event_kind_arrives_byte_for_byte_as_v1_events_renders_it() {
     );
     imported.expect(200, None);
     server
-        .call(Role::Admin, "PATCH", "/v1/campaigns/k", Some(&json!({"low_stock_threshold": 11})))
+        .call(
+            Role::Admin,
+            "PATCH",
+            "/v1/campaigns/k",
+            Some(&json!({"low_stock_threshold": 11})),
+        )
         .expect(200, None);
     let codes = server.codes("k", Some("available"));
     // assigned, unassigned.
@@ -783,7 +793,12 @@ fn every_event_kind_arrives_byte_for_byte_as_v1_events_renders_it() {
     );
     assigned.expect(201, None);
     server
-        .call(Role::Issuer, "DELETE", "/v1/campaigns/k/assignments/r1@example.com", None)
+        .call(
+            Role::Issuer,
+            "DELETE",
+            "/v1/campaigns/k/assignments/r1@example.com",
+            None,
+        )
         .expect(200, None);
     // reserved, released; reserved and redeemed through the hold, with an
     // order and a user whose name needs escaping.
@@ -799,7 +814,12 @@ fn every_event_kind_arrives_byte_for_byte_as_v1_events_renders_it() {
     };
     let first = hold(&codes[0].0);
     server
-        .call(Role::Checkout, "DELETE", &format!("/v1/reservations/{first}"), None)
+        .call(
+            Role::Checkout,
+            "DELETE",
+            &format!("/v1/reservations/{first}"),
+            None,
+        )
         .expect(200, None);
     let second = hold(&codes[1].0);
     server
@@ -814,32 +834,60 @@ fn every_event_kind_arrives_byte_for_byte_as_v1_events_renders_it() {
     server.redeem(&codes[2].0, "plain").expect(201, None);
     server.redeem(&codes[3].0, "plain2").expect(201, None);
     server
-        .call(Role::Checkout, "POST", &format!("/v1/codes/{}/rollback", codes[3].0), Some(&json!({})))
+        .call(
+            Role::Checkout,
+            "POST",
+            &format!("/v1/codes/{}/rollback", codes[3].0),
+            Some(&json!({})),
+        )
         .expect(200, None);
     server
-        .call(Role::Admin, "POST", &format!("/v1/codes/{}/void", codes[4].0), Some(&json!({})))
+        .call(
+            Role::Admin,
+            "POST",
+            &format!("/v1/codes/{}/void", codes[4].0),
+            Some(&json!({})),
+        )
         .expect(200, None);
     // webhook_disabled, from a second subscription that gets a 410.
     let other = create_hook(&server, json!({"url": gone.url(), "events": ["redeemed"]}));
     server.redeem(&codes[5].0, "plain3").expect(201, None);
     let other_id = other["id"].as_str().unwrap();
-    assert!(wait_until(Duration::from_secs(20), || hook_state(&server, other_id)["status"]
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, other_id
+    )["status"]
         == "disabled"));
     let expected = event_lines(&server, start);
     let kinds: BTreeSet<String> = expected
         .values()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     for kind in [
-        "campaign_created", "campaign_updated", "codes_added", "assigned", "unassigned",
-        "reserved", "released", "redeemed", "rolled_back", "voided", "low_stock",
+        "campaign_created",
+        "campaign_updated",
+        "codes_added",
+        "assigned",
+        "unassigned",
+        "reserved",
+        "released",
+        "redeemed",
+        "rolled_back",
+        "voided",
+        "low_stock",
         "webhook_disabled",
     ] {
         assert!(kinds.contains(kind), "no {kind} among {kinds:?}");
     }
     let want: BTreeSet<u64> = expected.keys().copied().collect();
     assert!(
-        wait_until(Duration::from_secs(30), || receiver.acked_lsns().is_superset(&want)),
+        wait_until(Duration::from_secs(30), || receiver
+            .acked_lsns()
+            .is_superset(&want)),
         "log: {}",
         server.log_tail()
     );
@@ -881,8 +929,9 @@ fn a_webhook_whose_events_retention_deleted_gets_one_events_dropped_and_then_the
     let codes = server.codes("s", None);
     redeem_all(&server, &codes[..5], "before");
     // The receiver fails, so the subscription lags behind these events.
-    assert!(wait_until(Duration::from_secs(20), || hook_state(&server, &id)
-        ["consecutive_failures"]
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &id
+    )["consecutive_failures"]
         .as_u64()
         .unwrap()
         >= 2));
@@ -920,19 +969,28 @@ fn a_webhook_whose_events_retention_deleted_gets_one_events_dropped_and_then_the
     );
     assert!(oldest > start + 5);
     receiver.set(Mode::Ok { delay_ms: 0 });
-    assert!(wait_until(Duration::from_secs(20), || receiver.deliveries().iter().any(|d| d.ok())));
+    assert!(wait_until(Duration::from_secs(20), || receiver
+        .deliveries()
+        .iter()
+        .any(|d| d.ok())));
     redeem_all(&server, &codes[15..20], "after");
     let after = event_lines(&server, oldest - 1);
     let want: BTreeSet<u64> = after.keys().copied().collect();
     assert!(want.len() >= 5);
     assert!(
-        wait_until(Duration::from_secs(30), || receiver.acked_lsns().is_superset(&want)),
+        wait_until(Duration::from_secs(30), || receiver
+            .acked_lsns()
+            .is_superset(&want)),
         "log: {}",
         server.log_tail()
     );
     // One events_dropped for the gap, acknowledged once, alone in its
     // delivery, naming the LSNs after the cursor up to the oldest kept.
-    let acked: Vec<Delivery> = receiver.deliveries().into_iter().filter(|d| d.ok()).collect();
+    let acked: Vec<Delivery> = receiver
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.ok())
+        .collect();
     let marker = json!({"kind": "events_dropped", "from_lsn": start + 1, "to_lsn": oldest - 1});
     assert_eq!(acked[0].events(), vec![marker.clone()]);
     assert_eq!(acked[0].range(), (start + 1, oldest - 1));
@@ -967,7 +1025,9 @@ fn a_webhook_whose_events_retention_deleted_gets_one_events_dropped_and_then_the
             && l.contains("log retention deleted events a webhook had not received")),
         "{log}"
     );
-    assert!(wait_until(Duration::from_secs(10), || hook_state(&server, &id)["cursor_lsn"]
+    assert!(wait_until(Duration::from_secs(10), || hook_state(
+        &server, &id
+    )["cursor_lsn"]
         .as_u64()
         .unwrap()
         >= *want.last().unwrap()));
@@ -995,7 +1055,9 @@ fn disabled_and_paused_webhooks_stay_so_across_a_snapshot_and_a_restart() {
     patch_hook(&server, &paused, json!({"status": "paused"}));
     let codes = server.codes("s", None);
     redeem_all(&server, &codes[..1], "a");
-    assert!(wait_until(Duration::from_secs(20), || hook_state(&server, &disabled)["status"]
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &disabled
+    )["status"]
         == "disabled"));
     let disabled_at = *event_lines(&server, 0)
         .iter()
@@ -1022,12 +1084,24 @@ fn disabled_and_paused_webhooks_stay_so_across_a_snapshot_and_a_restart() {
             assert_eq!(now[field], was[field], "{id} {field}");
         }
     }
-    assert!(before.0["disabled_reason"].as_str().unwrap().contains("410"));
+    assert!(
+        before.0["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
     // Neither delivers, however many events come.
     redeem_all(&server, &codes[12..20], "c");
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(gone.deliveries().len(), sent, "the disabled one got a delivery");
-    assert!(held.deliveries().is_empty(), "the paused one got a delivery");
+    assert_eq!(
+        gone.deliveries().len(),
+        sent,
+        "the disabled one got a delivery"
+    );
+    assert!(
+        held.deliveries().is_empty(),
+        "the paused one got a delivery"
+    );
     // Resumed, the paused one gets everything after its cursor: it was
     // alive, only paused.
     patch_hook(&server, &paused, json!({"status": "active"}));
@@ -1035,7 +1109,9 @@ fn disabled_and_paused_webhooks_stay_so_across_a_snapshot_and_a_restart() {
         .keys()
         .copied()
         .collect();
-    assert!(wait_until(Duration::from_secs(20), || held.acked_lsns().is_superset(&want)));
+    assert!(wait_until(Duration::from_secs(20), || held
+        .acked_lsns()
+        .is_superset(&want)));
 }
 
 #[test]
@@ -1044,7 +1120,10 @@ fn three_days_of_failure_count_on_across_a_restart() {
     let mut server = Server::start_with(&["--webhook-test-time-scale", "20000"]);
     let receiver = Receiver::start(Mode::Always(500));
     server.create_campaign(json!({"id": "s", "generate": 5}));
-    let hook = create_hook(&server, json!({"url": receiver.url(), "events": ["redeemed"]}));
+    let hook = create_hook(
+        &server,
+        json!({"url": receiver.url(), "events": ["redeemed"]}),
+    );
     let id = hook["id"].as_str().unwrap().to_owned();
     let codes = server.codes("s", None);
     server.redeem(&codes[0].0, "u").expect(201, None);
@@ -1056,8 +1135,9 @@ fn three_days_of_failure_count_on_across_a_restart() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(wait_until(Duration::from_secs(20), || hook_state(&server, &id)
-        ["consecutive_failures"]
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &id
+    )["consecutive_failures"]
         .as_u64()
         .unwrap()
         >= 2));
@@ -1067,14 +1147,21 @@ fn three_days_of_failure_count_on_across_a_restart() {
     // The failures in a row are forgotten, the three days are not: they
     // count from the failing delivery's first event, before the restart.
     assert!(
-        wait_until(Duration::from_secs(60), || hook_state(&server, &id)["status"]
-            == "disabled"),
+        wait_until(
+            Duration::from_secs(60),
+            || hook_state(&server, &id)["status"] == "disabled"
+        ),
         "log: {}",
         server.log_tail()
     );
-    let reason = hook_state(&server, &id)["disabled_reason"].as_str().unwrap().to_owned();
+    let reason = hook_state(&server, &id)["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
-        reason.starts_with(&format!("deliveries failed for 3 days (since {redeemed_at});")),
+        reason.starts_with(&format!(
+            "deliveries failed for 3 days (since {redeemed_at});"
+        )),
         "{reason}"
     );
 }

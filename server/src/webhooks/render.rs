@@ -87,7 +87,7 @@ fn bit(kind: RecordKind) -> u128 {
 }
 
 impl Filter {
-    pub fn new(app: &App, hook: &Webhook) -> Filter {
+    pub fn new(hook: &Webhook) -> Filter {
         let every = hook.spec.events.iter().any(|k| k == "*");
         let mut kinds = 0;
         let mut events = 0;

@@ -231,7 +231,7 @@ fn read_pass(
         Err(e) => return Err(e.to_string()),
     };
     let through_max = durable.min(from + SCAN_RECORDS_MAX);
-    let mut filter = Filter::new(app, hook);
+    let mut filter = Filter::new(hook);
     let mut body = Body::new(&hook.spec.id, hint_capacity(&hook.spec.id));
     let (mut first, mut last, mut through, mut skipped) = (0, 0, from, 0);
     let mut first_at = None;
