@@ -144,13 +144,14 @@ impl Receiver {
         self.deliveries.lock().unwrap().clone()
     }
 
-    /// LSNs of the events received in acknowledged deliveries.
+    /// LSNs of the events received in acknowledged deliveries
+    /// (`events_dropped` has none).
     fn acked_lsns(&self) -> BTreeSet<u64> {
         self.deliveries()
             .iter()
             .filter(|d| d.ok())
             .flat_map(|d| d.events())
-            .map(|e| e["lsn"].as_u64().unwrap())
+            .filter_map(|e| e["lsn"].as_u64())
             .collect()
     }
 }
@@ -726,4 +727,441 @@ fn an_unusable_webhook_ca_file_stops_the_start() {
         // Refused before the data dir was made or a token printed.
         assert!(!dir.path().join("data").exists());
     }
+}
+
+/// `"LSN"` of the newest snapshot file in `server`'s log directory.
+fn snapshot_lsn(server: &Server) -> Option<u64> {
+    std::fs::read_dir(server.data_dir.join("wal"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("snapshot-")?
+                .strip_suffix(".snap")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
+fn patch_hook(server: &Server, id: &str, body: Value) -> Value {
+    let r = server.call(
+        Role::Admin,
+        "PATCH",
+        &format!("/v1/webhooks/{id}"),
+        Some(&body),
+    );
+    r.expect(200, None);
+    r.json()
+}
+
+#[test]
+fn every_event_kind_arrives_byte_for_byte_as_v1_events_renders_it() {
+    let server = Server::start_with(&["--webhook-test-time-scale", "10"]);
+    let receiver = Receiver::start(Mode::Ok { delay_ms: 0 });
+    let gone = Receiver::start(Mode::Always(410));
+    let hook = create_hook(&server, json!({"url": receiver.url(), "events": ["*"]}));
+    let (id, start) = (
+        hook["id"].as_str().unwrap().to_owned(),
+        hook["cursor_lsn"].as_u64().unwrap(),
+    );
+    // campaign_created, codes_added (generated and imported), campaign_updated.
+    server.create_campaign(json!({"id": "k", "generate": 10, "code": {"prefix": "K"},
+        "low_stock_threshold": 7}));
+    let imported = server.raw(
+        Some(Role::Admin),
+        "POST",
+        "/v1/campaigns/k/codes",
+        &[("Content-Type", "text/plain")],
+        b"IMPORTED-CODE-1\nIMPORTED-CODE-2\n",
+    );
+    imported.expect(200, None);
+    server
+        .call(
+            Role::Admin,
+            "PATCH",
+            "/v1/campaigns/k",
+            Some(&json!({"low_stock_threshold": 11})),
+        )
+        .expect(200, None);
+    let codes = server.codes("k", Some("available"));
+    // assigned, unassigned.
+    let assigned = server.call(
+        Role::Issuer,
+        "POST",
+        "/v1/campaigns/k/assignments",
+        Some(&json!({"recipient": "r1@example.com"})),
+    );
+    assigned.expect(201, None);
+    server
+        .call(
+            Role::Issuer,
+            "DELETE",
+            "/v1/campaigns/k/assignments/r1@example.com",
+            None,
+        )
+        .expect(200, None);
+    // reserved, released; reserved and redeemed through the hold, with an
+    // order and a user whose name needs escaping.
+    let hold = |code: &str| -> String {
+        let r = server.call(
+            Role::Checkout,
+            "POST",
+            "/v1/reservations",
+            Some(&json!({"code": code, "user": "\u{fc}ser \"q\"\t"})),
+        );
+        r.expect(201, None);
+        r.json()["reservation"].as_str().unwrap().to_owned()
+    };
+    let first = hold(&codes[0].0);
+    server
+        .call(
+            Role::Checkout,
+            "DELETE",
+            &format!("/v1/reservations/{first}"),
+            None,
+        )
+        .expect(200, None);
+    let second = hold(&codes[1].0);
+    server
+        .call(
+            Role::Checkout,
+            "POST",
+            &format!("/v1/reservations/{second}/confirm"),
+            Some(&json!({"order": "o\\1/\u{2028}"})),
+        )
+        .expect(201, None);
+    // redeemed (low_stock once the pool is under 11), rolled_back, voided.
+    server.redeem(&codes[2].0, "plain").expect(201, None);
+    server.redeem(&codes[3].0, "plain2").expect(201, None);
+    server
+        .call(
+            Role::Checkout,
+            "POST",
+            &format!("/v1/codes/{}/rollback", codes[3].0),
+            Some(&json!({})),
+        )
+        .expect(200, None);
+    server
+        .call(
+            Role::Admin,
+            "POST",
+            &format!("/v1/codes/{}/void", codes[4].0),
+            Some(&json!({})),
+        )
+        .expect(200, None);
+    // webhook_disabled, from a second subscription that gets a 410.
+    let other = create_hook(&server, json!({"url": gone.url(), "events": ["redeemed"]}));
+    server.redeem(&codes[5].0, "plain3").expect(201, None);
+    let other_id = other["id"].as_str().unwrap();
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, other_id
+    )["status"]
+        == "disabled"));
+    let expected = event_lines(&server, start);
+    let kinds: BTreeSet<String> = expected
+        .values()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for kind in [
+        "campaign_created",
+        "campaign_updated",
+        "codes_added",
+        "assigned",
+        "unassigned",
+        "reserved",
+        "released",
+        "redeemed",
+        "rolled_back",
+        "voided",
+        "low_stock",
+        "webhook_disabled",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} among {kinds:?}");
+    }
+    let want: BTreeSet<u64> = expected.keys().copied().collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || receiver
+            .acked_lsns()
+            .is_superset(&want)),
+        "log: {}",
+        server.log_tail()
+    );
+    for d in receiver.deliveries() {
+        let (first, last) = d.range();
+        let lines: Vec<&String> = expected.range(first..=last).map(|(_, l)| l).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&d.body),
+            String::from_utf8_lossy(&expected_body(&id, &lines))
+        );
+    }
+}
+
+#[test]
+fn a_webhook_whose_events_retention_deleted_gets_one_events_dropped_and_then_the_rest() {
+    // 64 KiB segments, a snapshot every few records, and a byte budget of
+    // one segment, which an import of 6,000 codes goes over; time 1,000 times
+    // as fast, so the backoff stays under a second.
+    let server = Server::start_with(&[
+        "--webhook-test-time-scale",
+        "1000",
+        "--segment-bytes",
+        "65536",
+        "--snapshot-every-records",
+        "5",
+        "--snapshot-every-seconds",
+        "1",
+        "--retain-log-bytes",
+        "65536",
+    ]);
+    let receiver = Receiver::start(Mode::Always(500));
+    server.create_campaign(json!({"id": "s", "generate": 50, "code": {"prefix": "S"}}));
+    server.create_campaign(json!({"id": "fill", "generate": 0}));
+    let hook = create_hook(&server, json!({"url": receiver.url(), "events": ["*"]}));
+    let (id, start) = (
+        hook["id"].as_str().unwrap().to_owned(),
+        hook["cursor_lsn"].as_u64().unwrap(),
+    );
+    let codes = server.codes("s", None);
+    redeem_all(&server, &codes[..5], "before");
+    // The receiver fails, so the subscription lags behind these events.
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &id
+    )["consecutive_failures"]
+        .as_u64()
+        .unwrap()
+        >= 2));
+    let body: String = (0..6000).map(|i| format!("FILL-CODE-{i:08}\n")).collect();
+    server
+        .raw(
+            Some(Role::Admin),
+            "POST",
+            "/v1/campaigns/fill/codes",
+            &[("Content-Type", "text/plain")],
+            body.as_bytes(),
+        )
+        .expect(200, None);
+    // More records, so a snapshot covers the import.
+    redeem_all(&server, &codes[5..15], "mid");
+    // Retention deletes the segments the subscription still needs.
+    let mut oldest = 0;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let r = server.get(Role::Admin, &format!("/v1/events?after={start}"));
+            if r.status == 410 {
+                oldest = r.json()["error"]["oldest_lsn"].as_u64().unwrap();
+            }
+            r.status == 410
+        }),
+        "the segments stayed: {:?}; log: {}",
+        std::fs::read_dir(server.data_dir.join("wal"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), e.metadata().unwrap().len())
+            })
+            .collect::<Vec<_>>(),
+        server.log_tail()
+    );
+    assert!(oldest > start + 5);
+    receiver.set(Mode::Ok { delay_ms: 0 });
+    assert!(wait_until(Duration::from_secs(20), || receiver
+        .deliveries()
+        .iter()
+        .any(|d| d.ok())));
+    redeem_all(&server, &codes[15..20], "after");
+    let after = event_lines(&server, oldest - 1);
+    let want: BTreeSet<u64> = after.keys().copied().collect();
+    assert!(want.len() >= 5);
+    assert!(
+        wait_until(Duration::from_secs(30), || receiver
+            .acked_lsns()
+            .is_superset(&want)),
+        "log: {}",
+        server.log_tail()
+    );
+    // One events_dropped for the gap, acknowledged once, alone in its
+    // delivery, naming the LSNs after the cursor up to the oldest kept.
+    let acked: Vec<Delivery> = receiver
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.ok())
+        .collect();
+    let marker = json!({"kind": "events_dropped", "from_lsn": start + 1, "to_lsn": oldest - 1});
+    assert_eq!(acked[0].events(), vec![marker.clone()]);
+    assert_eq!(acked[0].range(), (start + 1, oldest - 1));
+    let dropped = acked
+        .iter()
+        .flat_map(|d| d.events())
+        .filter(|e| e["kind"] == "events_dropped")
+        .count();
+    assert_eq!(dropped, 1);
+    // Failed attempts at it named the same gap.
+    for d in receiver.deliveries() {
+        for e in d.events().iter().filter(|e| e["kind"] == "events_dropped") {
+            assert_eq!(*e, marker);
+        }
+    }
+    // Then the events after the gap, byte for byte, in LSN order.
+    let mut previous = oldest - 1;
+    for d in &acked[1..] {
+        let (first, last) = d.range();
+        assert!(first > previous, "in LSN order");
+        previous = last;
+        let lines: Vec<&String> = after.range(first..=last).map(|(_, l)| l).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&d.body),
+            String::from_utf8_lossy(&expected_body(&id, &lines))
+        );
+    }
+    // The operator hears at error level.
+    let log = common::strip_ansi(&server.log_tail());
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("log retention deleted events a webhook had not received")),
+        "{log}"
+    );
+    assert!(wait_until(Duration::from_secs(10), || hook_state(
+        &server, &id
+    )["cursor_lsn"]
+        .as_u64()
+        .unwrap()
+        >= *want.last().unwrap()));
+}
+
+#[test]
+fn disabled_and_paused_webhooks_stay_so_across_a_snapshot_and_a_restart() {
+    let mut server = Server::start_with(&[
+        "--webhook-test-time-scale",
+        "10",
+        "--snapshot-every-records",
+        "5",
+        "--snapshot-every-seconds",
+        "1",
+    ]);
+    let gone = Receiver::start(Mode::Always(410));
+    let held = Receiver::start(Mode::Ok { delay_ms: 0 });
+    server.create_campaign(json!({"id": "s", "generate": 50, "code": {"prefix": "S"}}));
+    let disabled = create_hook(&server, json!({"url": gone.url(), "events": ["*"]}));
+    let paused = create_hook(&server, json!({"url": held.url(), "events": ["*"]}));
+    let (disabled, paused) = (
+        disabled["id"].as_str().unwrap().to_owned(),
+        paused["id"].as_str().unwrap().to_owned(),
+    );
+    patch_hook(&server, &paused, json!({"status": "paused"}));
+    let codes = server.codes("s", None);
+    redeem_all(&server, &codes[..1], "a");
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &disabled
+    )["status"]
+        == "disabled"));
+    let disabled_at = *event_lines(&server, 0)
+        .iter()
+        .find(|(_, l)| l.contains("\"kind\":\"webhook_disabled\""))
+        .unwrap()
+        .0;
+    // Enough records for a snapshot that covers the disabling.
+    redeem_all(&server, &codes[1..12], "b");
+    assert!(
+        wait_until(Duration::from_secs(20), || snapshot_lsn(&server)
+            .is_some_and(|lsn| lsn > disabled_at)),
+        "no snapshot past {disabled_at}; log: {}",
+        server.log_tail()
+    );
+    let before = (hook_state(&server, &disabled), hook_state(&server, &paused));
+    assert_eq!(before.1["status"], "paused");
+    let sent = gone.deliveries().len();
+    assert!(held.deliveries().is_empty());
+    server.terminate();
+    server.restart();
+    for (id, was) in [(&disabled, &before.0), (&paused, &before.1)] {
+        let now = hook_state(&server, id);
+        for field in ["status", "disabled_reason", "cursor_lsn", "url", "events"] {
+            assert_eq!(now[field], was[field], "{id} {field}");
+        }
+    }
+    assert!(
+        before.0["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
+    // Neither delivers, however many events come.
+    redeem_all(&server, &codes[12..20], "c");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        gone.deliveries().len(),
+        sent,
+        "the disabled one got a delivery"
+    );
+    assert!(
+        held.deliveries().is_empty(),
+        "the paused one got a delivery"
+    );
+    // Resumed, the paused one gets everything after its cursor: it was
+    // alive, only paused.
+    patch_hook(&server, &paused, json!({"status": "active"}));
+    let want: BTreeSet<u64> = event_lines(&server, before.1["cursor_lsn"].as_u64().unwrap())
+        .keys()
+        .copied()
+        .collect();
+    assert!(wait_until(Duration::from_secs(20), || held
+        .acked_lsns()
+        .is_superset(&want)));
+}
+
+#[test]
+fn three_days_of_failure_count_on_across_a_restart() {
+    // 20,000 times the wall clock: three days are about 13 s.
+    let mut server = Server::start_with(&["--webhook-test-time-scale", "20000"]);
+    let receiver = Receiver::start(Mode::Always(500));
+    server.create_campaign(json!({"id": "s", "generate": 5}));
+    let hook = create_hook(
+        &server,
+        json!({"url": receiver.url(), "events": ["redeemed"]}),
+    );
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let codes = server.codes("s", None);
+    server.redeem(&codes[0].0, "u").expect(201, None);
+    let redeemed_at = event_lines(&server, 0)
+        .values()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["kind"] == "redeemed")
+        .unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(wait_until(Duration::from_secs(20), || hook_state(
+        &server, &id
+    )["consecutive_failures"]
+        .as_u64()
+        .unwrap()
+        >= 2));
+    assert_eq!(hook_state(&server, &id)["status"], "active");
+    server.kill9();
+    server.restart();
+    // The failures in a row are forgotten, the three days are not: they
+    // count from the failing delivery's first event, before the restart.
+    assert!(
+        wait_until(
+            Duration::from_secs(60),
+            || hook_state(&server, &id)["status"] == "disabled"
+        ),
+        "log: {}",
+        server.log_tail()
+    );
+    let reason = hook_state(&server, &id)["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.starts_with(&format!(
+            "deliveries failed for 3 days (since {redeemed_at});"
+        )),
+        "{reason}"
+    );
 }

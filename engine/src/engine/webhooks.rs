@@ -54,6 +54,11 @@ pub struct Webhook {
     pub created_at: Timestamp,
     /// Every event at or below it was delivered or is skipped.
     pub cursor: Lsn,
+    /// The time of the latest record that gave its deliveries a fresh
+    /// start: its creation, a cursor move (a delivery acknowledged, events
+    /// skipped, a rewind), a new url or a resume. Failures in a row count
+    /// from no earlier than this, across restarts too.
+    pub delivery_since: Timestamp,
     /// Why it was disabled, while it is.
     pub disabled_reason: Option<String>,
 }
@@ -325,7 +330,8 @@ impl<J: Journal> Engine<J> {
     }
 
     /// The table's records for a snapshot at `lsn`: each subscription's
-    /// creation, its cursor, and its status when not active.
+    /// creation, its cursor (at its `delivery_since`, which the cursor
+    /// record restores), and its status when not active.
     pub(super) fn snapshot_webhooks(&self, lsn: Lsn, emit: &mut impl FnMut(Lsn, &Record<'_>)) {
         let table = self.webhooks.lock();
         for hook in table.by_id.values() {
@@ -346,7 +352,7 @@ impl<J: Journal> Engine<J> {
             emit(
                 lsn,
                 &Record::WebhookCursor {
-                    at,
+                    at: hook.delivery_since,
                     id: &spec.id,
                     cursor: hook.cursor,
                     rewind: true,
@@ -384,7 +390,7 @@ impl<J: Journal> Engine<J> {
         for hook in table.by_id.values() {
             let spec = &hook.spec;
             out.push_str(&format!(
-                "webhook {} secret_len={} url={:?} events={:?} campaigns={:?} description={:?} status={:?} created_at={:?} cursor={} disabled={:?}\n",
+                "webhook {} secret_len={} url={:?} events={:?} campaigns={:?} description={:?} status={:?} created_at={:?} cursor={} delivery_since={:?} disabled={:?}\n",
                 spec.id,
                 spec.secret.len(),
                 spec.url,
@@ -394,6 +400,7 @@ impl<J: Journal> Engine<J> {
                 hook.status,
                 hook.created_at,
                 hook.cursor,
+                hook.delivery_since,
                 hook.disabled_reason,
             ));
         }
@@ -426,6 +433,7 @@ fn effect_created(table: &mut Webhooks, lsn: Lsn, record: &Record<'_>) -> Webhoo
         status: WebhookStatus::Active,
         created_at: at,
         cursor: lsn,
+        delivery_since: at,
         disabled_reason: None,
     };
     table.by_id.insert(id.to_owned(), hook.clone());
@@ -434,12 +442,12 @@ fn effect_created(table: &mut Webhooks, lsn: Lsn, record: &Record<'_>) -> Webhoo
 
 fn effect_updated(table: &mut Webhooks, record: &Record<'_>) {
     let Record::WebhookUpdated {
+        at,
         id,
         url,
         ref events,
         ref campaigns,
         status,
-        ..
     } = *record
     else {
         unreachable!("an update record")
@@ -447,6 +455,7 @@ fn effect_updated(table: &mut Webhooks, record: &Record<'_>) {
     let hook = table.by_id.get_mut(id).expect("checked by the caller");
     if let Some(url) = url {
         hook.spec.url = url.to_owned();
+        hook.delivery_since = at;
     }
     if let Some(events) = events {
         hook.spec.events = owned(events);
@@ -455,6 +464,9 @@ fn effect_updated(table: &mut Webhooks, record: &Record<'_>) {
         hook.spec.campaigns = owned(campaigns);
     }
     if let Some(status) = status {
+        if status == WebhookStatus::Active {
+            hook.delivery_since = at;
+        }
         hook.status = status;
         if status != WebhookStatus::Disabled {
             hook.disabled_reason = None;
@@ -463,14 +475,12 @@ fn effect_updated(table: &mut Webhooks, record: &Record<'_>) {
 }
 
 fn effect_cursor(table: &mut Webhooks, record: &Record<'_>) {
-    let Record::WebhookCursor { id, cursor, .. } = *record else {
+    let Record::WebhookCursor { at, id, cursor, .. } = *record else {
         unreachable!("a cursor record")
     };
-    table
-        .by_id
-        .get_mut(id)
-        .expect("checked by the caller")
-        .cursor = cursor;
+    let hook = table.by_id.get_mut(id).expect("checked by the caller");
+    hook.cursor = cursor;
+    hook.delivery_since = at;
 }
 
 fn effect_disabled(table: &mut Webhooks, record: &Record<'_>) {

@@ -52,6 +52,14 @@ impl Clock {
         }
     }
 
+    /// This clock's time since `real`, a wall-clock time (a record's, say,
+    /// possibly written before this process started): the real time since
+    /// then, sped up as this clock is.
+    pub fn since(&self, real: Timestamp) -> Duration {
+        let elapsed = crate::timefmt::now().0.saturating_sub(real.0);
+        Duration::from_millis(elapsed.saturating_mul(u64::from(self.scale)))
+    }
+
     /// The real time to wait until `at` of this clock's time.
     pub fn until(&self, at: Timestamp) -> Duration {
         self.real(Duration::from_millis(at.0.saturating_sub(self.now().0)))
@@ -76,5 +84,10 @@ mod tests {
         let before = fast.now();
         std::thread::sleep(Duration::from_millis(20));
         assert!(fast.now().0 - before.0 >= 20_000);
+        let then = crate::timefmt::now();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(fast.since(then) >= Duration::from_secs(20));
+        assert!(real.since(then) >= Duration::from_millis(20));
+        assert!(real.since(then) < Duration::from_secs(20));
     }
 }

@@ -10,6 +10,8 @@
 //!
 //! # Layout
 //! - `clock`: the workers' clock, which a hidden test flag speeds up.
+//! - `render`: a subscription's filter (on a record's type, then its
+//!   campaign) and its events written straight into a delivery's body.
 //! - `sign`: `Redeemd-Signature`, HMAC-SHA256 over `"<t>.<body>"`.
 //! - `tls`: the trusted roots of `https://` deliveries, and TLS failures
 //!   in words.
@@ -26,6 +28,7 @@ use crate::app::App;
 use crate::metrics::Histogram;
 
 pub mod clock;
+pub mod render;
 pub mod sign;
 pub mod tls;
 pub mod worker;
@@ -64,7 +67,8 @@ pub const EVENT_KINDS: &[&str] = &[
 
 /// What the server knows about one subscription's deliveries that the log
 /// does not keep. Lost on a restart: a subscription then starts with a
-/// clean slate, and its three days of failure count from its next failure.
+/// clean slate, except that its three days of failure count from times in
+/// the log (see `worker::failed`), so they go on.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub last_delivery_at: Option<Timestamp>,
@@ -72,7 +76,8 @@ pub struct Progress {
     /// When the next attempt may start, while backing off.
     pub next_attempt_at: Option<Timestamp>,
     pub consecutive_failures: u32,
-    /// The worker clock's time of the first failure in a row.
+    /// The wall-clock time the failures in a row count from (the clock's
+    /// `since` measures it).
     pub failing_since: Option<Timestamp>,
     /// Records after the durable cursor the worker already read and found
     /// nothing to deliver in: `(cursor it was read from, read through,

@@ -14,12 +14,13 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use redeem_engine::{Lsn, Record, Timestamp, Webhook, WebhookStatus};
-use serde_json::Value;
+use std::io::Write as _;
 
+use redeem_engine::{Campaign, Lsn, Record, Timestamp, Webhook, WebhookStatus};
+
+use super::render::{self, Filter, Verdict};
 use super::{POLL_INTERVAL, Runtime, sign, tls};
 use crate::app::App;
-use crate::routes::events::event_line;
 use crate::timefmt;
 
 /// Most events in one delivery (API.md).
@@ -38,6 +39,12 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// Failing this long (worker time) disables a subscription.
 pub const FAILING_FOR_DISABLE: Duration = Duration::from_secs(3 * 24 * 60 * 60);
+/// A worker following a busy log waits this long (real time) after a
+/// delivery was acknowledged before it reads for the next, unless a full
+/// delivery is waiting already: a few larger deliveries cost the receiver,
+/// the log (one cursor record each) and the server less than one per
+/// group commit.
+const BATCH_LINGER: Duration = Duration::from_millis(25);
 /// Events skipped by the filter are made durable in one cursor record
 /// once this many have piled up...
 const SKIPPED_EVENTS_ADVANCE: u64 = 1000;
@@ -83,6 +90,8 @@ enum Pass {
         first: Lsn,
         last: Lsn,
         through: Lsn,
+        /// The first event's time (`None` for `events_dropped`).
+        first_at: Option<Timestamp>,
     },
 }
 
@@ -90,6 +99,8 @@ enum Pass {
 /// aborted at shutdown).
 pub async fn run(app: Arc<App>, id: String, client: HttpClient) {
     let runtime = app.hooks.runtime(&id);
+    // When the last delivery was acknowledged, while events kept coming.
+    let mut settled: Option<Instant> = None;
     loop {
         let Some(hook) = app.engine.webhook(&id) else {
             app.hooks.remove(&id);
@@ -129,6 +140,16 @@ pub async fn run(app: Arc<App>, id: String, client: HttpClient) {
             }
             continue;
         }
+        // Let the events of a few group commits gather into one delivery.
+        if let Some(at) = settled.take()
+            && durable - from < BATCH_EVENTS_MAX as u64
+        {
+            let wait = BATCH_LINGER.saturating_sub(at.elapsed());
+            if !wait.is_zero() {
+                idle(&runtime, wait).await;
+                continue;
+            }
+        }
         match read_pass(&app, &hook, from, durable, &runtime.read_hint) {
             Ok(Pass::Nothing { through, skipped }) => {
                 skip(&app, &runtime, &hook, through, skipped).await;
@@ -138,12 +159,21 @@ pub async fn run(app: Arc<App>, id: String, client: HttpClient) {
                 first,
                 last,
                 through,
+                first_at,
             }) => {
-                deliver(&app, &runtime, &client, &hook, body, (first, last), through).await;
+                let span = Span {
+                    first,
+                    last,
+                    through,
+                    first_at,
+                };
+                if deliver(&app, &runtime, &client, &hook, body, span).await {
+                    settled = Some(Instant::now());
+                }
             }
             Err(error) => {
                 tracing::error!(webhook = %id, %error, "reading the log for a webhook failed");
-                failed(&app, &runtime, &hook, error, None).await;
+                failed(&app, &runtime, &hook, error, None, None).await;
             }
         }
     }
@@ -158,7 +188,10 @@ async fn idle(runtime: &Runtime, d: Duration) {
 }
 
 /// Reads the durable records after `from` (through `durable`, at most
-/// `SCAN_RECORDS_MAX`) and gathers the first delivery's events.
+/// `SCAN_RECORDS_MAX`) and gathers the first delivery's events. The
+/// filter decides on a record's type before it is decoded, and on its
+/// campaign before it is rendered; the events wanted are written straight
+/// into the delivery's body.
 fn read_pass(
     app: &App,
     hook: &Webhook,
@@ -179,96 +212,131 @@ fn read_pass(
                 to_lsn,
                 "log retention deleted events a webhook had not received; it gets events_dropped"
             );
-            let marker = serde_json::json!({
-                "kind": "events_dropped",
-                "from_lsn": from_lsn,
-                "to_lsn": to_lsn,
-            });
-            let event = serde_json::to_vec(&marker).expect("serializes");
+            let mut body = Body::new(&hook.spec.id, 128);
+            let at = body.begin_event();
+            // Keys in byte order, as a serde_json map writes them.
+            let _ = write!(
+                body.out,
+                "{{\"from_lsn\":{from_lsn},\"kind\":\"events_dropped\",\"to_lsn\":{to_lsn}}}"
+            );
+            body.end_event(at);
             return Ok(Pass::Deliver {
-                body: body(&hook.spec.id, &[event]),
+                body: body.finish(),
                 first: from_lsn,
                 last: to_lsn,
                 through: to_lsn,
+                first_at: None,
             });
         }
         Err(e) => return Err(e.to_string()),
     };
     let through_max = durable.min(from + SCAN_RECORDS_MAX);
-    let mut events: Vec<Vec<u8>> = Vec::new();
-    let mut bytes = 0;
+    let mut filter = Filter::new(hook);
+    let mut body = Body::new(&hook.spec.id, hint_capacity(&hook.spec.id));
     let (mut first, mut last, mut through, mut skipped) = (0, 0, from, 0);
+    let mut first_at = None;
     while let Some(next) = records.next_record() {
         let record = next.map_err(|e| e.to_string())?;
         if record.lsn > through_max {
             break;
         }
-        let decoded = Record::decode(record.record_type, record.payload)
-            .map_err(|e| format!("LSN {}: {e}", record.lsn))?;
-        if let Some(line) = event_line(app, record.lsn, &decoded) {
-            if wanted(hook, &line) {
-                // Rendered as `/v1/events` renders its lines.
-                let event = serde_json::to_vec(&line).expect("serializes");
-                if !events.is_empty()
-                    && (events.len() >= BATCH_EVENTS_MAX
-                        || bytes + event.len() + 1 > BATCH_BYTES_MAX)
-                {
-                    break;
+        match filter.by_type(record.record_type) {
+            Verdict::NotEvent => {}
+            Verdict::Skip => skipped += 1,
+            Verdict::Deliver => {
+                let decoded = Record::decode(record.record_type, record.payload)
+                    .map_err(|e| format!("LSN {}: {e}", record.lsn))?;
+                let wanted = filter.campaign_wanted(decoded.campaign(), |n| {
+                    app.engine.campaign_by_number(n).map(Campaign::id)
+                });
+                if !wanted {
+                    skipped += 1;
+                } else {
+                    if body.events >= BATCH_EVENTS_MAX {
+                        break;
+                    }
+                    let at = body.begin_event();
+                    render::write_event(app, record.lsn, &decoded, &mut body.out);
+                    // A single event larger than a delivery goes alone.
+                    if !body.end_event(at) {
+                        break;
+                    }
+                    if body.events == 1 {
+                        first = record.lsn;
+                        first_at = Some(decoded.at());
+                    }
+                    last = record.lsn;
                 }
-                bytes += event.len() + 1;
-                if events.is_empty() {
-                    first = record.lsn;
-                }
-                last = record.lsn;
-                events.push(event);
-            } else {
-                skipped += 1;
             }
         }
         through = record.lsn;
     }
     *hint.lock() = Some(records.position());
-    if events.is_empty() {
+    if body.events == 0 {
         return Ok(Pass::Nothing { through, skipped });
     }
     Ok(Pass::Deliver {
-        body: body(&hook.spec.id, &events),
+        body: body.finish(),
         first,
         last,
         through,
+        first_at,
     })
 }
 
-/// Whether the subscription asked for this event: its kind, and its
-/// campaign when the subscription names campaigns (an event of no
-/// campaign then does not match).
-fn wanted(hook: &Webhook, event: &Value) -> bool {
-    let kind = event["kind"].as_str().unwrap_or("");
-    let kinds = &hook.spec.events;
-    if !kinds.iter().any(|k| k == "*" || k == kind) {
-        return false;
-    }
-    let campaigns = &hook.spec.campaigns;
-    campaigns.is_empty()
-        || event["campaign"]
-            .as_str()
-            .is_some_and(|c| campaigns.iter().any(|w| w == c))
+/// A first guess of a delivery body's size, so a full one is not grown
+/// from nothing.
+fn hint_capacity(id: &str) -> usize {
+    id.len() + 64 * 1024
 }
 
-/// `{"webhook": id, "events": [...]}` from rendered events.
-fn body(id: &str, events: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 64);
-    out.extend_from_slice(b"{\"webhook\":");
-    out.extend_from_slice(&serde_json::to_vec(id).expect("serializes"));
-    out.extend_from_slice(b",\"events\":[");
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+/// `{"webhook": id, "events": [...]}`, written as events are found.
+struct Body {
+    out: Vec<u8>,
+    events: usize,
+    /// The events' bytes, each counted with one separator.
+    bytes: usize,
+}
+
+impl Body {
+    fn new(id: &str, capacity: usize) -> Body {
+        let mut out = Vec::with_capacity(capacity);
+        out.extend_from_slice(b"{\"webhook\":");
+        render::string(&mut out, id);
+        out.extend_from_slice(b",\"events\":[");
+        Body {
+            out,
+            events: 0,
+            bytes: 0,
         }
-        out.extend_from_slice(event);
     }
-    out.extend_from_slice(b"]}");
-    out
+
+    /// Starts an event; returns where it starts.
+    fn begin_event(&mut self) -> usize {
+        let at = self.out.len();
+        if self.events > 0 {
+            self.out.push(b',');
+        }
+        at
+    }
+
+    /// Keeps the event started at `at` if it fits the delivery (the first
+    /// always does), or takes it back out; true when kept.
+    fn end_event(&mut self, at: usize) -> bool {
+        let len = self.out.len() - at - usize::from(self.events > 0);
+        if self.events > 0 && self.bytes + len + 1 > BATCH_BYTES_MAX {
+            self.out.truncate(at);
+            return false;
+        }
+        self.bytes += len + 1;
+        self.events += 1;
+        true
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.out.extend_from_slice(b"]}");
+        self.out
+    }
 }
 
 /// Remembers records read with nothing to deliver, and makes the skip
@@ -319,17 +387,34 @@ async fn advance(app: &App, hook: &Webhook, through: Lsn) {
     }
 }
 
-/// Posts one delivery and settles it: cursor forward on a 2xx, backoff or
-/// disabling otherwise.
+/// What a delivery covers.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    /// The LSNs of its first and last event.
+    first: Lsn,
+    last: Lsn,
+    /// Where the cursor goes once it is acknowledged.
+    through: Lsn,
+    /// The time of its first event, if it has one from the log.
+    first_at: Option<Timestamp>,
+}
+
+/// Posts one delivery and settles it: cursor forward on a 2xx (then true),
+/// backoff or disabling otherwise.
 async fn deliver(
     app: &App,
     runtime: &Runtime,
     client: &HttpClient,
     hook: &Webhook,
     body: Vec<u8>,
-    (first, last): (Lsn, Lsn),
-    through: Lsn,
-) {
+    span: Span,
+) -> bool {
+    let Span {
+        first,
+        last,
+        through,
+        first_at,
+    } = span;
     let clock = &app.hooks.clock;
     let t = clock.now().0 / 1000;
     let signature = sign::signature(&hook.spec.secret, t, &body);
@@ -341,7 +426,11 @@ async fn deliver(
         .body(Full::new(Bytes::from(body)));
     let request = match request {
         Ok(r) => r,
-        Err(e) => return failed(app, runtime, hook, format!("bad request: {e}"), None).await,
+        Err(e) => {
+            let error = format!("bad request: {e}");
+            failed(app, runtime, hook, error, None, first_at).await;
+            return false;
+        }
     };
     let start = Instant::now();
     let answer =
@@ -351,13 +440,15 @@ async fn deliver(
     let status = match answer {
         Err(_) => {
             let error = format!("no answer within {} s", DELIVERY_TIMEOUT.as_secs());
-            return failed(app, runtime, hook, error, None).await;
+            failed(app, runtime, hook, error, None, first_at).await;
+            return false;
         }
         Ok(Err(e)) => {
             // A TLS failure (an untrusted certificate, say) is a failed
             // delivery like any other, backed off and retried as usual.
             let error = tls::describe(&e);
-            return failed(app, runtime, hook, error, None).await;
+            failed(app, runtime, hook, error, None, first_at).await;
+            return false;
         }
         Ok(Ok(response)) => response.status().as_u16(),
     };
@@ -371,22 +462,40 @@ async fn deliver(
         p.consecutive_failures = 0;
         p.failing_since = None;
         p.skipped = None;
-        return;
+        return true;
     }
     let error = format!("the receiver answered {status}");
-    failed(app, runtime, hook, error, Some(status)).await;
+    failed(app, runtime, hook, error, Some(status), first_at).await;
+    false
 }
 
 /// Counts a failure and backs off; disables the subscription on a `410`
 /// or after three days of failing.
-async fn failed(app: &App, runtime: &Runtime, hook: &Webhook, error: String, status: Option<u16>) {
+///
+/// The three days count from when the failing delivery's first event was
+/// written, or from the subscription's last fresh start (an acknowledged
+/// delivery, a resume, a new url, a rewind) when that is later: both are
+/// in the log, so a restart does not start the three days again. Without
+/// a first event (`events_dropped`, a log that cannot be read) they count
+/// from the first failure.
+async fn failed(
+    app: &App,
+    runtime: &Runtime,
+    hook: &Webhook,
+    error: String,
+    status: Option<u16>,
+    first_at: Option<Timestamp>,
+) {
     let clock = &app.hooks.clock;
     let now = clock.now();
     let disable = {
         let mut p = runtime.progress.lock();
         p.failures_total += 1;
         p.consecutive_failures = p.consecutive_failures.saturating_add(1);
-        let since = *p.failing_since.get_or_insert(now);
+        let since = *p.failing_since.get_or_insert_with(|| match first_at {
+            Some(at) => at.max(hook.delivery_since),
+            None => timefmt::now(),
+        });
         let doublings = p.consecutive_failures.saturating_sub(1).min(20);
         let backoff = BACKOFF_FIRST
             .saturating_mul(1 << doublings)
@@ -395,8 +504,11 @@ async fn failed(app: &App, runtime: &Runtime, hook: &Webhook, error: String, sta
         p.last_error = Some(error.clone());
         if status == Some(410) {
             Some("the receiver answered 410 Gone".to_owned())
-        } else if now.0.saturating_sub(since.0) >= FAILING_FOR_DISABLE.as_millis() as u64 {
-            Some(format!("deliveries failed for 3 days; last error: {error}"))
+        } else if clock.since(since) >= FAILING_FOR_DISABLE {
+            Some(format!(
+                "deliveries failed for 3 days (since {}); last error: {error}",
+                timefmt::format(since)
+            ))
         } else {
             None
         }
