@@ -248,9 +248,7 @@ pub fn apply_records<J: Journal>(
         engine.apply_encoded(record.lsn, record.record_type, record.payload)?;
         count += 1;
         // The clock only every 4,096 records: it is not free on a hot loop.
-        if progress
-            && count.is_multiple_of(4096)
-            && last_report.elapsed() >= Duration::from_secs(1)
+        if progress && count.is_multiple_of(4096) && last_report.elapsed() >= Duration::from_secs(1)
         {
             last_report = Instant::now();
             tracing::info!(lsn = record.lsn, last, records = count, "replaying the log");
