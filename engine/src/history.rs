@@ -142,6 +142,75 @@ impl History {
         self.open.store(interval, Ordering::Relaxed);
     }
 
+    /// The ring, the open interval and its counters, for a snapshot: 8
+    /// bytes each (little-endian), then 80 bytes a closed point.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let closed = self.closed.lock();
+        // Relaxed: read under the lock that orders its changes.
+        out.extend_from_slice(&self.open.load(Ordering::Relaxed).to_le_bytes());
+        for counter in &self.events {
+            out.extend_from_slice(&counter.load(Ordering::Relaxed).to_le_bytes());
+        }
+        out.extend_from_slice(&(closed.len() as u64).to_le_bytes());
+        for point in closed.iter() {
+            let words = [point.interval]
+                .into_iter()
+                .chain(point.counts)
+                .chain(point.events)
+                .chain([point.seconds]);
+            for word in words {
+                out.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+    }
+
+    /// Restores what [`History::encode`] wrote, refusing bytes it could not
+    /// have written: points out of order, at or past the open interval,
+    /// more than a day of them, or trailing bytes.
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Result<(), &'static str> {
+        let mut words = bytes
+            .chunks(8)
+            .map(|chunk| <[u8; 8]>::try_from(chunk).map(u64::from_le_bytes));
+        let mut next = || match words.next() {
+            Some(Ok(word)) => Ok(word),
+            _ => Err("history: truncated"),
+        };
+        let open = next()?;
+        let events = [next()?, next()?, next()?];
+        let count = next()?;
+        if count > HISTORY_POINTS_MAX as u64 {
+            return Err("history: more points than a day");
+        }
+        let mut points = VecDeque::with_capacity(count as usize);
+        for _ in 0..count {
+            let point = Point {
+                interval: next()?,
+                counts: [next()?, next()?, next()?, next()?, next()?],
+                events: [next()?, next()?, next()?],
+                seconds: next()?,
+            };
+            let after_previous = points
+                .back()
+                .is_none_or(|p: &Point| p.interval < point.interval);
+            if !after_previous || point.interval >= open || point.seconds > HISTORY_INTERVAL_SECONDS
+            {
+                return Err("history: points out of order");
+            }
+            points.push_back(point);
+        }
+        if words.next().is_some() {
+            return Err("history: trailing bytes");
+        }
+        let mut closed = self.closed.lock();
+        *closed = points;
+        // Relaxed: the lock orders every change of `open`.
+        self.open.store(open, Ordering::Relaxed);
+        for (counter, value) in self.events.iter().zip(events) {
+            counter.store(value, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Counts an event in the open interval; its record touched first.
     pub fn count(&self, event: HistoryEvent) {
         if cfg!(loom) {
@@ -259,6 +328,39 @@ mod tests {
         let points = history.points(at(0), now, [0; 5]);
         assert!(points.len() <= HISTORY_POINTS_MAX + 2, "{}", points.len());
         assert!(points[0].at().0 <= now.0 - day * 1000, "a full day is kept");
+    }
+
+    #[test]
+    fn a_history_survives_encoding_and_bad_bytes_are_refused() {
+        let history = History::new(at(0));
+        for (second, counts) in [
+            (5, [9, 1, 0, 0, 0]),
+            (25, [8, 1, 0, 1, 0]),
+            (61, [7, 1, 0, 2, 0]),
+        ] {
+            history.touch(at(second), || counts);
+            history.count(HistoryEvent::Redemption);
+        }
+        let mut bytes = Vec::new();
+        history.encode(&mut bytes);
+        let restored = History::new(at(0));
+        restored.decode(&bytes).unwrap();
+        let now = at(75);
+        assert_eq!(
+            restored.points(at(0), now, [7, 1, 0, 2, 0]),
+            history.points(at(0), now, [7, 1, 0, 2, 0])
+        );
+        let mut again = Vec::new();
+        restored.encode(&mut again);
+        assert_eq!(again, bytes);
+        assert!(restored.decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.extend_from_slice(&[0; 8]);
+        assert!(restored.decode(&trailing).is_err());
+        // A point at the open interval cannot have been written.
+        let mut disordered = bytes.clone();
+        disordered[..8].copy_from_slice(&1u64.to_le_bytes());
+        assert!(restored.decode(&disordered).is_err());
     }
 
     #[test]

@@ -44,6 +44,26 @@ fn put_entry(out: &mut Vec<u8>, lsn: Lsn, record: &Record<'_>) {
 }
 
 /// One entry read back: (type byte, LSN, payload), and the bytes after it.
+/// Kind byte of a snapshot entry that is no record: a campaign's history
+/// for the dashboard (its number, then [`History`]'s bytes), which the log
+/// does not hold. Outside the record kinds, so the log can never carry one.
+///
+/// [`History`]: crate::history
+const HISTORY_ENTRY_KIND: u8 = 0xF0;
+
+fn put_history_entry(out: &mut Vec<u8>, lsn: Lsn, campaign: &Campaign) {
+    let start = out.len();
+    out.resize(start + ENTRY_HEADER_BYTES, 0);
+    out[start + ENTRY_KIND_OFFSET] = HISTORY_ENTRY_KIND;
+    out[start + ENTRY_LSN_OFFSET..start + ENTRY_LENGTH_OFFSET].copy_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&campaign.number.to_le_bytes());
+    campaign.history.encode(out);
+    let len = out.len() - start - ENTRY_HEADER_BYTES;
+    let len = u32::try_from(len).expect("a day of points is under 4 GiB");
+    out[start + ENTRY_LENGTH_OFFSET..start + ENTRY_HEADER_BYTES]
+        .copy_from_slice(&len.to_le_bytes());
+}
+
 type Entry<'b> = ((u8, Lsn, &'b [u8]), &'b [u8]);
 
 /// Splits the first entry off `rest`.
@@ -76,10 +96,13 @@ impl<J: Journal> Engine<J> {
     pub fn snapshot(&self, lsn: Lsn, at: Timestamp) -> Vec<u8> {
         let mut out = vec![0; BLOB_ENTRIES_OFFSET];
         out[BLOB_VERSION_OFFSET] = SNAPSHOT_VERSION;
-        let mut emit = |lsn: Lsn, record: &Record<'_>| put_entry(&mut out, lsn, record);
         for campaign in self.campaigns() {
-            self.snapshot_campaign(campaign, lsn, &mut emit);
+            self.snapshot_campaign(campaign, lsn, &mut |lsn, record| {
+                put_entry(&mut out, lsn, record);
+            });
+            put_history_entry(&mut out, lsn, campaign);
         }
+        let mut emit = |lsn: Lsn, record: &Record<'_>| put_entry(&mut out, lsn, record);
         self.snapshot_webhooks(lsn, &mut emit);
         for (lsn, key, fingerprint, response, stored_at) in self.idempotency.entries(at) {
             emit(
@@ -148,23 +171,40 @@ impl<J: Journal> Engine<J> {
         // The counters entry closes every snapshot: a cut at an entry
         // boundary is caught too.
         let mut closed = false;
+        let mut histories = Vec::new();
         while !rest.is_empty() {
             if closed {
                 return Err(bad("entries after the closing counters"));
             }
             let ((kind, lsn, payload), after) = take_entry(rest).map_err(bad)?;
             closed = kind == RecordKind::Counters as u8;
-            self.apply_encoded(lsn, kind, payload)
-                .map_err(|e| bad(&e.to_string()))?;
+            if kind == HISTORY_ENTRY_KIND {
+                histories.push(payload);
+            } else {
+                self.apply_encoded(lsn, kind, payload)
+                    .map_err(|e| bad(&e.to_string()))?;
+            }
             rest = after;
         }
         if !closed {
             return Err(bad("truncated: no closing counters entry"));
         }
-        // A snapshot's entries carry creation and transition times out of
-        // order; the history starts again with the log replayed after it.
+        // A snapshot's records carry creation and transition times out of
+        // order, which says nothing of when things happened; the history
+        // comes from the snapshot's own entries (a snapshot written before
+        // they existed has none: the history then starts with the log
+        // replayed after it).
         for campaign in self.campaigns() {
             campaign.history.forget();
+        }
+        for payload in histories {
+            let (number, bytes) = payload
+                .split_first_chunk::<4>()
+                .ok_or_else(|| bad("history: truncated"))?;
+            let campaign = self
+                .campaign_by_number(u32::from_le_bytes(*number))
+                .ok_or_else(|| bad("history of an unknown campaign"))?;
+            campaign.history.decode(bytes).map_err(bad)?;
         }
         Ok(())
     }
