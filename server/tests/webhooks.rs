@@ -395,10 +395,12 @@ fn kill_9_mid_stream_resends_at_most_the_delivery_in_flight() {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    assert!(wait_until(Duration::from_secs(20), || receiver
+    // At least one delivery acknowledged before the kill. (Not a number of
+    // them: a worker following a busy log batches what has gathered, so
+    // how many deliveries 150 redemptions make depends on the machine.)
+    assert!(wait_until(Duration::from_secs(20), || !receiver
         .deliveries()
-        .len()
-        >= 3));
+        .is_empty()));
     server.kill9();
     let before = receiver.deliveries().len();
     // `wal dump` never prints the secret.
