@@ -7,32 +7,13 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use redeem_engine::codec::CodeKey;
-use redeem_engine::{CampaignSpec, Config, Effect, Engine, NullJournal, Slot, Timestamp};
+use redeem_benches::{BENCH_NOW, bench_engine};
+use redeem_engine::{Engine, NullJournal, Slot, Timestamp};
 
-const NOW: Timestamp = Timestamp(1_800_000_000_000);
+const NOW: Timestamp = BENCH_NOW;
 
 fn engine(codes: u64) -> Engine<NullJournal> {
-    let engine = Engine::new(
-        NullJournal::default(),
-        Config::default(),
-        Box::new(|_: &Effect<'_>| (200, Vec::new())),
-    );
-    engine
-        .create_campaign(
-            CampaignSpec {
-                id: "bench".into(),
-                prefix: "B".into(),
-                generate: codes,
-                per_user_limit: 0,
-                ..CampaignSpec::default()
-            },
-            CodeKey::from_bytes([1; 16]),
-            NOW,
-            None,
-        )
-        .unwrap();
-    engine
+    bench_engine(codes)
 }
 
 fn codes(engine: &Engine<NullJournal>, range: std::ops::Range<u64>) -> Vec<String> {

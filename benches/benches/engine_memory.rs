@@ -9,8 +9,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use redeem_engine::codec::CodeKey;
-use redeem_engine::{CampaignSpec, Config, Effect, Engine, NullJournal, Slot, Timestamp};
+use redeem_benches::{BENCH_NOW, bench_engine};
+use redeem_engine::{Slot, Timestamp};
 
 /// The system allocator, counting the bytes live.
 struct Counting;
@@ -51,7 +51,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const NOW: Timestamp = Timestamp(1_800_000_000_000);
+const NOW: Timestamp = BENCH_NOW;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
@@ -60,26 +60,8 @@ fn live() -> isize {
 /// Redeems `codes` fresh codes, `codes_per_user` by each user; returns
 /// (bytes kept per code, string bytes per code).
 fn measure(codes: u64, codes_per_user: u64) -> (f64, f64) {
-    let engine = Engine::new(
-        NullJournal::default(),
-        Config::default(),
-        Box::new(|_: &Effect<'_>| (200, Vec::new())),
-    );
-    engine
-        .create_campaign(
-            CampaignSpec {
-                id: "memory".into(),
-                prefix: "M".into(),
-                generate: codes,
-                per_user_limit: 0,
-                ..CampaignSpec::default()
-            },
-            CodeKey::from_bytes([3; 16]),
-            NOW,
-            None,
-        )
-        .unwrap();
-    let campaign = engine.campaign("memory").unwrap();
+    let engine = bench_engine(codes);
+    let campaign = engine.campaign("bench").unwrap();
     let printed: Vec<String> = (0..codes)
         .map(|i| campaign.code_of(Slot::generated(i)))
         .collect();

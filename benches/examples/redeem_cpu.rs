@@ -6,8 +6,8 @@
 //!
 //! `cargo run --profile bench -p redeem-benches --example redeem_cpu [-- CODES [ROUNDS]]`
 
-use redeem_engine::codec::CodeKey;
-use redeem_engine::{CampaignSpec, Config, Effect, Engine, NullJournal, Slot, Timestamp};
+use redeem_benches::{BENCH_NOW, bench_engine};
+use redeem_engine::Slot;
 
 fn thread_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
@@ -26,28 +26,10 @@ fn main() {
         .filter_map(|a| a.parse::<u64>().ok());
     let codes = args.next().unwrap_or(2_000_000);
     let rounds = args.next().unwrap_or(5);
-    let now = Timestamp(1_800_000_000_000);
+    let now = BENCH_NOW;
     let mut rates = Vec::new();
     for _ in 0..rounds {
-        let engine = Engine::new(
-            NullJournal::default(),
-            Config::default(),
-            Box::new(|_: &Effect<'_>| (200, Vec::new())),
-        );
-        engine
-            .create_campaign(
-                CampaignSpec {
-                    id: "bench".into(),
-                    prefix: "B".into(),
-                    generate: codes,
-                    per_user_limit: 0,
-                    ..CampaignSpec::default()
-                },
-                CodeKey::from_bytes([1; 16]),
-                now,
-                None,
-            )
-            .expect("campaign");
+        let engine = bench_engine(codes);
         let campaign = engine.campaign("bench").expect("created");
         let printed: Vec<String> = (0..codes)
             .map(|i| campaign.code_of(Slot::generated(i)))
