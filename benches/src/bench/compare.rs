@@ -68,6 +68,47 @@ fn ratio(a: Option<f64>, b: f64) -> String {
 }
 
 /// Scenarios in the order their first run came, so the caller's order holds.
+/// A column a ratio is taken on: its name and how to read it off a run.
+type Measure = (&'static str, fn(&Run) -> f64);
+
+/// One part of the table: a heading, the column heads, and a row per
+/// scenario and target with redeemd's ratio to it on two measures.
+fn section(
+    out: &mut String,
+    runs: &[Run],
+    heading: &str,
+    first: &str,
+    measures: [Measure; 2],
+    label: impl Fn(&str, &Run) -> String,
+) {
+    let _ = writeln!(out, "{heading}");
+    let ratios = format!("redeemd/this: {:>8} {:>6}", measures[0].0, measures[1].0);
+    let _ = writeln!(
+        out,
+        "{first:<10} {:<9} {:>10} {:>9} {:>9} {:>9}  {ratios:>29}  audit",
+        "target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+    for scenario in scenarios(runs) {
+        let reference = Comparison::find(runs, scenario, "redeemd");
+        for target in targets(runs) {
+            let Some(r) = Comparison::find(runs, scenario, target) else {
+                continue;
+            };
+            let ratios = if target == "redeemd" {
+                String::new()
+            } else {
+                let [(_, a), (_, b)] = measures;
+                format!(
+                    "{:>8} {:>6}",
+                    ratio(reference.map(a), a(r)),
+                    ratio(reference.map(b), b(r))
+                )
+            };
+            row(out, &label(scenario, r), r, &ratios);
+        }
+    }
+}
+
 fn scenarios(runs: &[Run]) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
     for r in runs {
@@ -109,74 +150,28 @@ impl Comparison {
     /// baselines' rows.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let head = |out: &mut String, first: &str, ratios: &str| {
-            let _ = writeln!(
-                out,
-                "{first:<10} {:<9} {:>10} {:>9} {:>9} {:>9}  {ratios:>29}  audit",
-                "target", "ops/s", "p50 ms", "p99 ms", "p99.9 ms"
-            );
-        };
         if !self.closed.is_empty() {
-            let _ = writeln!(
-                out,
-                "closed loop (ratio columns: redeemd / this target; ops/s > 1x: redeemd faster, p99 < 1x: redeemd's p99 lower)"
-            );
-            head(
+            section(
                 &mut out,
+                &self.closed,
+                "closed loop (ratio columns: redeemd / this target; ops/s > 1x: redeemd faster, p99 < 1x: redeemd's p99 lower)",
                 "scenario",
-                &format!("redeemd/this: {:>8} {:>6}", "ops/s", "p99"),
+                [("ops/s", |r| r.ops), ("p99", |r| r.p99)],
+                |scenario, _| scenario.to_owned(),
             );
-            for scenario in scenarios(&self.closed) {
-                let reference = Self::find(&self.closed, scenario, "redeemd");
-                for target in targets(&self.closed) {
-                    let Some(r) = Self::find(&self.closed, scenario, target) else {
-                        continue;
-                    };
-                    let ratios = if target == "redeemd" {
-                        String::new()
-                    } else {
-                        format!(
-                            "{:>8} {:>6}",
-                            ratio(reference.map(|b| b.ops), r.ops),
-                            ratio(reference.map(|b| b.p99), r.p99)
-                        )
-                    };
-                    row(&mut out, scenario, r, &ratios);
-                }
-            }
         }
         if !self.open.is_empty() {
             if !out.is_empty() {
                 out.push('\n');
             }
-            let _ = writeln!(
-                out,
-                "latency: open loop, each target at its own fixed rate (ratio columns: redeemd / this target; < 1x: redeemd lower)"
-            );
-            head(
+            section(
                 &mut out,
+                &self.open,
+                "latency: open loop, each target at its own fixed rate (ratio columns: redeemd / this target; < 1x: redeemd lower)",
                 "rate/s",
-                &format!("redeemd/this: {:>8} {:>6}", "p99", "p99.9"),
+                [("p99", |r| r.p99), ("p99.9", |r| r.p999)],
+                |_, r| format!("{:.0}", r.rate.unwrap_or(0.0)),
             );
-            for scenario in scenarios(&self.open) {
-                let reference = Self::find(&self.open, scenario, "redeemd");
-                for target in targets(&self.open) {
-                    let Some(r) = Self::find(&self.open, scenario, target) else {
-                        continue;
-                    };
-                    let ratios = if target == "redeemd" {
-                        String::new()
-                    } else {
-                        format!(
-                            "{:>8} {:>6}",
-                            ratio(reference.map(|b| b.p99), r.p99),
-                            ratio(reference.map(|b| b.p999), r.p999)
-                        )
-                    };
-                    let label = format!("{:.0}", r.rate.unwrap_or(0.0));
-                    row(&mut out, &label, r, &ratios);
-                }
-            }
         }
         out
     }
