@@ -32,13 +32,18 @@ const _: () = assert!(ENTRY_HEADER_BYTES == 13);
 
 /// Appends one entry: header, then the record's payload.
 fn put_entry(out: &mut Vec<u8>, lsn: Lsn, record: &Record<'_>) {
+    put_raw_entry(out, record.kind() as u8, lsn, |out| record.encode(out));
+}
+
+/// An entry's header, then the payload `write` appends, then its length.
+fn put_raw_entry(out: &mut Vec<u8>, kind: u8, lsn: Lsn, write: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.resize(start + ENTRY_HEADER_BYTES, 0);
-    out[start + ENTRY_KIND_OFFSET] = record.kind() as u8;
+    out[start + ENTRY_KIND_OFFSET] = kind;
     out[start + ENTRY_LSN_OFFSET..start + ENTRY_LENGTH_OFFSET].copy_from_slice(&lsn.to_le_bytes());
-    record.encode(out);
+    write(out);
     let len = out.len() - start - ENTRY_HEADER_BYTES;
-    let len = u32::try_from(len).expect("record under 4 GiB");
+    let len = u32::try_from(len).expect("an entry under 4 GiB");
     out[start + ENTRY_LENGTH_OFFSET..start + ENTRY_HEADER_BYTES]
         .copy_from_slice(&len.to_le_bytes());
 }
@@ -52,16 +57,10 @@ fn put_entry(out: &mut Vec<u8>, lsn: Lsn, record: &Record<'_>) {
 const HISTORY_ENTRY_KIND: u8 = 0xF0;
 
 fn put_history_entry(out: &mut Vec<u8>, lsn: Lsn, campaign: &Campaign) {
-    let start = out.len();
-    out.resize(start + ENTRY_HEADER_BYTES, 0);
-    out[start + ENTRY_KIND_OFFSET] = HISTORY_ENTRY_KIND;
-    out[start + ENTRY_LSN_OFFSET..start + ENTRY_LENGTH_OFFSET].copy_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&campaign.number.to_le_bytes());
-    campaign.history.encode(out);
-    let len = out.len() - start - ENTRY_HEADER_BYTES;
-    let len = u32::try_from(len).expect("a day of points is under 4 GiB");
-    out[start + ENTRY_LENGTH_OFFSET..start + ENTRY_HEADER_BYTES]
-        .copy_from_slice(&len.to_le_bytes());
+    put_raw_entry(out, HISTORY_ENTRY_KIND, lsn, |out| {
+        out.extend_from_slice(&campaign.number.to_le_bytes());
+        campaign.history.encode(out);
+    });
 }
 
 type Entry<'b> = ((u8, Lsn, &'b [u8]), &'b [u8]);
