@@ -27,14 +27,13 @@ pub async fn assign(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
         param: id,
         ..
     } = read_json::<AssignRequest>(app, req).await?;
-    let idem_key = key.as_ref().map(|k| k.scoped.clone());
     Ok(keyed(app, key, |idem| {
         let result = app
             .engine
             .assign(&id, &request.recipient, timefmt::now(), idem);
         if let Err(r) = &result {
             app.metrics.count_refusal("assign", refusal_code(r));
-            tracing::debug!(campaign = ?id, recipient = ?request.recipient, idempotency_key = ?idem_key, failure = refusal_code(r), "assignment refused");
+            tracing::debug!(campaign = ?id, recipient = ?request.recipient, idempotency_key = ?idem.map(|k| k.key), failure = refusal_code(r), "assignment refused");
         }
         let assigned = result?;
         Ok(Answer {

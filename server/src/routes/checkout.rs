@@ -53,7 +53,6 @@ pub async fn redeem(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
         Some(&request.user),
         request.client_ip.as_deref(),
     )?;
-    let idem_key = key.as_ref().map(|k| k.scoped.clone());
     Ok(keyed(app, key, |idem| {
         let result = attempt.count(app.engine.redeem(
             &request.code,
@@ -64,7 +63,7 @@ pub async fn redeem(app: &App, req: RouteRequest) -> Result<Response<Body>, ApiE
         ));
         if let Err(r) = &result {
             app.metrics.count_refusal("redeem", refusal_code(r));
-            tracing::debug!(code = %render::masked_code(&request.code), user = ?request.user, idempotency_key = ?idem_key, failure = refusal_code(r), "redemption refused");
+            tracing::debug!(code = %render::masked_code(&request.code), user = ?request.user, idempotency_key = ?idem.map(|k| k.key), failure = refusal_code(r), "redemption refused");
         }
         let redeemed = result?;
         Ok(Answer {
