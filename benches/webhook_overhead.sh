@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# Webhook delivery under load: redeem-bench's `uniform` scenario against one
-# redeemd (release, --sync always), alternately without and with one
-# subscription (all events) to a fast local receiver, on the same server.
-# Prints both throughputs, the lag of the subscription during each run
-# (sampled every half second from the run's preparation on: the largest
-# and the last) and three seconds
-# after it, and the CPU time the receiver and redeemd used in each run (they
-# share the machine's cores with the load generator). The issue's bar: a
-# drop of at most 10%, and a lag that does not grow.
-#   benches/webhook_overhead.sh [connections=64] [seconds=10] [rounds=2]
+# Webhook delivery under load: redeem-bench's `uniform` scenario against a
+# release redeemd (--sync always), without and with one subscription (all
+# events) to a fast local receiver. Every run gets a fresh server on an
+# empty data directory, so runs do not inherit each other's campaigns,
+# snapshots or log; rounds alternate the order (off then on, on then off)
+# so that drift of the machine falls on both sides alike.
+# Prints each run's throughput, the CPU time redeemd and the receiver used
+# (they share the machine's cores with the load generator), the lag of the
+# subscription during the run (sampled every half second, in both modes
+# alike, so the sampling costs both sides the same), at its end and three
+# seconds later; then the medians and their ratio. The issue's bar: a drop
+# of at most 10%, and a lag that does not grow.
+#   benches/webhook_overhead.sh [connections=64] [seconds=10] [rounds=3]
 # REDEEMD=path runs another redeemd binary (an older build, say);
 # RECEIVER=python uses a Python receiver instead of the Rust one
 # (benches/examples/webhook_receiver.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-conns=${1:-64}; secs=${2:-10}; rounds=${3:-2}
+conns=${1:-64}; secs=${2:-10}; rounds=${3:-3}
 codes=2000000
 cargo build --release -q --locked -p redeemd -p redeem-benches --bin redeemd --bin redeem-bench \
   --example webhook_receiver
 redeemd=${REDEEMD:-target/release/redeemd}
 tmp=$(mktemp -d)
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() { kill "${pids[@]}" ${server_pid:-} 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 port_r=18700; port_s=18701
@@ -53,17 +56,22 @@ else
   target/release/examples/webhook_receiver 127.0.0.1:$port_r 2>/dev/null & pids+=($!)
 fi
 receiver_pid=${pids[0]}
-"$redeemd" serve --data-dir "$tmp/data" --listen 127.0.0.1:$port_s --no-auth \
-  >/dev/null 2>"$tmp/redeemd.log" & pids+=($!)
-server_pid=${pids[1]}
-for _ in $(seq 100); do curl -sf localhost:$port_s/readyz >/dev/null && break; sleep 0.1; done
 url=http://127.0.0.1:$port_s
+start_server() { # a fresh redeemd on an empty data directory
+  rm -rf "$tmp/data"
+  "$redeemd" serve --data-dir "$tmp/data" --listen 127.0.0.1:$port_s --sync always --no-auth \
+    >/dev/null 2>"$tmp/redeemd.log" & server_pid=$!
+  for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "$url/readyz" >/dev/null || { echo "redeemd did not start:" >&2; cat "$tmp/redeemd.log" >&2; exit 1; }
+}
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
 
 # CPU seconds (user + system) a process used so far.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 run() { # $1: label; prints ops/s
   target/release/redeem-bench uniform --url "$url" --connections "$conns" --duration "${secs}s" \
-    --warmup 2s --codes "$codes" --json "$tmp/$1.json" >"$tmp/$1.txt"
+    --warmup 2s --codes "$codes" --json "$tmp/$1.json" >"$tmp/$1.txt" 2>"$tmp/$1.err" \
+    || { cat "$tmp/$1.txt" "$tmp/$1.err" >&2; exit 1; }
   python3 - "$tmp/$1.json" <<'PY'
 import json, sys
 def find(v):
@@ -80,36 +88,52 @@ def find(v):
 print(round(find(json.load(open(sys.argv[1])))))
 PY
 }
-lag() { curl -s "$url/v1/webhooks/$hook" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lag_events"])'; }
+# The subscription's lag in log records ("-" with none): curl and sed only,
+# no interpreter start-up per sample.
+lag() {
+  if [[ -z $hook ]]; then curl -s "$url/v1/webhooks" >/dev/null; echo -; return; fi
+  curl -s "$url/v1/webhooks/$hook" | grep -o '"lag_events":[0-9]*' | cut -d: -f2
+}
 sample_lag() { # every half second until killed, one lag a line
   while true; do lag; sleep 0.5; done
 }
 
-hook=""
+off=(); on=()
 for round in $(seq "$rounds"); do
-  for mode in off on; do
-    # A new subscription for each run with delivery on: it starts at the
-    # log's end, so it delivers that run's events only (a paused one
-    # resumed would owe the run before too).
+  order="off on"; (( round % 2 == 0 )) && order="on off"
+  for mode in $order; do
+    start_server
+    hook=""
     if [[ $mode == on ]]; then
       hook=$(curl -s -X POST "$url/v1/webhooks" -H 'content-type: application/json' \
         -d "{\"url\": \"http://127.0.0.1:$port_r/\", \"events\": [\"*\"]}" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
     fi
+    before_events=$(curl -s localhost:$port_r/)
     cpu_r=$(cpu "$receiver_pid"); cpu_s=$(cpu "$server_pid")
-    if [[ $mode == on ]]; then sample_lag >"$tmp/lag-$round" & sampler=$!; fi
+    sample_lag >"$tmp/lag-$mode-$round" & sampler=$!
     ops=$(run "$mode-$round")
-    if [[ $mode == on ]]; then kill "$sampler"; wait "$sampler" 2>/dev/null || true; fi
+    kill "$sampler"; wait "$sampler" 2>/dev/null || true
     used_r=$(awk -v a="$cpu_r" -v b="$(cpu "$receiver_pid")" 'BEGIN { printf "%.1f", b - a }')
     used_s=$(awk -v a="$cpu_s" -v b="$(cpu "$server_pid")" 'BEGIN { printf "%.1f", b - a }')
     line="round $round, delivery $mode: $ops redemptions/s; CPU s: redeemd $used_s, receiver $used_r"
     if [[ $mode == on ]]; then
-      during=$(sort -n "$tmp/lag-$round" | tail -1)
+      on+=("$ops")
+      during=$(sort -n "$tmp/lag-$mode-$round" | tail -1)
       at_end=$(lag)
       sleep 3
-      line="$line; lag (log records) at most $during during the run, $at_end at its end, $(lag) three seconds later; receiver has $(curl -s localhost:$port_r/) events"
-      curl -s -X DELETE "$url/v1/webhooks/$hook" >/dev/null
+      line="$line; lag (log records) at most $during during the run, $at_end at its end, $(lag) three seconds later; the receiver got $(( $(curl -s localhost:$port_r/) - before_events )) events"
+    else
+      off+=("$ops")
     fi
+    stop_server
     echo "$line"
   done
 done
+python3 - "${off[*]}" "${on[*]}" <<'PY'
+import statistics, sys
+off = [float(x) for x in sys.argv[1].split()]
+on = [float(x) for x in sys.argv[2].split()]
+a, b = statistics.median(off), statistics.median(on)
+print(f"median without delivery {a:.0f}/s, with delivery {b:.0f}/s: {100 * (b / a - 1):+.1f}%")
+PY
