@@ -8,7 +8,6 @@ use http::request::Parts;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::errors::ApiError;
@@ -225,14 +224,14 @@ pub fn idempotency_key(
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         ));
     }
-    let mut hasher = Sha256::new();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     hasher.update(parts.method.as_str().as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(parts.uri.path().as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(body);
-    let digest: [u8; 32] = hasher.finalize().into();
-    let fingerprint = u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"));
+    let digest = hasher.finish();
+    let fingerprint = u128::from_le_bytes(digest.as_ref()[..16].try_into().expect("16 bytes"));
     let scoped = format!("{}:{}", principal.scope, String::from_utf8_lossy(key));
     Ok(Some(KeyedRequest {
         scoped,
