@@ -260,8 +260,10 @@ fn write_line(
         if i > 0 {
             out.push(b',');
         }
-        string(out, key);
-        out.push(b':');
+        // Keys are fixed ASCII names with nothing to escape.
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
         match value {
             V::Str(s) | V::OptStr(Some(s)) => string(out, s),
             V::Owned(s) | V::OptOwned(Some(s)) => string(out, s),
