@@ -6,7 +6,8 @@
 # snapshots or log; rounds alternate the order (off then on, on then off)
 # so that drift of the machine falls on both sides alike.
 # Prints each run's throughput, the CPU time redeemd and the receiver used
-# (they share the machine's cores with the load generator), the lag of the
+# (they share the machine's cores with the load generator) in all and per
+# request (warm-up included; the same preparation is in both modes), the lag of the
 # subscription during the run (sampled every half second, in both modes
 # alike, so the sampling costs both sides the same), at its end and three
 # seconds later; then the medians and their ratio. The issue's bar: a drop
@@ -68,7 +69,7 @@ stop_server() { kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true
 
 # CPU seconds (user + system) a process used so far.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
-run() { # $1: label; prints ops/s
+run() { # $1: label; prints ops/s and the operations done (warm-up included)
   target/release/redeem-bench uniform --url "$url" --connections "$conns" --duration "${secs}s" \
     --warmup 2s --codes "$codes" --json "$tmp/$1.json" >"$tmp/$1.txt" 2>"$tmp/$1.err" \
     || { cat "$tmp/$1.txt" "$tmp/$1.err" >&2; exit 1; }
@@ -85,7 +86,9 @@ def find(v):
             if r is not None:
                 return r
     return None
-print(round(find(json.load(open(sys.argv[1])))))
+report = json.load(open(sys.argv[1]))
+done = sum(o["measured"] + o["warmup"] for o in report["outcomes"])
+print(round(find(report)), done)
 PY
 }
 # The subscription's lag in log records ("-" with none): curl and sed only,
@@ -98,7 +101,7 @@ sample_lag() { # every half second until killed, one lag a line
   while true; do lag; sleep 0.5; done
 }
 
-off=(); on=()
+off=(); on=(); off_cpu=(); on_cpu=()
 for round in $(seq "$rounds"); do
   order="off on"; (( round % 2 == 0 )) && order="on off"
   for mode in $order; do
@@ -112,28 +115,31 @@ for round in $(seq "$rounds"); do
     before_events=$(curl -s localhost:$port_r/)
     cpu_r=$(cpu "$receiver_pid"); cpu_s=$(cpu "$server_pid")
     sample_lag >"$tmp/lag-$mode-$round" & sampler=$!
-    ops=$(run "$mode-$round")
+    read -r ops done < <(run "$mode-$round")
     kill "$sampler"; wait "$sampler" 2>/dev/null || true
     used_r=$(awk -v a="$cpu_r" -v b="$(cpu "$receiver_pid")" 'BEGIN { printf "%.1f", b - a }')
     used_s=$(awk -v a="$cpu_s" -v b="$(cpu "$server_pid")" 'BEGIN { printf "%.1f", b - a }')
-    line="round $round, delivery $mode: $ops redemptions/s; CPU s: redeemd $used_s, receiver $used_r"
+    per=$(awk -v s="$used_s" -v r="$used_r" -v n="$done" 'BEGIN { printf "%.1f", (s + r) * 1e6 / n }')
+    line="round $round, delivery $mode: $ops redemptions/s; CPU s: redeemd $used_s, receiver $used_r; $per us of both a request"
     if [[ $mode == on ]]; then
-      on+=("$ops")
+      on+=("$ops"); on_cpu+=("$per")
       during=$(sort -n "$tmp/lag-$mode-$round" | tail -1)
       at_end=$(lag)
       sleep 3
       line="$line; lag (log records) at most $during during the run, $at_end at its end, $(lag) three seconds later; the receiver got $(( $(curl -s localhost:$port_r/) - before_events )) events"
     else
-      off+=("$ops")
+      off+=("$ops"); off_cpu+=("$per")
     fi
     stop_server
     echo "$line"
   done
 done
-python3 - "${off[*]}" "${on[*]}" <<'PY'
+python3 - "${off[*]}" "${on[*]}" "${off_cpu[*]}" "${on_cpu[*]}" <<'PY'
 import statistics, sys
-off = [float(x) for x in sys.argv[1].split()]
-on = [float(x) for x in sys.argv[2].split()]
+off, on, off_cpu, on_cpu = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 a, b = statistics.median(off), statistics.median(on)
 print(f"median without delivery {a:.0f}/s, with delivery {b:.0f}/s: {100 * (b / a - 1):+.1f}%")
+a, b = statistics.median(off_cpu), statistics.median(on_cpu)
+print(f"median CPU of redeemd and the receiver a request: {a:.1f} us without delivery, "
+      f"{b:.1f} us with: {100 * (b / a - 1):+.1f}%")
 PY

@@ -265,7 +265,10 @@ impl ApiError {
 
     /// `{"error": {"code", "message", ...context}}`.
     pub fn body(&self) -> Vec<u8> {
-        let d = self.describe();
+        Self::render(self.describe())
+    }
+
+    fn render(d: Described<'_>) -> Vec<u8> {
         let mut error = serde_json::Map::new();
         error.insert("code".into(), d.code.into());
         error.insert("message".into(), d.message.into_owned().into());
@@ -277,8 +280,11 @@ impl ApiError {
 
     /// The whole answer, with the headers some errors carry.
     pub fn into_response(self) -> Response<Body> {
-        let status = self.status();
-        let mut response = json_response(status, self.body());
+        // Described once: a refusal's message and context are built anew
+        // each time.
+        let described = self.describe();
+        let status = described.status;
+        let mut response = json_response(status, Self::render(described));
         debug_assert!(StatusCode::from_u16(status).is_ok());
         let headers = response.headers_mut();
         match self {
