@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use redeemd::tokens::Role;
 use redeemd::{ServeConfig, cli};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "redeemd",
