@@ -7,12 +7,13 @@
 //! can fall through to a generic 500.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::io::Write;
 
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
-use redeem_engine::Refusal;
 use redeem_engine::idempotency::{Capacity, TableFull};
-use serde_json::{Value, json};
+use redeem_engine::{Refusal, Timestamp};
 
 use crate::http::{Body, json_response};
 use crate::limiter::Throttled;
@@ -66,12 +67,66 @@ impl From<Refusal> for ApiError {
     }
 }
 
-/// An error's answer, before it is rendered.
+/// An error's answer, before it is rendered. Borrows what it can and
+/// formats nothing until rendered, so asking only for the status or the
+/// code (metrics, log lines) costs no allocation.
 struct Described<'a> {
     status: u16,
     code: &'static str,
-    message: Cow<'a, str>,
-    context: Vec<(&'static str, Value)>,
+    message: Message<'a>,
+    /// At most two context fields per answer.
+    context: [Option<(&'static str, Context<'a>)>; 2],
+}
+
+/// An answer's human message.
+enum Message<'a> {
+    Text(Cow<'a, str>),
+    /// The refusal's own `Display`.
+    Refusal(&'a Refusal),
+}
+
+/// A context field's value.
+enum Context<'a> {
+    Str(Cow<'a, str>),
+    Number(u64),
+    /// Rendered as RFC 3339 text.
+    Time(Timestamp),
+}
+
+impl<'a> From<&'a str> for Context<'a> {
+    fn from(s: &'a str) -> Self {
+        Context::Str(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Context<'_> {
+    fn from(s: String) -> Self {
+        Context::Str(Cow::Owned(s))
+    }
+}
+
+impl From<u64> for Context<'_> {
+    fn from(n: u64) -> Self {
+        Context::Number(n)
+    }
+}
+
+impl From<u32> for Context<'_> {
+    fn from(n: u32) -> Self {
+        Context::Number(u64::from(n))
+    }
+}
+
+impl From<usize> for Context<'_> {
+    fn from(n: usize) -> Self {
+        Context::Number(n as u64)
+    }
+}
+
+impl From<Timestamp> for Context<'_> {
+    fn from(t: Timestamp) -> Self {
+        Context::Time(t)
+    }
 }
 
 fn described<'a>(
@@ -82,28 +137,46 @@ fn described<'a>(
     Described {
         status,
         code,
-        message: message.into(),
-        context: Vec::new(),
+        message: Message::Text(message.into()),
+        context: [None, None],
     }
 }
 
-impl Described<'_> {
-    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
-        self.context.push((key, value.into()));
+impl<'a> Described<'a> {
+    fn with(mut self, key: &'static str, value: impl Into<Context<'a>>) -> Self {
+        let free = self
+            .context
+            .iter_mut()
+            .find(|c| c.is_none())
+            .expect("an answer has at most two context fields");
+        *free = Some((key, value.into()));
         self
     }
 }
 
+impl fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Text(text) => f.write_str(text),
+            Message::Refusal(refusal) => fmt::Display::fmt(refusal, f),
+        }
+    }
+}
+
 /// The table's half for engine refusals; the message is the refusal's own.
-fn describe_refusal(refusal: &Refusal) -> Described<'static> {
-    let message = refusal.to_string();
-    let d = |status, code| described(status, code, message.clone());
+fn describe_refusal(refusal: &Refusal) -> Described<'_> {
+    let d = |status, code| Described {
+        status,
+        code,
+        message: Message::Refusal(refusal),
+        context: [None, None],
+    };
     match refusal {
         Refusal::InvalidRequest { field, .. } => d(400, "invalid_request").with("field", *field),
         Refusal::UnknownCampaign => d(404, "unknown_campaign"),
         Refusal::CampaignExists => d(409, "campaign_exists"),
         Refusal::PrefixConflict { other } => {
-            d(409, "prefix_conflict").with("campaign", other.clone())
+            d(409, "prefix_conflict").with("campaign", other.as_str())
         }
         Refusal::CodeSpaceTooSmall { issued, space } => d(400, "code_space_too_small")
             .with("given", *issued)
@@ -112,7 +185,7 @@ fn describe_refusal(refusal: &Refusal) -> Described<'static> {
         Refusal::MalformedCode => d(400, "malformed_code"),
         Refusal::UnknownCode => d(404, "unknown_code"),
         Refusal::AlreadyRedeemed { redeemed_at, .. } => {
-            d(409, "already_redeemed").with("redeemed_at", timefmt::format(*redeemed_at))
+            d(409, "already_redeemed").with("redeemed_at", *redeemed_at)
         }
         Refusal::CodeReserved { .. } => d(409, "code_reserved"),
         Refusal::CodeVoided { .. } => d(410, "code_voided"),
@@ -268,14 +341,39 @@ impl ApiError {
         Self::render(self.describe())
     }
 
+    /// Written straight into bytes, keys in byte order (as a
+    /// `serde_json` map writes them, which is what clients have seen).
     fn render(d: Described<'_>) -> Vec<u8> {
-        let mut error = serde_json::Map::new();
-        error.insert("code".into(), d.code.into());
-        error.insert("message".into(), d.message.into_owned().into());
-        for (key, value) in d.context {
-            error.insert(key.into(), value);
+        let message = d.message.to_string();
+        let mut fields: [(&str, Context<'_>); 4] = [
+            ("code", Context::Str(Cow::Borrowed(d.code))),
+            ("message", Context::Str(Cow::Borrowed(&message))),
+            ("", Context::Number(0)),
+            ("", Context::Number(0)),
+        ];
+        let mut n = 2;
+        for (key, value) in d.context.into_iter().flatten() {
+            fields[n] = (key, value);
+            n += 1;
         }
-        serde_json::to_vec(&json!({ "error": error })).expect("serializes")
+        let fields = &mut fields[..n];
+        fields.sort_unstable_by_key(|(key, _)| *key);
+        let mut out = Vec::with_capacity(64 + message.len());
+        out.extend_from_slice(b"{\"error\":{");
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, key);
+            out.push(b':');
+            match value {
+                Context::Str(s) => write_str(&mut out, s),
+                Context::Number(n) => write!(out, "{n}").expect("writing to a Vec never fails"),
+                Context::Time(t) => write_str(&mut out, &timefmt::format(*t)),
+            }
+        }
+        out.extend_from_slice(b"}}");
+        out
     }
 
     /// The whole answer, with the headers some errors carry.
@@ -303,6 +401,11 @@ impl ApiError {
     }
 }
 
+/// A JSON string, escaped as `serde_json` escapes it.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec never fails");
+}
+
 /// The API code of a refusal, for log lines.
 pub fn refusal_code(refusal: &Refusal) -> &'static str {
     describe_refusal(refusal).code
@@ -312,6 +415,7 @@ pub fn refusal_code(refusal: &Refusal) -> &'static str {
 mod tests {
     use super::*;
     use crate::limiter::Kind;
+    use serde_json::Value;
 
     #[track_caller]
     fn check(error: ApiError, status: u16, code: &str) {
@@ -368,6 +472,56 @@ mod tests {
         check(ApiError::Unauthenticated, 401, "unauthenticated");
         check(ApiError::BodyTooLarge { limit: 10 }, 413, "body_too_large");
         check(ApiError::LogFailed, 503, "log_failed");
+    }
+
+    /// The body is written by hand; it must be byte for byte what a
+    /// `serde_json` map renders (sorted keys, its escaping, no spaces),
+    /// which is what it was before and what clients have seen.
+    #[test]
+    fn bodies_are_what_a_json_map_writes() {
+        let errors: Vec<ApiError> = vec![
+            Refusal::AlreadyRedeemed {
+                redeemed_at: Timestamp(1_767_225_600_123),
+                lsn: 9,
+            }
+            .into(),
+            Refusal::PrefixConflict {
+                other: "sp\"ring\u{1}".into(),
+            }
+            .into(),
+            Refusal::CodeSpaceTooSmall {
+                issued: 7,
+                space: 5,
+            }
+            .into(),
+            Refusal::PoolShort {
+                needed: 3,
+                available: 2,
+            }
+            .into(),
+            Refusal::InvalidRequest {
+                field: "user",
+                message: "too long".into(),
+            }
+            .into(),
+            Refusal::UnknownCode.into(),
+            ApiError::field("count", "must be \"a number\" \u{e9}"),
+            ApiError::TooManyFailedAttempts(Throttled {
+                limit: Kind::ClientIp,
+                retry_after_seconds: 12,
+            }),
+            ApiError::EventsTruncated { oldest_lsn: 41 },
+            ApiError::BodyTooLarge { limit: 65_536 },
+        ];
+        for error in errors {
+            let body = error.body();
+            let parsed: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                String::from_utf8(serde_json::to_vec(&parsed).unwrap()).unwrap(),
+                String::from_utf8(body).unwrap(),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]
