@@ -113,28 +113,43 @@ pub fn reclaimed(r: &redeem_engine::Reclaimed) -> Vec<u8> {
     .expect("serializes")
 }
 
-pub fn code_status_value(s: &CodeStatus) -> Value {
-    let mut map = serde_json::Map::new();
-    map.insert("code".into(), s.code.clone().into());
-    map.insert("campaign".into(), s.campaign.clone().into());
-    map.insert("state".into(), s.state.into());
-    let mut put = |key: &str, value: Option<String>| {
-        if let Some(v) = value {
-            map.insert(key.into(), v.into());
-        }
-    };
-    put("recipient", s.recipient.clone());
-    put("assigned_at", opt_time(s.assigned_at));
-    put("reserved_until", opt_time(s.reserved_until));
-    put("redeemed_by", s.redeemed_by.clone());
-    put("redeemed_at", opt_time(s.redeemed_at));
-    put("order", s.order.clone());
-    put("expires_at", opt_time(s.expires_at));
-    Value::Object(map)
+/// A code's status; fields in byte order of their names, as clients have
+/// always seen them (a `serde_json` map's order), absent ones left out.
+#[derive(Serialize)]
+struct CodeStatusBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assigned_at: Option<String>,
+    campaign: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redeemed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redeemed_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reserved_until: Option<String>,
+    state: &'a str,
 }
 
 pub fn code_status(s: &CodeStatus) -> Vec<u8> {
-    serde_json::to_vec(&code_status_value(s)).expect("serializes")
+    serde_json::to_vec(&CodeStatusBody {
+        assigned_at: opt_time(s.assigned_at),
+        campaign: &s.campaign,
+        code: &s.code,
+        expires_at: opt_time(s.expires_at),
+        order: s.order.as_deref(),
+        recipient: s.recipient.as_deref(),
+        redeemed_at: opt_time(s.redeemed_at),
+        redeemed_by: s.redeemed_by.as_deref(),
+        reserved_until: opt_time(s.reserved_until),
+        state: s.state,
+    })
+    .expect("serializes")
 }
 
 pub fn campaign_value(v: &CampaignView) -> Value {
@@ -283,7 +298,7 @@ pub fn masked_code(input: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::masked_code;
+    use super::*;
 
     #[track_caller]
     fn check(input: &str, expected: &str) {
@@ -300,5 +315,44 @@ mod tests {
         check("", "…");
         // Line breaks and quotes are dropped, not escaped into the line.
         check("AB\nfake line\"X", "…INEX");
+    }
+
+    /// A status, with every field or none, renders byte for byte as a
+    /// `serde_json` map of its fields would (sorted keys, no spaces).
+    #[test]
+    fn code_status_is_what_a_json_map_writes() {
+        let full = CodeStatus {
+            code: "SPR-7KQ2M".into(),
+            campaign: "spring".into(),
+            state: "redeemed",
+            recipient: Some("a\"b@example.com".into()),
+            assigned_at: Some(Timestamp(1_767_225_600_000)),
+            reserved_until: Some(Timestamp(1_767_225_600_500)),
+            redeemed_by: Some("u\u{1}".into()),
+            redeemed_at: Some(Timestamp(1_767_225_601_000)),
+            order: Some("o-1".into()),
+            expires_at: Some(Timestamp(1_767_312_000_000)),
+        };
+        let bare = CodeStatus {
+            state: "available",
+            recipient: None,
+            assigned_at: None,
+            reserved_until: None,
+            redeemed_by: None,
+            redeemed_at: None,
+            order: None,
+            expires_at: None,
+            ..full.clone()
+        };
+        for status in [full, bare] {
+            let body = code_status(&status);
+            let parsed: Value = serde_json::from_slice(&body).unwrap();
+            let fields = parsed.as_object().unwrap().len();
+            assert_eq!(
+                String::from_utf8(serde_json::to_vec(&parsed).unwrap()).unwrap(),
+                String::from_utf8(body).unwrap()
+            );
+            assert_eq!(fields, if status.order.is_some() { 10 } else { 3 });
+        }
     }
 }
