@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::Timestamp;
 use crate::codec::Codec;
+use crate::engine::PrintedCode;
 use crate::history::{History, Point};
 use crate::meta::MetaMap;
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, Lsn, ReservationId, Slot};
@@ -659,10 +660,15 @@ impl Campaign {
 
     /// The display form of a code.
     pub fn code_of(&self, slot: Slot) -> String {
+        self.printed_code(slot).to_string()
+    }
+
+    /// The display form of a code, without a copy.
+    pub fn printed_code(&self, slot: Slot) -> PrintedCode {
         if slot.is_imported() {
-            self.imported_codes.read()[slot.index() as usize].to_string()
+            PrintedCode::Imported(self.imported_codes.read()[slot.index() as usize].clone())
         } else {
-            self.codec.encode(slot.index()).to_string()
+            PrintedCode::Generated(self.codec.encode(slot.index()))
         }
     }
 

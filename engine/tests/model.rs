@@ -846,7 +846,7 @@ impl Harness {
                         prop_assert_eq!(&r.code, &m.text);
                         prop_assert_eq!(&r.campaign, &self.model.campaigns[m.campaign].id);
                         prop_assert_eq!(&r.user, user);
-                        prop_assert_eq!(&r.order, &order);
+                        prop_assert_eq!(r.order, order.as_deref());
                         prop_assert_eq!(r.redeemed_at, now);
                         r.lsn
                     }
@@ -921,8 +921,11 @@ impl Harness {
                     (Ok(r), Ok(c)) => {
                         let m = &self.model.codes[c];
                         prop_assert_eq!(&r.code, &m.text);
-                        prop_assert_eq!(Some(&r.user), m.redemption.as_ref().map(|x| &x.0));
-                        prop_assert_eq!(&r.order, &order);
+                        prop_assert_eq!(
+                            Some(&*r.user),
+                            m.redemption.as_ref().map(|x| x.0.as_str())
+                        );
+                        prop_assert_eq!(r.order, order.as_deref());
                     }
                     (got, want) => same_refusal(got, want)?,
                 }

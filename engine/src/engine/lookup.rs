@@ -43,15 +43,17 @@ impl<J: Journal> Engine<J> {
     fn find(&self, input: &str) -> Result<CodeRef<'_>, Miss<'_>> {
         let mut buf = codec::NormalizedBuf::new();
         codec::normalize(input, &mut buf).map_err(|_| Miss::Malformed)?;
-        let normalized = buf.as_str();
-        if let Some(found) = self.resolve_imported(normalized) {
+        if let Some(found) = self.resolve_imported(&buf) {
             return found;
         }
+        let normalized = buf.as_bytes();
         let candidate = {
             let prefixes = self.prefixes.read();
             prefixes
                 .iter()
-                .find(|p| p.code_len == normalized.len() && normalized.starts_with(&*p.prefix))
+                .find(|p| {
+                    p.code_len == normalized.len() && normalized.starts_with(p.prefix.as_bytes())
+                })
                 .map(|p| p.number)
         };
         let Some(campaign) = candidate.and_then(|n| self.campaign_by_number(n)) else {
@@ -61,7 +63,7 @@ impl<J: Journal> Engine<J> {
                 Miss::Malformed
             });
         };
-        let body = &normalized.as_bytes()[campaign.terms.prefix.len()..];
+        let body = &normalized[campaign.terms.prefix.len()..];
         let index = campaign
             .codec
             .decode_body(body)
@@ -77,12 +79,16 @@ impl<J: Journal> Engine<J> {
     }
 
     /// The imported code `normalized` names, if any.
-    fn resolve_imported(&self, normalized: &str) -> Option<Result<CodeRef<'_>, Miss<'_>>> {
+    fn resolve_imported(
+        &self,
+        normalized: &codec::NormalizedBuf,
+    ) -> Option<Result<CodeRef<'_>, Miss<'_>>> {
         // Relaxed: a hint that skips the map when nothing was imported; an
         // import racing with this lookup may be missed either way.
         if self.imported_count.load(Ordering::Relaxed) == 0 {
             return None;
         }
+        let normalized = normalized.as_str();
         let (number, slot) = self.imported.shard(normalized).get(normalized).copied()?;
         Some(
             self.campaign_by_number(number)

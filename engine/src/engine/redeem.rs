@@ -1,5 +1,7 @@
 //! Redemption, its rollback, and voiding a code.
 
+use std::borrow::Cow;
+
 use crate::Timestamp;
 use crate::campaign::{Campaign, CodeMeta, Redemption};
 use crate::history::HistoryEvent;
@@ -33,14 +35,14 @@ impl<J: Journal> Engine<J> {
         }
     }
 
-    pub fn redeem(
-        &self,
+    pub fn redeem<'a>(
+        &'a self,
         input: &str,
-        user: &str,
-        order: Option<&str>,
+        user: &'a str,
+        order: Option<&'a str>,
         now: Timestamp,
         idem: Option<IdemKey<'_>>,
-    ) -> Result<Redeemed, Refusal> {
+    ) -> Result<Redeemed<'a>, Refusal> {
         check_name("user", user)?;
         if let Some(order) = order {
             check_name("order", order)?;
@@ -92,7 +94,7 @@ impl<J: Journal> Engine<J> {
                 return Err(refusal);
             }
         };
-        let code_string = code.code_string();
+        let printed = code.printed_code();
         if self.effect_redeemed(
             held,
             Logged {
@@ -107,10 +109,10 @@ impl<J: Journal> Engine<J> {
             self.after_depletion(campaign, now);
         }
         Ok(Redeemed {
-            code: code_string,
-            campaign: campaign.id().into(),
-            user: user.into(),
-            order: order.map(Into::into),
+            code: printed,
+            campaign: campaign.id(),
+            user: Cow::Borrowed(user),
+            order,
             redeemed_at: now,
             lsn,
         })
