@@ -381,11 +381,6 @@ impl Code {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("a code is ASCII")
     }
-
-    fn push(&mut self, byte: u8) {
-        self.bytes[usize::from(self.len)] = byte;
-        self.len += 1;
-    }
 }
 
 impl Deref for Code {
@@ -581,23 +576,26 @@ impl Codec {
             self.format.symbols_len(),
             "display of a wrong-length code"
         );
-        let mut code = Code {
-            bytes: [0; CODE_BYTES_MAX],
-            len: 0,
-        };
-        let prefix = self.format.prefix().as_bytes();
-        if !prefix.is_empty() {
-            code.bytes[..prefix.len()].copy_from_slice(prefix);
-            code.len = prefix.len() as u8;
-            code.push(b'-');
+        let mut bytes = [0u8; CODE_BYTES_MAX];
+        let prefix_len = usize::from(self.format.prefix_len);
+        let mut len = 0;
+        if prefix_len != 0 {
+            bytes[..prefix_len].copy_from_slice(&self.format.prefix[..prefix_len]);
+            bytes[prefix_len] = b'-';
+            len = prefix_len + 1;
         }
-        for (position, &symbol) in symbols.iter().enumerate() {
-            if position != 0 && position % GROUP_SYMBOLS == 0 {
-                code.push(b'-');
+        for (group, chunk) in symbols.chunks(GROUP_SYMBOLS).enumerate() {
+            if group != 0 {
+                bytes[len] = b'-';
+                len += 1;
             }
-            code.push(symbol);
+            bytes[len..len + chunk.len()].copy_from_slice(chunk);
+            len += chunk.len();
         }
-        code
+        Code {
+            bytes,
+            len: len as u8,
+        }
     }
 
     pub fn encode(&self, index: u64) -> Code {
