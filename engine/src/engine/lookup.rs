@@ -198,14 +198,14 @@ impl<J: Journal> Engine<J> {
             campaign: campaign.id().into(),
             state: state_name,
             recipient: meta.recipient.as_deref().map(Into::into),
-            assigned_at: meta.assigned_at,
+            assigned_at: meta.assigned_at(),
             reserved_until: meta.hold.as_ref().map(|h| h.until),
-            redeemed_by: meta.redemption.as_ref().map(|r| r.user.to_string()),
+            redeemed_by: meta.redemption.as_ref().map(|r| r.user().into()),
             redeemed_at: meta.redemption.as_ref().map(|r| r.at),
             order: meta
                 .redemption
                 .as_ref()
-                .and_then(|r| r.order.as_deref().map(Into::into)),
+                .and_then(|r| r.order().map(Into::into)),
             expires_at: deadline,
         }
     }

@@ -3,11 +3,10 @@
 use std::borrow::Cow;
 
 use crate::Timestamp;
-use crate::campaign::{Campaign, CodeMeta, Redemption};
+use crate::campaign::{Campaign, Claim, CodeMeta, Redemption};
 use crate::history::HistoryEvent;
 use crate::record::{Journal, Lsn, Record, ReservationId};
 use crate::state::{CodeState, PublicState, Transition};
-use crate::sync::Arc;
 
 use super::refusal::replay_err;
 use super::{
@@ -182,22 +181,26 @@ impl<J: Journal> Engine<J> {
         &self,
         held: Held<'_>,
         logged: Logged<'_>,
-        claimed: Option<Arc<str>>,
+        claimed: Option<Claim>,
         order: Option<&str>,
         reservation: Option<ReservationId>,
         at: Timestamp,
     ) -> bool {
         let campaign = held.campaign;
         let from = held.state();
+        let Record::Redeemed { user, .. } = *logged.record else {
+            unreachable!("a redemption's effect applies its own record");
+        };
+        // Built before the page lock is taken.
+        let redemption = Redemption::new(user, order, at);
         held.update_meta(logged.lsn, |meta| {
             // The user's claim: taken for this redemption, or the hold's.
-            let hold = meta.hold.take().map(|h| h.user);
-            let user = claimed.or(hold).expect("a redemption has its user's claim");
-            meta.redemption = Some(Redemption {
-                user,
-                at,
-                order: order.map(Into::into),
-            });
+            let hold = meta.hold.take();
+            assert!(
+                claimed.is_some() || hold.is_some(),
+                "a redemption has its user's claim"
+            );
+            meta.redemption = Some(redemption);
         });
         let transition = if reservation.is_some() {
             Transition::Confirm
@@ -274,12 +277,12 @@ impl<J: Journal> Engine<J> {
         let from = held.state();
         let mut user = None;
         held.update_meta(logged.lsn, |meta| {
-            user = meta.redemption.take().map(|r| r.user);
+            user = meta.redemption.take();
         });
         self.publish_logged(held, logged, Transition::Rollback, from.base());
         // After the record: the freed slot may only be claimed by a record
         // that follows this one in the log.
-        campaign.unclaim_user(&user.expect("a redeemed code has its redemption"));
+        campaign.unclaim_user(user.expect("a redeemed code has its redemption").user());
         if from.base() == CodeState::Available {
             self.after_stock_added(campaign);
         }

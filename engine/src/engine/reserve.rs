@@ -184,12 +184,7 @@ impl<J: Journal> Engine<J> {
         until: Timestamp,
     ) {
         let campaign = held.campaign;
-        let name = campaign
-            .users
-            .shard(user)
-            .get(user)
-            .map(|e| e.name.clone())
-            .expect("user claimed");
+        let name = campaign.user_name(user);
         held.update_meta(logged.lsn, |meta| {
             meta.hold = Some(Box::new(Hold {
                 id,
