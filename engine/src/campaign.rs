@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::Timestamp;
 use crate::codec::Codec;
+use crate::engine::PrintedCode;
 use crate::history::{History, Point};
 use crate::meta::MetaMap;
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, Lsn, ReservationId, Slot};
@@ -12,15 +13,14 @@ use crate::state::{CodeState, PublicState, StateMap};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
 
 /// Metadata of a touched code. Never-touched codes have none, so a campaign
-/// costs its bitmap (half a byte a code) until codes are used.
+/// costs its bitmap (half a byte a code) until codes are used. 48 bytes:
+/// what only some codes have (an assignment, a hold) is one pointer each.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct CodeMeta {
-    /// Who the code was assigned to, so a status and an export can name the
-    /// holder and a snapshot can re-create the assignment.
-    pub recipient: Option<Arc<str>>,
-    /// When the code was assigned; a snapshot re-creates the assignment at
-    /// that time, which also fixes its deadline ([`CodeMeta::deadline`]).
-    pub assigned_at: Option<Timestamp>,
+    /// Who the code was assigned to and when, so a status and an export can
+    /// name the holder and a snapshot can re-create the assignment (whose
+    /// time also fixes the code's deadline, [`CodeMeta::deadline`]).
+    pub recipient: Option<Recipient>,
     /// The live hold, so a confirm, release or void can check and drop it;
     /// boxed, as few codes are held at any time.
     pub hold: Option<Box<Hold>>,
@@ -32,11 +32,19 @@ pub(crate) struct CodeMeta {
     pub lsn: Lsn,
 }
 
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<CodeMeta>() == 48);
+
 impl CodeMeta {
+    /// When the code was assigned, if it is.
+    pub(crate) fn assigned_at(&self) -> Option<Timestamp> {
+        self.recipient.as_ref().map(Recipient::assigned_at)
+    }
+
     /// The code's own deadline: its assignment time plus the campaign's
     /// `code_valid_seconds_after_assignment`, if it has one.
     pub(crate) fn deadline(&self, terms: &Terms) -> Option<Timestamp> {
-        let at = self.assigned_at?;
+        let at = self.assigned_at()?;
         let seconds = terms.code_valid_seconds_after_assignment?;
         Some(Timestamp(at.0.saturating_add(seconds.saturating_mul(1000))))
     }
@@ -54,17 +62,102 @@ pub(crate) struct Hold {
     pub until: Timestamp,
 }
 
-/// How a code was redeemed.
+/// Who a code was assigned to, and when: one allocation, so that the
+/// metadata of a code never assigned holds only a null pointer for it.
+/// Dereferences to the recipient's name.
+#[derive(Debug, Clone)]
+pub(crate) struct Recipient(Box<(Arc<str>, Timestamp)>);
+
+impl Recipient {
+    pub fn new(name: Arc<str>, assigned_at: Timestamp) -> Recipient {
+        Recipient(Box::new((name, assigned_at)))
+    }
+
+    /// The recipient's name, shared with its other codes' metadata.
+    pub fn name(&self) -> &Arc<str> {
+        &self.0.0
+    }
+
+    /// When the code was assigned.
+    pub fn assigned_at(&self) -> Timestamp {
+        self.0.1
+    }
+}
+
+impl std::ops::Deref for Recipient {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0.0
+    }
+}
+
+/// How a code was redeemed: when, by whom, under which order reference.
+/// The user and the order share one allocation, `[tag][user][order]`,
+/// where `tag` is `user length * 2 + (order given)` as an unsigned LEB128
+/// (one byte for a user of up to 63 bytes).
 #[derive(Debug, Clone)]
 pub(crate) struct Redemption {
-    /// The redeemer, interned: a redemption carries one of its per-user
-    /// claims, given back on rollback.
-    pub user: Arc<str>,
     /// When, reported to a later attempt as `redeemed_at`.
     pub at: Timestamp,
-    /// The caller's order reference, shown by the code's status.
-    pub order: Option<Box<str>>,
+    /// The tag, the user's bytes and the order's.
+    text: Box<[u8]>,
 }
+
+impl Redemption {
+    pub fn new(user: &str, order: Option<&str>, at: Timestamp) -> Redemption {
+        let order_bytes = order.map_or(&[][..], str::as_bytes);
+        let mut tag = (user.len() as u64) << 1 | u64::from(order.is_some());
+        let mut text = Vec::with_capacity(2 + user.len() + order_bytes.len());
+        loop {
+            let byte = (tag & 0x7F) as u8;
+            tag >>= 7;
+            if tag == 0 {
+                text.push(byte);
+                break;
+            }
+            text.push(byte | 0x80);
+        }
+        text.extend_from_slice(user.as_bytes());
+        text.extend_from_slice(order_bytes);
+        Redemption {
+            at,
+            text: text.into_boxed_slice(),
+        }
+    }
+
+    /// (user length, order given, where the user starts).
+    fn tag(&self) -> (usize, bool, usize) {
+        let mut tag = 0u64;
+        let mut position = 0;
+        loop {
+            let byte = self.text[position];
+            tag |= u64::from(byte & 0x7F) << (7 * position);
+            position += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        ((tag >> 1) as usize, tag & 1 == 1, position)
+    }
+
+    /// The redeemer.
+    pub fn user(&self) -> &str {
+        let (len, _, start) = self.tag();
+        std::str::from_utf8(&self.text[start..start + len]).expect("stored from a str")
+    }
+
+    /// The caller's order reference, shown by the code's status.
+    pub fn order(&self) -> Option<&str> {
+        let (len, given, start) = self.tag();
+        given.then(|| std::str::from_utf8(&self.text[start + len..]).expect("stored from a str"))
+    }
+}
+
+/// A per-user slot taken by [`Campaign::claim_user`], or nothing to take
+/// when the campaign has no per-user limit.
+#[derive(Debug)]
+pub(crate) struct Claim;
 
 /// What a campaign is created with and never changes afterwards; the
 /// settings an update may change live in [`Settings`], and the generated
@@ -603,9 +696,13 @@ impl Campaign {
         touched
     }
 
-    /// Interns a user name and claims one of its per-user slots; `limit` 0
-    /// is unlimited. Returns the interned name, or `Err(())` at the limit.
-    pub(crate) fn claim_user(&self, user: &str, limit: u32) -> Result<Arc<str>, ()> {
+    /// Claims one of a user's per-user slots, interning its name; `limit`
+    /// 0 is unlimited. `Err(())` at the limit. A campaign without a
+    /// per-user limit counts nothing: the claim is free and keeps no entry.
+    pub(crate) fn claim_user(&self, user: &str, limit: u32) -> Result<Claim, ()> {
+        if self.terms.per_user_limit == 0 {
+            return Ok(Claim);
+        }
         #[cfg(loom)]
         if crate::mutations::on(crate::mutations::Mutation::ClaimCheckThenIncrement) {
             return crate::mutations::claim_check_then_increment(self, user, limit);
@@ -625,11 +722,25 @@ impl Campaign {
             return Err(());
         }
         entry.claimed += 1;
-        Ok(entry.name.clone())
+        Ok(Claim)
+    }
+
+    /// The user's name as its claims share it; a fresh one when the
+    /// campaign counts no claims.
+    pub(crate) fn user_name(&self, user: &str) -> Arc<str> {
+        if self.terms.per_user_limit != 0
+            && let Some(entry) = self.users.shard(user).get(user)
+        {
+            return entry.name.clone();
+        }
+        Arc::from(user)
     }
 
     /// Gives back a slot claimed by `claim_user`.
     pub(crate) fn unclaim_user(&self, user: &str) {
+        if self.terms.per_user_limit == 0 {
+            return;
+        }
         let mut shard = self.users.shard(user);
         let entry = shard
             .get_mut(user)
@@ -652,17 +763,23 @@ impl Campaign {
         total
     }
 
-    /// Per-user slots the user holds: redemptions plus live holds.
+    /// Per-user slots the user holds: redemptions plus live holds; 0 in a
+    /// campaign without a per-user limit, which counts nothing.
     pub fn user_claimed(&self, user: &str) -> u32 {
         self.users.shard(user).get(user).map_or(0, |e| e.claimed)
     }
 
     /// The display form of a code.
     pub fn code_of(&self, slot: Slot) -> String {
+        self.printed_code(slot).to_string()
+    }
+
+    /// The display form of a code, without a copy.
+    pub fn printed_code(&self, slot: Slot) -> PrintedCode {
         if slot.is_imported() {
-            self.imported_codes.read()[slot.index() as usize].to_string()
+            PrintedCode::Imported(self.imported_codes.read()[slot.index() as usize].clone())
         } else {
-            self.codec.encode(slot.index()).to_string()
+            PrintedCode::Generated(self.codec.encode(slot.index()))
         }
     }
 
@@ -675,8 +792,13 @@ impl Campaign {
         self.states()
             .filter(|(_, state)| *state != PublicState::Available)
             .filter_map(|(slot, state)| {
-                let meta = self.touched_meta(slot)?;
-                Some((slot, meta.recipient?, state, meta.assigned_at?))
+                let recipient = self.touched_meta(slot)?.recipient?;
+                Some((
+                    slot,
+                    recipient.name().clone(),
+                    state,
+                    recipient.assigned_at(),
+                ))
             })
     }
 
@@ -695,6 +817,17 @@ impl Campaign {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redemption_reads_back_its_user_and_order() {
+        let long = "u".repeat(300);
+        for user in ["u", "customer-00000001", "é\u{0}x", long.as_str()] {
+            for order in [None, Some(""), Some("ORD-2026-0000000001"), Some("ü")] {
+                let r = Redemption::new(user, order, Timestamp(7));
+                assert_eq!((r.user(), r.order(), r.at), (user, order, Timestamp(7)));
+            }
+        }
+    }
 
     #[test]
     fn test_recipients_answer_membership_and_keep_their_order() {

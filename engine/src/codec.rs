@@ -85,8 +85,6 @@
 use std::fmt;
 use std::ops::Deref;
 
-use siphasher::sip::SipHasher24;
-
 /// Version of the construction documented in the module docs. It is part of
 /// every round function input, so a future version yields unrelated codes.
 pub const FORMAT_VERSION: u8 = 1;
@@ -383,11 +381,6 @@ impl Code {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("a code is ASCII")
     }
-
-    fn push(&mut self, byte: u8) {
-        self.bytes[usize::from(self.len)] = byte;
-        self.len += 1;
-    }
 }
 
 impl Deref for Code {
@@ -442,10 +435,80 @@ impl fmt::Debug for Code {
     }
 }
 
+/// SipHash-2-4 (Aumasson and Bernstein) specialised to the round function's
+/// fixed message: 16 bytes, the first 8 fixed per round. [`RoundKey::new`]
+/// keys the state and absorbs those 8 bytes once; [`RoundKey::hash`] absorbs
+/// the half block, the length block and finalises: eight SipRounds and no
+/// buffering, the same output as a general SipHash-2-4 over the whole
+/// message (`round_key_matches_siphash` compares them).
+#[derive(Clone, Copy)]
+struct RoundKey {
+    /// `v0..v3` after the key and the first message word.
+    v: [u64; 4],
+}
+
+/// The final message word of a 16-byte message: its length in the top
+/// byte and no tail bytes.
+const SIP_LENGTH_WORD: u64 = 16 << 56;
+
+impl RoundKey {
+    /// The state keyed with `key` (`k0`, `k1` little-endian) after absorbing
+    /// the first eight message bytes, `tweak`.
+    fn new(key: &[u8; 16], tweak: [u8; 8]) -> RoundKey {
+        let k0 = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+        let k1 = u64::from_le_bytes(key[8..].try_into().expect("8 bytes"));
+        let mut v = [
+            k0 ^ 0x736f_6d65_7073_6575,
+            k1 ^ 0x646f_7261_6e64_6f6d,
+            k0 ^ 0x6c79_6765_6e65_7261,
+            k1 ^ 0x7465_6462_7974_6573,
+        ];
+        compress(&mut v, u64::from_le_bytes(tweak));
+        RoundKey { v }
+    }
+
+    /// SipHash-2-4 of the tweak followed by `x` as 8 little-endian bytes.
+    #[inline(always)]
+    fn hash(&self, x: u64) -> u64 {
+        let mut v = self.v;
+        compress(&mut v, x);
+        compress(&mut v, SIP_LENGTH_WORD);
+        v[2] ^= 0xff;
+        for _ in 0..4 {
+            sip_round(&mut v);
+        }
+        v[0] ^ v[1] ^ v[2] ^ v[3]
+    }
+}
+
+/// Absorbs one message word with SipHash-2-4's two compression rounds.
+#[inline(always)]
+fn compress(v: &mut [u64; 4], word: u64) {
+    v[3] ^= word;
+    sip_round(v);
+    sip_round(v);
+    v[0] ^= word;
+}
+
+/// One SipRound.
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
 /// Encodes indexes into codes and reads codes back, for one campaign.
 ///
 /// Holds the format and the round function states already keyed and fed the
-/// per-round prefix of their input; about 600 bytes, `Send + Sync`, no heap.
+/// per-round prefix of their input; about 300 bytes, `Send + Sync`, no heap.
 #[derive(Clone)]
 pub struct Codec {
     /// The campaign's prefix and length.
@@ -453,7 +516,7 @@ pub struct Codec {
     /// Round `r`'s SipHash state after absorbing the first eight message
     /// bytes (`"RDMC"`, version, length, `r`, 0), so a round only hashes the
     /// half block.
-    rounds: [SipHasher24; FEISTEL_ROUNDS],
+    rounds: [RoundKey; FEISTEL_ROUNDS],
     /// `k`, the bits in each Feistel half.
     half_bits: u32,
     /// `2^k - 1`.
@@ -471,7 +534,6 @@ impl Codec {
     /// The codec of a campaign with this format and key.
     pub fn new(format: CodeFormat, key: &CodeKey) -> Codec {
         let rounds = std::array::from_fn(|round| {
-            let mut hasher = SipHasher24::new_with_key(&key.0);
             let tweak = [
                 b'R',
                 b'D',
@@ -482,8 +544,7 @@ impl Codec {
                 round as u8,
                 0,
             ];
-            std::hash::Hasher::write(&mut hasher, &tweak);
-            hasher
+            RoundKey::new(&key.0, tweak)
         });
         let half_bits = (5 * u32::from(format.length)).div_ceil(2);
         Codec {
@@ -515,23 +576,26 @@ impl Codec {
             self.format.symbols_len(),
             "display of a wrong-length code"
         );
-        let mut code = Code {
-            bytes: [0; CODE_BYTES_MAX],
-            len: 0,
-        };
-        let prefix = self.format.prefix().as_bytes();
-        if !prefix.is_empty() {
-            code.bytes[..prefix.len()].copy_from_slice(prefix);
-            code.len = prefix.len() as u8;
-            code.push(b'-');
+        let mut bytes = [0u8; CODE_BYTES_MAX];
+        let prefix_len = usize::from(self.format.prefix_len);
+        let mut len = 0;
+        if prefix_len != 0 {
+            bytes[..prefix_len].copy_from_slice(&self.format.prefix[..prefix_len]);
+            bytes[prefix_len] = b'-';
+            len = prefix_len + 1;
         }
-        for (position, &symbol) in symbols.iter().enumerate() {
-            if position != 0 && position % GROUP_SYMBOLS == 0 {
-                code.push(b'-');
+        for (group, chunk) in symbols.chunks(GROUP_SYMBOLS).enumerate() {
+            if group != 0 {
+                bytes[len] = b'-';
+                len += 1;
             }
-            code.push(symbol);
+            bytes[len..len + chunk.len()].copy_from_slice(chunk);
+            len += chunk.len();
         }
-        code
+        Code {
+            bytes,
+            len: len as u8,
+        }
     }
 
     pub fn encode(&self, index: u64) -> Code {
@@ -594,7 +658,7 @@ impl Codec {
     /// `F(r, x)` of the module docs.
     #[inline]
     fn round_function(&self, round: usize, half: u64) -> u64 {
-        self.rounds[round].hash(&half.to_le_bytes()) & self.half_mask
+        self.rounds[round].hash(half) & self.half_mask
     }
 
     /// `E` of the module docs, on `[0, 2^(2k))`.

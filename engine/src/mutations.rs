@@ -73,7 +73,7 @@ pub(crate) fn claim_check_then_increment(
     campaign: &Campaign,
     user: &str,
     limit: u32,
-) -> Result<Arc<str>, ()> {
+) -> Result<crate::campaign::Claim, ()> {
     let under_limit = campaign
         .users
         .shard(user)
@@ -88,7 +88,7 @@ pub(crate) fn claim_check_then_increment(
         .entry(name.clone())
         .or_insert(UserEntry { name, claimed: 0 });
     entry.claimed += 1;
-    Ok(entry.name.clone())
+    Ok(crate::campaign::Claim)
 }
 
 /// [`Mutation::RollbackUnclaimsBeforeRecord`], first half: frees the
@@ -97,7 +97,7 @@ pub(crate) fn unclaim_before_record(campaign: &Campaign, slot: Slot) -> Option<A
     if !on(Mutation::RollbackUnclaimsBeforeRecord) {
         return None;
     }
-    let user = campaign.meta_of(slot).redemption?.user;
+    let user: Arc<str> = campaign.meta_of(slot).redemption?.user().into();
     campaign.unclaim_user(&user);
     Some(user)
 }

@@ -568,7 +568,7 @@ fn imports_count_duplicates_and_rejects() {
     assert_eq!(report.added, 1);
     // Imported codes resolve case-insensitively, hyphens ignored.
     let r = e.redeem("z-z-t-o-p", "u", None, T0, None).unwrap();
-    assert_eq!((r.code.as_str(), r.campaign.as_str()), ("ZZTOP", "a"));
+    assert_eq!((r.code.as_str(), r.campaign), ("ZZTOP", "a"));
     let a = e.assign("b", "rec", T0, None).unwrap();
     assert_eq!(a.code, "FRESH");
     // A batch bigger than one record.

@@ -110,19 +110,27 @@ fn hardening_10_replay_appends_nothing() {
 #[test]
 fn hardening_12_users_with_nothing_claimed_are_forgotten() {
     let e = engine();
-    e.create_campaign(spec("users", "USR", 10), key(4), T0, None)
+    let limited = CampaignSpec {
+        per_user_limit: 2,
+        ..spec("users", "USR", 10)
+    };
+    e.create_campaign(limited, key(4), T0, None).unwrap();
+    e.create_campaign(spec("free", "FRE", 10), key(7), T0, None)
         .unwrap();
-    let code = first_code(&e, "users");
-    for i in 0..1000 {
-        let held = e
-            .reserve(&code, &format!("fresh-{i}"), None, T0, None)
-            .unwrap();
-        e.release(held.reservation, T0, None).unwrap();
+    for (id, tracked) in [("users", 1), ("free", 0)] {
+        let code = first_code(&e, id);
+        for i in 0..1000 {
+            let held = e
+                .reserve(&code, &format!("fresh-{i}"), None, T0, None)
+                .unwrap();
+            e.release(held.reservation, T0, None).unwrap();
+        }
+        let campaign = e.campaign(id).unwrap();
+        assert_eq!(campaign.users_tracked(), 0);
+        e.redeem(&code, "keeper", None, T0, None).unwrap();
+        // Without a per-user limit there is nothing to count.
+        assert_eq!(campaign.users_tracked(), tracked, "{id}");
     }
-    let campaign = e.campaign("users").unwrap();
-    assert_eq!(campaign.users_tracked(), 0);
-    e.redeem(&code, "keeper", None, T0, None).unwrap();
-    assert_eq!(campaign.users_tracked(), 1);
 }
 
 #[test]

@@ -75,7 +75,9 @@ fn threads_racing_on_one_code_redeem_it_once() {
             });
             let target = code(&engine, (round % 4) as u64);
             let results = race(threads, |t| {
-                engine.redeem(&target, &format!("user{t}"), None, NOW, None)
+                engine
+                    .redeem(&target, &format!("user{t}"), None, NOW, None)
+                    .map(|r| r.lsn)
             });
             let wins = results.iter().filter(|r| r.is_ok()).count();
             assert_eq!(wins, 1, "{threads} threads, round {round}");

@@ -64,14 +64,7 @@ fn redemption_body(
 }
 
 pub fn redemption(r: &Redeemed) -> Vec<u8> {
-    redemption_body(
-        &r.code,
-        &r.campaign,
-        &r.user,
-        r.order.as_deref(),
-        r.redeemed_at,
-        r.lsn,
-    )
+    redemption_body(&r.code, r.campaign, &r.user, r.order, r.redeemed_at, r.lsn)
 }
 
 fn reservation_body(id: ReservationId, code: &str, user: &str, expires_at: Timestamp) -> Vec<u8> {

@@ -6,7 +6,7 @@ use crate::Timestamp;
 use crate::history::HistoryEvent;
 use std::collections::HashMap;
 
-use crate::campaign::{Campaign, RecipientEntry};
+use crate::campaign::{Campaign, Recipient, RecipientEntry};
 use crate::record::{IdemTag, Journal, Lsn, Record, Slot};
 use crate::state::{CodeState, Transition};
 use crate::sync::{Arc, Ordering};
@@ -314,8 +314,7 @@ impl<J: Journal> Engine<J> {
     ) {
         let campaign = held.campaign;
         held.update_meta(logged.lsn, |meta| {
-            meta.recipient = Some(Arc::from(recipient));
-            meta.assigned_at = Some(at);
+            meta.recipient = Some(Recipient::new(Arc::from(recipient), at));
         });
         self.publish_logged(held, logged, Transition::Assign, CodeState::Assigned);
         if test {

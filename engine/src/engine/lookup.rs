@@ -43,15 +43,17 @@ impl<J: Journal> Engine<J> {
     fn find(&self, input: &str) -> Result<CodeRef<'_>, Miss<'_>> {
         let mut buf = codec::NormalizedBuf::new();
         codec::normalize(input, &mut buf).map_err(|_| Miss::Malformed)?;
-        let normalized = buf.as_str();
-        if let Some(found) = self.resolve_imported(normalized) {
+        if let Some(found) = self.resolve_imported(&buf) {
             return found;
         }
+        let normalized = buf.as_bytes();
         let candidate = {
             let prefixes = self.prefixes.read();
             prefixes
                 .iter()
-                .find(|p| p.code_len == normalized.len() && normalized.starts_with(&*p.prefix))
+                .find(|p| {
+                    p.code_len == normalized.len() && normalized.starts_with(p.prefix.as_bytes())
+                })
                 .map(|p| p.number)
         };
         let Some(campaign) = candidate.and_then(|n| self.campaign_by_number(n)) else {
@@ -61,7 +63,7 @@ impl<J: Journal> Engine<J> {
                 Miss::Malformed
             });
         };
-        let body = &normalized.as_bytes()[campaign.terms.prefix.len()..];
+        let body = &normalized[campaign.terms.prefix.len()..];
         let index = campaign
             .codec
             .decode_body(body)
@@ -77,12 +79,16 @@ impl<J: Journal> Engine<J> {
     }
 
     /// The imported code `normalized` names, if any.
-    fn resolve_imported(&self, normalized: &str) -> Option<Result<CodeRef<'_>, Miss<'_>>> {
+    fn resolve_imported(
+        &self,
+        normalized: &codec::NormalizedBuf,
+    ) -> Option<Result<CodeRef<'_>, Miss<'_>>> {
         // Relaxed: a hint that skips the map when nothing was imported; an
         // import racing with this lookup may be missed either way.
         if self.imported_count.load(Ordering::Relaxed) == 0 {
             return None;
         }
+        let normalized = normalized.as_str();
         let (number, slot) = self.imported.shard(normalized).get(normalized).copied()?;
         Some(
             self.campaign_by_number(number)
@@ -192,14 +198,14 @@ impl<J: Journal> Engine<J> {
             campaign: campaign.id().into(),
             state: state_name,
             recipient: meta.recipient.as_deref().map(Into::into),
-            assigned_at: meta.assigned_at,
+            assigned_at: meta.assigned_at(),
             reserved_until: meta.hold.as_ref().map(|h| h.until),
-            redeemed_by: meta.redemption.as_ref().map(|r| r.user.to_string()),
+            redeemed_by: meta.redemption.as_ref().map(|r| r.user().into()),
             redeemed_at: meta.redemption.as_ref().map(|r| r.at),
             order: meta
                 .redemption
                 .as_ref()
-                .and_then(|r| r.order.as_deref().map(Into::into)),
+                .and_then(|r| r.order().map(Into::into)),
             expires_at: deadline,
         }
     }

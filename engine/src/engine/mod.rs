@@ -34,8 +34,8 @@ mod webhooks;
 pub use assign::Pledge;
 pub use import::Importer;
 pub use outcome::{
-    Assigned, CodeRef, CodeStatus, Config, Effect, IdemKey, ImportReport, RandomIds, Redeemed,
-    Renderer, Reserved,
+    Assigned, CodeRef, CodeStatus, Config, Effect, IdemKey, ImportReport, PrintedCode, RandomIds,
+    Redeemed, Renderer, Reserved,
 };
 pub use reclaim::Reclaimed;
 pub use refusal::{Refusal, ReplayError};

@@ -1,10 +1,15 @@
 //! What the engine's operations return, and what they are configured with.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+
 use crate::Timestamp;
 use crate::campaign::Campaign;
 use crate::codec;
 use crate::record::{IdemTag, Lsn, Record, ReservationId, Slot};
 use crate::state::PublicState;
+use crate::sync::Arc;
 
 /// An idempotency key sent with a request, scoped to its token by the
 /// caller: the same pair a transition's record carries.
@@ -52,15 +57,18 @@ pub struct CodeStatus {
     pub expires_at: Option<Timestamp>,
 }
 
-/// A successful redemption.
+/// A successful redemption. Borrows the campaign id from the engine and
+/// the user and order from the request, so that answering one costs no
+/// allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redeemed {
+pub struct Redeemed<'a> {
     /// The printed code and its campaign's id.
-    pub code: String,
-    pub campaign: String,
-    /// The redeemer and its order reference.
-    pub user: String,
-    pub order: Option<String>,
+    pub code: PrintedCode,
+    pub campaign: &'a str,
+    /// The redeemer (the hold's, for a confirmed reservation) and its
+    /// order reference.
+    pub user: Cow<'a, str>,
+    pub order: Option<&'a str>,
     /// When it took effect.
     pub redeemed_at: Timestamp,
     /// The record to wait for before answering.
@@ -130,10 +138,72 @@ pub struct CodeRef<'e> {
 impl CodeRef<'_> {
     /// The code's printed form.
     pub fn code_string(&self) -> String {
-        match &self.printed {
-            Some(code) => code.as_str().to_owned(),
-            None => self.campaign.code_of(self.slot),
+        self.printed_code().to_string()
+    }
+
+    /// The code's printed form, without a copy.
+    pub fn printed_code(&self) -> PrintedCode {
+        match self.printed {
+            Some(code) => PrintedCode::Generated(code),
+            None => self.campaign.printed_code(self.slot),
         }
+    }
+}
+
+/// A code's printed form without a heap copy: a generated code's on the
+/// stack, an imported code's shared with the campaign. Dereferences to
+/// `&str`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PrintedCode {
+    Generated(codec::Code),
+    Imported(Arc<str>),
+}
+
+impl PrintedCode {
+    /// The printed code.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PrintedCode::Generated(code) => code.as_str(),
+            PrintedCode::Imported(code) => code,
+        }
+    }
+}
+
+impl Deref for PrintedCode {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for PrintedCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for PrintedCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for PrintedCode {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl fmt::Display for PrintedCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for PrintedCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 

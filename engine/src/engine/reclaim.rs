@@ -134,7 +134,6 @@ impl<J: Journal> Engine<J> {
         let to = if void {
             held.update_meta(lsn, |meta| {
                 meta.recipient = None;
-                meta.assigned_at = None;
             });
             CodeState::Voided
         } else {

@@ -1,11 +1,12 @@
 //! Redemption, its rollback, and voiding a code.
 
+use std::borrow::Cow;
+
 use crate::Timestamp;
-use crate::campaign::{Campaign, CodeMeta, Redemption};
+use crate::campaign::{Campaign, Claim, CodeMeta, Redemption};
 use crate::history::HistoryEvent;
 use crate::record::{Journal, Lsn, Record, ReservationId};
 use crate::state::{CodeState, PublicState, Transition};
-use crate::sync::Arc;
 
 use super::refusal::replay_err;
 use super::{
@@ -33,14 +34,14 @@ impl<J: Journal> Engine<J> {
         }
     }
 
-    pub fn redeem(
-        &self,
+    pub fn redeem<'a>(
+        &'a self,
         input: &str,
-        user: &str,
-        order: Option<&str>,
+        user: &'a str,
+        order: Option<&'a str>,
         now: Timestamp,
         idem: Option<IdemKey<'_>>,
-    ) -> Result<Redeemed, Refusal> {
+    ) -> Result<Redeemed<'a>, Refusal> {
         check_name("user", user)?;
         if let Some(order) = order {
             check_name("order", order)?;
@@ -92,7 +93,7 @@ impl<J: Journal> Engine<J> {
                 return Err(refusal);
             }
         };
-        let code_string = code.code_string();
+        let printed = code.printed_code();
         if self.effect_redeemed(
             held,
             Logged {
@@ -107,10 +108,10 @@ impl<J: Journal> Engine<J> {
             self.after_depletion(campaign, now);
         }
         Ok(Redeemed {
-            code: code_string,
-            campaign: campaign.id().into(),
-            user: user.into(),
-            order: order.map(Into::into),
+            code: printed,
+            campaign: campaign.id(),
+            user: Cow::Borrowed(user),
+            order,
             redeemed_at: now,
             lsn,
         })
@@ -180,22 +181,26 @@ impl<J: Journal> Engine<J> {
         &self,
         held: Held<'_>,
         logged: Logged<'_>,
-        claimed: Option<Arc<str>>,
+        claimed: Option<Claim>,
         order: Option<&str>,
         reservation: Option<ReservationId>,
         at: Timestamp,
     ) -> bool {
         let campaign = held.campaign;
         let from = held.state();
+        let Record::Redeemed { user, .. } = *logged.record else {
+            unreachable!("a redemption's effect applies its own record");
+        };
+        // Built before the page lock is taken.
+        let redemption = Redemption::new(user, order, at);
         held.update_meta(logged.lsn, |meta| {
             // The user's claim: taken for this redemption, or the hold's.
-            let hold = meta.hold.take().map(|h| h.user);
-            let user = claimed.or(hold).expect("a redemption has its user's claim");
-            meta.redemption = Some(Redemption {
-                user,
-                at,
-                order: order.map(Into::into),
-            });
+            let hold = meta.hold.take();
+            assert!(
+                claimed.is_some() || hold.is_some(),
+                "a redemption has its user's claim"
+            );
+            meta.redemption = Some(redemption);
         });
         let transition = if reservation.is_some() {
             Transition::Confirm
@@ -272,12 +277,12 @@ impl<J: Journal> Engine<J> {
         let from = held.state();
         let mut user = None;
         held.update_meta(logged.lsn, |meta| {
-            user = meta.redemption.take().map(|r| r.user);
+            user = meta.redemption.take();
         });
         self.publish_logged(held, logged, Transition::Rollback, from.base());
         // After the record: the freed slot may only be claimed by a record
         // that follows this one in the log.
-        campaign.unclaim_user(&user.expect("a redeemed code has its redemption"));
+        campaign.unclaim_user(user.expect("a redeemed code has its redemption").user());
         if from.base() == CodeState::Available {
             self.after_stock_added(campaign);
         }

@@ -1,6 +1,8 @@
 //! Reservations: a user holds a code for a while, then confirms (redeems)
 //! or releases it; the sweeper releases holds whose deadline passed.
 
+use std::borrow::Cow;
+
 use crate::Timestamp;
 use crate::campaign::{Campaign, CodeMeta, Hold};
 use crate::record::{CampaignNo, IdemTag, Journal, Lsn, Record, ReservationId, Slot};
@@ -182,12 +184,7 @@ impl<J: Journal> Engine<J> {
         until: Timestamp,
     ) {
         let campaign = held.campaign;
-        let name = campaign
-            .users
-            .shard(user)
-            .get(user)
-            .map(|e| e.name.clone())
-            .expect("user claimed");
+        let name = campaign.user_name(user);
         held.update_meta(logged.lsn, |meta| {
             meta.hold = Some(Box::new(Hold {
                 id,
@@ -271,13 +268,13 @@ impl<J: Journal> Engine<J> {
         }
     }
 
-    pub fn confirm(
-        &self,
+    pub fn confirm<'a>(
+        &'a self,
         id: ReservationId,
-        order: Option<&str>,
+        order: Option<&'a str>,
         now: Timestamp,
         idem: Option<IdemKey<'_>>,
-    ) -> Result<Redeemed, Refusal> {
+    ) -> Result<Redeemed<'a>, Refusal> {
         if let Some(order) = order {
             check_name("order", order)?;
         }
@@ -300,7 +297,7 @@ impl<J: Journal> Engine<J> {
             idem,
         };
         let lsn = self.append(&record)?;
-        let code_string = campaign.code_of(slot);
+        let printed = campaign.printed_code(slot);
         if self.effect_redeemed(
             held,
             Logged {
@@ -315,10 +312,10 @@ impl<J: Journal> Engine<J> {
             self.after_depletion(campaign, now);
         }
         Ok(Redeemed {
-            code: code_string,
-            campaign: campaign.id().into(),
-            user: hold.user.to_string(),
-            order: order.map(Into::into),
+            code: printed,
+            campaign: campaign.id(),
+            user: Cow::Owned(hold.user.to_string()),
+            order,
             redeemed_at: now,
             lsn,
         })

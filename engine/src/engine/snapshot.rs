@@ -244,10 +244,14 @@ impl<J: Journal> Engine<J> {
                         "  {} {:?} recipient={:?} deadline={:?} hold={:?} redemption={:?}",
                         campaign.code_of(slot),
                         state,
-                        meta.recipient,
+                        meta.recipient.as_deref(),
                         meta.deadline(&campaign.terms),
                         meta.hold.map(|h| (h.id, h.user, h.until)),
-                        meta.redemption.map(|r| (r.user, r.at, r.order)),
+                        meta.redemption.map(|r| (
+                            r.user().to_owned(),
+                            r.at,
+                            r.order().map(str::to_owned)
+                        )),
                     );
                 }
             }
@@ -341,7 +345,7 @@ fn snapshot_assignments(
     for (recipient, slots) in &recipients {
         for slot in slots {
             let at = meta_of(*slot)
-                .assigned_at
+                .assigned_at()
                 .expect("an assigned code has its time");
             in_recipients.insert(*slot);
             emit(&Record::Assigned {
@@ -355,7 +359,7 @@ fn snapshot_assignments(
         }
     }
     for (slot, meta) in touched {
-        if let (Some(recipient), Some(at)) = (&meta.recipient, meta.assigned_at)
+        if let (Some(recipient), Some(at)) = (meta.recipient.as_deref(), meta.assigned_at())
             && !in_recipients.contains(slot)
         {
             emit(&Record::Assigned {
@@ -405,8 +409,8 @@ fn snapshot_code_state(
                 at: r.at,
                 campaign: number,
                 slot,
-                user: &r.user,
-                order: r.order.as_deref(),
+                user: r.user(),
+                order: r.order(),
                 reservation: None,
                 idem: None,
             });
