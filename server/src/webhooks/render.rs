@@ -158,7 +158,7 @@ pub fn write_event(app: &App, lsn: Lsn, record: &Record<'_>, out: &mut Vec<u8>) 
         .and_then(|n| app.engine.campaign_by_number(n));
     let code = record
         .code()
-        .and_then(|(_, slot)| campaign.map(|c| c.code_of(slot)));
+        .and_then(|(_, slot)| campaign.map(|c| c.printed_code(slot)));
     write_line(
         lsn,
         record,
