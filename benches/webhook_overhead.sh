@@ -87,8 +87,8 @@ def find(v):
                 return r
     return None
 report = json.load(open(sys.argv[1]))
-done = sum(o["measured"] + o["warmup"] for o in report["outcomes"])
-print(round(find(report)), done)
+requests = sum(o["measured"] + o["warmup"] for o in report["outcomes"])
+print(round(find(report)), requests)
 PY
 }
 # The subscription's lag in log records ("-" with none): curl and sed only,
@@ -115,11 +115,12 @@ for round in $(seq "$rounds"); do
     before_events=$(curl -s localhost:$port_r/)
     cpu_r=$(cpu "$receiver_pid"); cpu_s=$(cpu "$server_pid")
     sample_lag >"$tmp/lag-$mode-$round" & sampler=$!
-    read -r ops done < <(run "$mode-$round")
+    run "$mode-$round" >"$tmp/result" || exit 1
+    read -r ops requests <"$tmp/result"
     kill "$sampler"; wait "$sampler" 2>/dev/null || true
     used_r=$(awk -v a="$cpu_r" -v b="$(cpu "$receiver_pid")" 'BEGIN { printf "%.1f", b - a }')
     used_s=$(awk -v a="$cpu_s" -v b="$(cpu "$server_pid")" 'BEGIN { printf "%.1f", b - a }')
-    per=$(awk -v s="$used_s" -v r="$used_r" -v n="$done" 'BEGIN { printf "%.1f", (s + r) * 1e6 / n }')
+    per=$(awk -v s="$used_s" -v r="$used_r" -v n="$requests" 'BEGIN { printf "%.1f", (s + r) * 1e6 / n }')
     line="round $round, delivery $mode: $ops redemptions/s; CPU s: redeemd $used_s, receiver $used_r; $per us of both a request"
     if [[ $mode == on ]]; then
       on+=("$ops"); on_cpu+=("$per")

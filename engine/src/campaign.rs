@@ -32,7 +32,7 @@ pub(crate) struct CodeMeta {
     pub lsn: Lsn,
 }
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), target_pointer_width = "64"))]
 const _: () = assert!(std::mem::size_of::<CodeMeta>() == 48);
 
 impl CodeMeta {
@@ -96,12 +96,23 @@ impl std::ops::Deref for Recipient {
 /// The user and the order share one allocation, `[tag][user][order]`,
 /// where `tag` is `user length * 2 + (order given)` as an unsigned LEB128
 /// (one byte for a user of up to 63 bytes).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Redemption {
     /// When, reported to a later attempt as `redeemed_at`.
     pub at: Timestamp,
     /// The tag, the user's bytes and the order's.
     text: Box<[u8]>,
+}
+
+/// The decoded fields, not the tag and bytes they are stored as.
+impl std::fmt::Debug for Redemption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redemption")
+            .field("at", &self.at)
+            .field("user", &self.user())
+            .field("order", &self.order())
+            .finish()
+    }
 }
 
 impl Redemption {

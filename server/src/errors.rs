@@ -476,7 +476,9 @@ mod tests {
 
     /// The body is written by hand; it must be byte for byte what a
     /// `serde_json` map renders (sorted keys, its escaping, no spaces),
-    /// which is what it was before and what clients have seen.
+    /// which is what it was before and what clients have seen. Every
+    /// answer with context fields is here, so one that outgrows the two
+    /// slots fails this test rather than a request.
     #[test]
     fn bodies_are_what_a_json_map_writes() {
         let errors: Vec<ApiError> = vec![
@@ -512,9 +514,45 @@ mod tests {
             }),
             ApiError::EventsTruncated { oldest_lsn: 41 },
             ApiError::BodyTooLarge { limit: 65_536 },
+            Refusal::TooManyCampaigns { limit: 1000 }.into(),
+            Refusal::UserLimitReached { limit: 2 }.into(),
+            Refusal::TooManyWebhooks { limit: 16 }.into(),
+            Refusal::IdempotencyTableFull(TableFull {
+                given: 5,
+                limit: 4,
+                capacity: Capacity::Table,
+            })
+            .into(),
+            Refusal::IdempotencyTableFull(TableFull {
+                given: 5,
+                limit: 4,
+                capacity: Capacity::Scope,
+            })
+            .into(),
         ];
-        for error in errors {
+        // Pinned: each is what the serde_json map rendering before wrote
+        // for the same error.
+        let expected = [
+            r#"{"error":{"code":"already_redeemed","message":"the code was already redeemed","redeemed_at":"2026-01-01T00:00:00.123Z"}}"#,
+            r#"{"error":{"campaign":"sp\"ring\u0001","code":"prefix_conflict","message":"the prefix overlaps the prefix of campaign sp\"ring\u0001"}}"#,
+            r#"{"error":{"code":"code_space_too_small","given":7,"message":"7 codes in a space of 5 could be guessed with probability above 0.000001; use longer codes","space":"5"}}"#,
+            r#"{"error":{"available":2,"code":"pool_exhausted","message":"the file needs 3 new codes and 2 are available; nothing was assigned","needed":3}}"#,
+            r#"{"error":{"code":"invalid_request","field":"user","message":"user: too long"}}"#,
+            r#"{"error":{"code":"unknown_code","message":"no such code"}}"#,
+            r#"{"error":{"code":"invalid_request","field":"count","message":"must be \"a number\" é"}}"#,
+            r#"{"error":{"code":"too_many_failed_attempts","limit":"client_ip","message":"too many unknown or malformed codes for this client_ip; retry after 12 s","retry_after_seconds":12}}"#,
+            r#"{"error":{"code":"events_truncated","message":"events before LSN 41 were deleted by log retention; ask with after=40 or leave it out","oldest_lsn":41}}"#,
+            r#"{"error":{"code":"body_too_large","limit":65536,"message":"the request body is larger than 65536 bytes"}}"#,
+            r#"{"error":{"code":"too_many_campaigns","limit":1000,"message":"at most 1000 campaigns"}}"#,
+            r#"{"error":{"code":"user_limit_reached","limit":2,"message":"the user has reached the limit of 2 redemptions"}}"#,
+            r#"{"error":{"code":"too_many_webhooks","limit":16,"message":"at most 16 webhooks"}}"#,
+            r#"{"error":{"code":"idempotency_table_full","given":5,"limit":4,"message":"the idempotency table holds 4 keys, all younger than 24 h"}}"#,
+            r#"{"error":{"code":"idempotency_keys_exhausted","given":5,"limit":4,"message":"this token holds 4 idempotency keys younger than 24 h, its share of the table; reuse a key or retry once older keys expire"}}"#,
+        ];
+        assert_eq!(errors.len(), expected.len());
+        for (error, expected) in errors.into_iter().zip(expected) {
             let body = error.body();
+            assert_eq!(String::from_utf8_lossy(&body), expected, "{error:?}");
             let parsed: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(
                 String::from_utf8(serde_json::to_vec(&parsed).unwrap()).unwrap(),

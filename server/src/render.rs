@@ -337,8 +337,14 @@ mod tests {
             expires_at: None,
             ..full.clone()
         };
-        for status in [full, bare] {
+        // Pinned: what the serde_json map rendering before wrote.
+        let expected = [
+            r#"{"assigned_at":"2026-01-01T00:00:00Z","campaign":"spring","code":"SPR-7KQ2M","expires_at":"2026-01-02T00:00:00Z","order":"o-1","recipient":"a\"b@example.com","redeemed_at":"2026-01-01T00:00:01Z","redeemed_by":"u\u0001","reserved_until":"2026-01-01T00:00:00.500Z","state":"redeemed"}"#,
+            r#"{"campaign":"spring","code":"SPR-7KQ2M","state":"available"}"#,
+        ];
+        for (status, expected) in [full, bare].into_iter().zip(expected) {
             let body = code_status(&status);
+            assert_eq!(String::from_utf8_lossy(&body), expected);
             let parsed: Value = serde_json::from_slice(&body).unwrap();
             let fields = parsed.as_object().unwrap().len();
             assert_eq!(
