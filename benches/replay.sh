@@ -24,7 +24,9 @@ if [ -n "${REPLAY_BIN:-}" ]; then
     redeemd="$REPLAY_BIN/redeemd"
     make_log="$REPLAY_BIN/make_log"
 else
-    cargo build --profile bench -p redeem-benches --example make_log -p redeemd
+    # `--bin redeemd` too: `--example` alone selects only examples, in
+    # every package named, and would leave an old server binary in place.
+    cargo build --profile bench -p redeem-benches --example make_log -p redeemd --bin redeemd
     bin="${CARGO_TARGET_DIR:-target}/release"
     redeemd="$bin/redeemd"
     make_log="$bin/examples/make_log"
