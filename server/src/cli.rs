@@ -218,7 +218,7 @@ pub fn replay(data_dir: &Path) -> anyhow::Result<()> {
             records.next_record().transpose()?;
         }
     }
-    let summary = crate::app::apply_records(&engine, &mut records, u64::MAX, true)?;
+    let summary = crate::app::apply_records(&engine, &mut records, report.last_lsn, true)?;
     println!(
         "replayed {} records in {:.3} s ({:.0} records/s)",
         summary.records,
@@ -240,5 +240,8 @@ pub fn replay(data_dir: &Path) -> anyhow::Result<()> {
             s.test_assignments
         );
     }
+    // The process exits next: freeing a replayed log's metadata entry by
+    // entry took a fifth of the command's time on 10 M records.
+    std::mem::forget(engine);
     Ok(())
 }

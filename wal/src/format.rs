@@ -222,6 +222,27 @@ pub(crate) fn parse_frame(
     offset: usize,
     seed: &crc32fast::Hasher,
 ) -> Result<ParsedFrame, FrameProblem> {
+    parse(segment, capacity, offset, Some(seed))
+}
+
+/// [`parse_frame`] without computing the CRC, for a frame whose CRC a
+/// recovery scan of this same mapping has already checked (the log never
+/// rewrites a complete frame): every other check still runs, and the stored
+/// CRC is still returned for the chain check of the next frame.
+pub(crate) fn parse_checked_frame(
+    segment: &[u8],
+    capacity: usize,
+    offset: usize,
+) -> Result<ParsedFrame, FrameProblem> {
+    parse(segment, capacity, offset, None)
+}
+
+fn parse(
+    segment: &[u8],
+    capacity: usize,
+    offset: usize,
+    seed: Option<&crc32fast::Hasher>,
+) -> Result<ParsedFrame, FrameProblem> {
     debug_assert!(offset.is_multiple_of(FRAME_ALIGN_BYTES));
     if offset + COMMIT_WORD_BYTES > segment.len() {
         return Err(FrameProblem::Truncated);
@@ -244,12 +265,14 @@ pub(crate) fn parse_frame(
         return Err(FrameProblem::Truncated);
     }
     let stored = get_u32(head, FRAME_CRC_OFFSET);
-    let mut hasher = seed.clone();
-    hasher.update(&segment[payload.clone()]);
-    hasher.update(&head[..FRAME_CRC_OFFSET]);
-    let computed = hasher.finalize();
-    if stored != computed {
-        return Err(FrameProblem::Checksum { stored, computed });
+    if let Some(seed) = seed {
+        let mut hasher = seed.clone();
+        hasher.update(&segment[payload.clone()]);
+        hasher.update(&head[..FRAME_CRC_OFFSET]);
+        let computed = hasher.finalize();
+        if stored != computed {
+            return Err(FrameProblem::Checksum { stored, computed });
+        }
     }
     if head[FRAME_RESERVED_OFFSET..FRAME_LSN_OFFSET] != [0, 0] {
         return Err(FrameProblem::BadKind(kind_byte));

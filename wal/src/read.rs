@@ -2,7 +2,8 @@
 
 use crate::error::{Corruption, CorruptionReason, ReadError};
 use crate::format::{
-    FRAME_HEADER_BYTES, FrameKind, Lsn, SEGMENT_HEADER_BYTES, frame_bytes, parse_frame, peek_frame,
+    FRAME_HEADER_BYTES, FrameKind, Lsn, SEGMENT_HEADER_BYTES, frame_bytes, parse_checked_frame,
+    parse_frame, peek_frame,
 };
 use crate::segment::Segment;
 use crate::sync::Arc;
@@ -34,7 +35,10 @@ pub struct Record {
 }
 
 /// Records from some LSN through a fixed last LSN, each checked again
-/// (CRC, chain, sequence) as it is read.
+/// (kind, length, chain, sequence) as it is read, and its CRC too unless
+/// the recovery scan that produced these mappings has checked it already
+/// (records through `crc_checked_through`: the log never rewrites a complete
+/// frame, so computing it again would only repeat the scan's answer).
 ///
 /// [`Records::next_record`] lends each payload from the mapping without
 /// copying; the `Iterator` impl copies it into a [`Record`]. The segments
@@ -50,6 +54,9 @@ pub struct Records {
     /// CRC of the record before `next_lsn`, once known.
     prev_crc: Option<u32>,
     seed: crc32fast::Hasher,
+    /// Records up to this LSN had their CRC checked by the recovery scan of
+    /// these same mappings; only later ones (appended since) compute it.
+    crc_checked_through: Lsn,
     failed: bool,
 }
 
@@ -81,6 +88,7 @@ impl Records {
         from: Lsn,
         through: Lsn,
         seed: crc32fast::Hasher,
+        crc_checked_through: Lsn,
         hint: Option<ReadPosition>,
     ) -> Result<Records, ReadError> {
         let from = from.max(1);
@@ -92,6 +100,7 @@ impl Records {
             through,
             prev_crc: None,
             seed,
+            crc_checked_through,
             failed: false,
             segments,
         };
@@ -191,8 +200,13 @@ impl Records {
         }
         // SAFETY: as in `peek`; the span is in bounds (checked above).
         let bytes = unsafe { segment.slice(self.offset, span) };
-        let frame = parse_frame(bytes, segment.capacity - self.offset, 0, &self.seed)
-            .map_err(|problem| self.corrupt(problem.into()))?;
+        let capacity = segment.capacity - self.offset;
+        let frame = if self.next_lsn <= self.crc_checked_through {
+            parse_checked_frame(bytes, capacity, 0)
+        } else {
+            parse_frame(bytes, capacity, 0, &self.seed)
+        }
+        .map_err(|problem| self.corrupt(problem.into()))?;
         if frame.header.lsn != self.next_lsn {
             return Err(self.corrupt(CorruptionReason::LsnOutOfSequence {
                 expected: self.next_lsn,

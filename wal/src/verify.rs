@@ -94,7 +94,7 @@ pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
         };
         return Ok((
             report,
-            Records::new(Vec::new(), 1, 0, crc_seed(0), None).expect("empty"),
+            Records::new(Vec::new(), 1, 0, crc_seed(0), 0, None).expect("empty"),
         ));
     };
     scan::check_start(&scan, snapshot.as_ref()).map_err(VerifyError::Corrupt)?;
@@ -129,6 +129,8 @@ pub fn dump(dir: &Path) -> Result<(Report, Records), VerifyError> {
         report.first_lsn,
         report.last_lsn,
         crc_seed(scan.epoch),
+        // The scan above checked every CRC through the last LSN.
+        report.last_lsn,
         None,
     )
     .expect("the oldest segment holds the first LSN");

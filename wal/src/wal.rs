@@ -137,6 +137,9 @@ struct Shared {
     epoch: u64,
     /// CRC state after absorbing the epoch; cloned for every frame.
     seed: crc32fast::Hasher,
+    /// The last LSN the recovery scan at open found (0 for a new log): its
+    /// CRC and those before it were checked then, so readers skip them.
+    scanned_through: Lsn,
     /// The append reservation: held only to assign LSN, offset and CRC.
     tail: Mutex<Tail>,
     /// Every segment of the log, oldest first, for readers and removal.
@@ -441,6 +444,7 @@ impl Wal {
             record_bytes_max,
             epoch,
             seed: crc_seed(epoch),
+            scanned_through: recovered.last_lsn,
             tail: Mutex::new(Tail {
                 position: Position::new(next_lsn, offset),
                 prev_crc,
@@ -609,7 +613,14 @@ impl Wal {
     ) -> Result<Records, ReadError> {
         let through = self.shared.commit.durable();
         let segments = self.shared.segments.lock().clone();
-        Records::new(segments, from, through, self.shared.seed.clone(), hint)
+        Records::new(
+            segments,
+            from,
+            through,
+            self.shared.seed.clone(),
+            self.shared.scanned_through,
+            hint,
+        )
     }
 
     /// Writes a snapshot covering every record up to `lsn`, after waiting for

@@ -475,3 +475,42 @@ fn losing_the_oldest_segment_without_a_snapshot_is_refused_by_verify_and_open() 
         other => panic!("open: expected corruption, got {other:?}"),
     }
 }
+
+/// A reader skips the CRC only of records the recovery scan at open
+/// checked; a record appended since is checked as it is read, so damage to
+/// it in the file is refused with its LSN.
+#[test]
+fn a_record_appended_since_open_is_checksummed_as_it_is_read() {
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let frames = build_log(dir.path(), &[40, 40, 40]);
+    let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
+    assert_eq!(recovered.last_lsn, 3);
+    let lsn = wal.append(9, &payload(4, 40)).unwrap();
+    wal.wait_durable(lsn).unwrap();
+    assert_eq!(lsn, 4);
+    check_prefix(&wal, 4);
+    // Flip a payload byte of record 4 in the file: the mapping shares the
+    // page cache, so the reader sees it.
+    let at = frames[2].end() + FRAME_HEADER_BYTES + 5;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment_paths(dir.path())[0])
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    let results: Vec<_> = wal.read_from(1).unwrap().collect();
+    assert_eq!(results.len(), 4);
+    assert!(results[..3].iter().all(|r| r.is_ok()));
+    match &results[3] {
+        Err(redeem_wal::ReadError::Corrupt(Corruption { lsn: 4, reason, .. })) => assert!(
+            matches!(reason, CorruptionReason::RecordChecksum { .. }),
+            "{reason:?}"
+        ),
+        other => panic!("expected a checksum failure at LSN 4, got {other:?}"),
+    }
+    wal.close().unwrap();
+}
