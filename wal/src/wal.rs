@@ -138,7 +138,8 @@ struct Shared {
     /// CRC state after absorbing the epoch; cloned for every frame.
     seed: crc32fast::Hasher,
     /// The last LSN the recovery scan at open found (0 for a new log): its
-    /// CRC and those before it were checked then, so readers skip them.
+    /// CRC and those before it were checked then, so the replay right after
+    /// open ([`Wal::read_recovered_from`]) skips them.
     scanned_through: Lsn,
     /// The append reservation: held only to assign LSN, offset and CRC.
     tail: Mutex<Tail>,
@@ -611,6 +612,25 @@ impl Wal {
         from: Lsn,
         hint: Option<crate::read::ReadPosition>,
     ) -> Result<Records, ReadError> {
+        self.records(from, hint, 0)
+    }
+
+    /// [`Wal::read_from`] for the replay that follows [`Wal::open`]: records
+    /// its recovery scan just checked skip their CRC (every other frame
+    /// check still runs; later records are checksummed). Only for that
+    /// replay: a reader that lives on (events, webhooks, the snapshotter)
+    /// checks every CRC, so bytes that change on disk while the server runs
+    /// are refused rather than served.
+    pub fn read_recovered_from(&self, from: Lsn) -> Result<Records, ReadError> {
+        self.records(from, None, self.shared.scanned_through)
+    }
+
+    fn records(
+        &self,
+        from: Lsn,
+        hint: Option<crate::read::ReadPosition>,
+        crc_checked_through: Lsn,
+    ) -> Result<Records, ReadError> {
         let through = self.shared.commit.durable();
         let segments = self.shared.segments.lock().clone();
         Records::new(
@@ -618,7 +638,7 @@ impl Wal {
             from,
             through,
             self.shared.seed.clone(),
-            self.shared.scanned_through,
+            crc_checked_through,
             hint,
         )
     }

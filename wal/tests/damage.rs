@@ -476,13 +476,53 @@ fn losing_the_oldest_segment_without_a_snapshot_is_refused_by_verify_and_open() 
     }
 }
 
-/// A reader skips the CRC only of records the recovery scan at open
-/// checked; a record appended since is checked as it is read, so damage to
-/// it in the file is refused with its LSN.
+/// Flips one payload byte of the record that starts at `end` (the end of
+/// the frame before it) in the first segment file; the mapping shares the
+/// page cache, so readers see it.
+fn flip_payload_byte_after(dir: &Path, end: u64) {
+    use std::os::unix::fs::FileExt;
+    let at = end + FRAME_HEADER_BYTES + 5;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment_paths(dir)[0])
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+}
+
+#[track_caller]
+fn assert_checksum_failure_at(
+    results: &[Result<redeem_wal::Record, redeem_wal::ReadError>],
+    lsn: u64,
+) {
+    let at = (lsn - 1) as usize;
+    assert_eq!(
+        results.len(),
+        at + 1,
+        "the reader stops at the damaged record"
+    );
+    assert!(results[..at].iter().all(|r| r.is_ok()));
+    match &results[at] {
+        Err(redeem_wal::ReadError::Corrupt(Corruption {
+            lsn: got, reason, ..
+        })) => {
+            assert_eq!(*got, lsn);
+            assert!(
+                matches!(reason, CorruptionReason::RecordChecksum { .. }),
+                "{reason:?}"
+            );
+        }
+        other => panic!("expected a checksum failure at LSN {lsn}, got {other:?}"),
+    }
+}
+
+/// The replay right after open skips the CRC only of records the recovery
+/// scan checked; a record appended since is checked as it is read, so
+/// damage to it in the file is refused with its LSN.
 #[test]
 fn a_record_appended_since_open_is_checksummed_as_it_is_read() {
-    use std::os::unix::fs::FileExt;
-
     let dir = tempfile::tempdir().unwrap();
     let frames = build_log(dir.path(), &[40, 40, 40]);
     let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
@@ -491,26 +531,26 @@ fn a_record_appended_since_open_is_checksummed_as_it_is_read() {
     wal.wait_durable(lsn).unwrap();
     assert_eq!(lsn, 4);
     check_prefix(&wal, 4);
-    // Flip a payload byte of record 4 in the file: the mapping shares the
-    // page cache, so the reader sees it.
-    let at = frames[2].end() + FRAME_HEADER_BYTES + 5;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment_paths(dir.path())[0])
-        .unwrap();
-    let mut byte = [0u8];
-    file.read_exact_at(&mut byte, at).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    flip_payload_byte_after(dir.path(), frames[2].end());
+    let results: Vec<_> = wal.read_recovered_from(1).unwrap().collect();
+    assert_checksum_failure_at(&results, 4);
     let results: Vec<_> = wal.read_from(1).unwrap().collect();
-    assert_eq!(results.len(), 4);
-    assert!(results[..3].iter().all(|r| r.is_ok()));
-    match &results[3] {
-        Err(redeem_wal::ReadError::Corrupt(Corruption { lsn: 4, reason, .. })) => assert!(
-            matches!(reason, CorruptionReason::RecordChecksum { .. }),
-            "{reason:?}"
-        ),
-        other => panic!("expected a checksum failure at LSN 4, got {other:?}"),
-    }
+    assert_checksum_failure_at(&results, 4);
+    wal.close().unwrap();
+}
+
+/// Readers other than the replay after open (events, webhooks, the
+/// snapshotter) check every CRC: a record the open's scan found intact and
+/// that is damaged on disk afterwards is refused, not served.
+#[test]
+fn a_record_damaged_after_open_is_refused_by_a_later_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = build_log(dir.path(), &[40, 40, 40]);
+    let (wal, recovered) = Wal::open(dir.path(), small_options()).unwrap();
+    assert_eq!(recovered.last_lsn, 3);
+    check_prefix(&wal, 3);
+    flip_payload_byte_after(dir.path(), frames[0].end());
+    let results: Vec<_> = wal.read_from(1).unwrap().collect();
+    assert_checksum_failure_at(&results, 2);
     wal.close().unwrap();
 }
