@@ -316,41 +316,52 @@ async fn record_failure(
     start: Instant,
     failure: &Failure,
 ) -> bool {
-    match failure {
-        Failure::Lost(what) => {
-            record(
-                ctx,
-                rec,
-                Req {
-                    op_start,
-                    kind,
-                    start,
-                    what,
-                    class: Class::Transport,
-                },
-            );
-            if *what != "timeout" {
-                transport_pause().await;
-            }
-            true
-        }
+    let (what, class, unknown) = match failure {
+        Failure::Lost(what) => (*what, Class::Transport, true),
         Failure::Error {
             what,
             maybe_applied,
-        } => {
-            record(
-                ctx,
-                rec,
-                Req {
-                    op_start,
-                    kind,
-                    start,
-                    what,
-                    class: Class::Server,
-                },
-            );
-            *maybe_applied
-        }
+        } => (what.as_str(), Class::Server, *maybe_applied),
+    };
+    record(
+        ctx,
+        rec,
+        Req {
+            op_start,
+            kind,
+            start,
+            what,
+            class,
+        },
+    );
+    if matches!(failure, Failure::Lost(_)) && what != "timeout" {
+        transport_pause().await;
+    }
+    unknown
+}
+
+/// A baseline's connection: its client's operations, and what the shared
+/// flow ([`execute_baseline`]) needs besides.
+pub struct BaselineWorker<O> {
+    pub ops: O,
+    /// The run's name (the codes table, the key prefix): recipients and
+    /// idempotency keys are made from it.
+    pub run: String,
+    pub races: bool,
+}
+
+impl<O: Ops + 'static> Connection for BaselineWorker<O> {
+    async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
+        execute_baseline(
+            &mut self.ops,
+            ctx,
+            work,
+            scheduled,
+            rec,
+            &self.run,
+            self.races,
+        )
+        .await;
     }
 }
 

@@ -16,18 +16,17 @@
 //! | confirm | one statement: the live reservation deleted, its code marked redeemed |
 //! | release | one statement: the live reservation deleted, its code back to its prior state |
 
-use std::time::Instant;
-
 use anyhow::Context as _;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use crate::driver::Ctx;
-use crate::plan::{Rng, Scenario, Work};
-use crate::stats::Recorder;
+use crate::plan::{Rng, Scenario};
 use crate::targets::{
-    Assigned, Connection, Failure, Held, Keyed, Ops, RESERVATION_TTL_SECONDS, ServerState, Target,
-    execute_baseline, generate_codes,
+    Assigned, BaselineWorker, Failure, Held, Keyed, Ops, RESERVATION_TTL_SECONDS, ServerState,
+    Target, generate_codes,
 };
+
+/// A connection to the baseline.
+pub type Worker = BaselineWorker<PgOps>;
 
 /// Codes sent per `INSERT` while loading.
 const LOAD_BATCH_CODES: usize = 10_000;
@@ -276,7 +275,7 @@ impl Target for Setup {
             ))
             .await?,
         };
-        Ok(Worker {
+        Ok(BaselineWorker {
             ops: PgOps {
                 client,
                 st: statements,
@@ -348,20 +347,13 @@ struct Statements {
 }
 
 /// One connection's client and prepared statements.
-struct PgOps {
+pub struct PgOps {
     client: Client,
     st: Statements,
     user: String,
 }
 
 /// One connection.
-pub struct Worker {
-    ops: PgOps,
-    /// The codes table's name: recipients and keys are made from it.
-    run: String,
-    races: bool,
-}
-
 fn failure(e: tokio_postgres::Error) -> Failure {
     if e.is_closed() {
         return Failure::Lost("connection_closed");
@@ -477,20 +469,5 @@ impl Ops for PgOps {
             Some(_) => Ok(Ok(())),
             None => Ok(Err(self.missing(reservation).await?)),
         }
-    }
-}
-
-impl Connection for Worker {
-    async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
-        execute_baseline(
-            &mut self.ops,
-            ctx,
-            work,
-            scheduled,
-            rec,
-            &self.run,
-            self.races,
-        )
-        .await;
     }
 }

@@ -19,18 +19,17 @@
 //! - `idem:KEY`: the stored answer of an idempotent request, expiring
 //!   after 24 h as redeemd's do.
 
-use std::time::Instant;
-
 use anyhow::Context as _;
 use redis::aio::MultiplexedConnection;
 
-use crate::driver::Ctx;
-use crate::plan::{Rng, Scenario, Work};
-use crate::stats::Recorder;
+use crate::plan::{Rng, Scenario};
 use crate::targets::{
-    Assigned, Connection, Failure, Held, Keyed, Ops, RESERVATION_TTL_SECONDS, ServerState, Target,
-    execute_baseline, generate_codes,
+    Assigned, BaselineWorker, Failure, Held, Keyed, Ops, RESERVATION_TTL_SECONDS, ServerState,
+    Target, generate_codes,
 };
+
+/// A connection to the baseline.
+pub type Worker = BaselineWorker<RedisOps>;
 
 /// Codes sent per `SADD` while loading.
 const LOAD_BATCH_CODES: usize = 10_000;
@@ -289,7 +288,7 @@ impl Target for Setup {
             .await
             .context("connect to redis")?;
         let script = |body: &[&str]| redis::Script::new(&body.concat());
-        Ok(Worker {
+        Ok(BaselineWorker {
             ops: RedisOps {
                 con,
                 scripts: Scripts {
@@ -385,7 +384,7 @@ struct Scripts {
 }
 
 /// One connection's client, scripts and keys.
-struct RedisOps {
+pub struct RedisOps {
     con: MultiplexedConnection,
     scripts: Scripts,
     keys: Keys,
@@ -396,13 +395,6 @@ struct RedisOps {
 }
 
 /// One connection.
-pub struct Worker {
-    ops: RedisOps,
-    /// The run's key prefix: recipients and idempotency keys are made from it.
-    run: String,
-    races: bool,
-}
-
 fn failure(e: redis::RedisError) -> Failure {
     if e.is_io_error() || e.is_connection_dropped() {
         return Failure::Lost("connection_lost");
@@ -568,20 +560,5 @@ impl Ops for RedisOps {
             .await
             .map_err(failure)?;
         Ok(outcome(flag, value).map(drop))
-    }
-}
-
-impl Connection for Worker {
-    async fn execute(&mut self, ctx: &Ctx, work: Work, scheduled: Instant, rec: &mut Recorder) {
-        execute_baseline(
-            &mut self.ops,
-            ctx,
-            work,
-            scheduled,
-            rec,
-            &self.run,
-            self.races,
-        )
-        .await;
     }
 }
