@@ -707,10 +707,17 @@ impl Campaign {
         touched
     }
 
-    /// Claims one of a user's per-user slots, interning its name; `limit`
-    /// 0 is unlimited. `Err(())` at the limit. A campaign without a
-    /// per-user limit counts nothing: the claim is free and keeps no entry.
-    pub(crate) fn claim_user(&self, user: &str, limit: u32) -> Result<Claim, ()> {
+    /// Claims one of a user's per-user slots, interning its name; `Err(())`
+    /// at the campaign's per-user limit. A campaign without one counts
+    /// nothing: the claim is free and keeps no entry.
+    pub(crate) fn claim_user(&self, user: &str) -> Result<Claim, ()> {
+        self.claim_user_up_to(user, self.terms.per_user_limit)
+    }
+
+    /// [`Campaign::claim_user`] against `limit` instead of the terms'; 0
+    /// takes the slot without a check (a loom mutation gives a slot back
+    /// that way).
+    pub(crate) fn claim_user_up_to(&self, user: &str, limit: u32) -> Result<Claim, ()> {
         if self.terms.per_user_limit == 0 {
             return Ok(Claim);
         }

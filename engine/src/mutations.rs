@@ -107,6 +107,6 @@ pub(crate) fn unclaim_before_record(campaign: &Campaign, slot: Slot) -> Option<A
 pub(crate) fn reclaim_after_record(campaign: &Campaign, user: Option<Arc<str>>) {
     if let Some(user) = user {
         // Limit 0: unlimited, the slot was this user's a moment ago.
-        let _ = campaign.claim_user(&user, 0);
+        let _ = campaign.claim_user_up_to(&user, 0);
     }
 }

@@ -67,7 +67,7 @@ impl<J: Journal> Engine<J> {
             }
             _ => Some(
                 campaign
-                    .claim_user(user, limit)
+                    .claim_user(user)
                     .map_err(|()| Refusal::UserLimitReached { limit })?,
             ),
         };
@@ -101,7 +101,6 @@ impl<J: Journal> Engine<J> {
                 record: &record,
             },
             claimed,
-            order,
             reservation,
             now,
         ) {
@@ -126,7 +125,6 @@ impl<J: Journal> Engine<J> {
         record: &Record<'_>,
         held: Held<'_>,
         user: &str,
-        order: Option<&str>,
         reservation: Option<ReservationId>,
     ) -> Result<(), ReplayError> {
         let campaign = held.campaign;
@@ -151,10 +149,9 @@ impl<J: Journal> Engine<J> {
                         format!("redeem of a code in state {:?}", held.state()),
                     ));
                 }
-                let limit = campaign.terms.per_user_limit;
                 claimed = Some(
                     campaign
-                        .claim_user(user, limit)
+                        .claim_user(user)
                         .map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?,
                 );
             }
@@ -165,7 +162,6 @@ impl<J: Journal> Engine<J> {
             held,
             Logged { lsn, record },
             claimed,
-            order,
             reservation,
             record.at(),
         );
@@ -182,13 +178,12 @@ impl<J: Journal> Engine<J> {
         held: Held<'_>,
         logged: Logged<'_>,
         claimed: Option<Claim>,
-        order: Option<&str>,
         reservation: Option<ReservationId>,
         at: Timestamp,
     ) -> bool {
         let campaign = held.campaign;
         let from = held.state();
-        let Record::Redeemed { user, .. } = *logged.record else {
+        let Record::Redeemed { user, order, .. } = *logged.record else {
             unreachable!("a redemption's effect applies its own record");
         };
         // Built before the page lock is taken.

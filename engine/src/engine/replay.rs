@@ -101,11 +101,8 @@ impl<J: Journal> Engine<J> {
                 ..
             } => self.replay_released(lsn, record, held, reservation, expired),
             Record::Redeemed {
-                user,
-                order,
-                reservation,
-                ..
-            } => self.replay_redeemed(lsn, record, held, user, order, reservation),
+                user, reservation, ..
+            } => self.replay_redeemed(lsn, record, held, user, reservation),
             Record::RolledBack { .. } => self.replay_rolled_back(lsn, record, held),
             Record::Voided { .. } => self.replay_voided(lsn, record, held),
             Record::Unassigned {

@@ -102,7 +102,7 @@ impl<J: Journal> Engine<J> {
         }
         let limit = campaign.terms.per_user_limit;
         campaign
-            .claim_user(user, limit)
+            .claim_user(user)
             .map_err(|()| Refusal::UserLimitReached { limit })?;
         let id = self.new_reservation_id(owner);
         let record = Record::Reserved {
@@ -159,9 +159,8 @@ impl<J: Journal> Engine<J> {
                 format!("reserve of a code in state {:?}", held.state()),
             ));
         }
-        let limit = campaign.terms.per_user_limit;
         campaign
-            .claim_user(user, limit)
+            .claim_user(user)
             .map_err(|()| replay_err(lsn, format!("user {user} over its limit")))?;
         // Relaxed: replay is single-threaded. Numbered ids stay unique
         // afterwards (random ones need no counter).
@@ -305,7 +304,6 @@ impl<J: Journal> Engine<J> {
                 record: &record,
             },
             None,
-            order,
             Some(id),
             now,
         ) {
