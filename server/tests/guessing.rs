@@ -95,12 +95,12 @@ fn measure(mut send: impl FnMut(u64) -> common::Response) -> [u64; 2] {
 
 /// The minute (since the epoch) now, to count the limiter's windows.
 fn minute() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60
+    common::since_epoch().as_secs() / 60
 }
+
+/// What the throttling half needs of one window: the three measurements
+/// and a few hundred requests around them.
+const THROTTLING_SPAN: Duration = Duration::from_secs(25);
 
 #[test]
 fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
@@ -136,6 +136,8 @@ fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
         .expect(404, Some("unknown_code"));
 
     let redeem = |rng: &mut Rng, user: &str| server.redeem(&guess(rng), user);
+    common::wait_for_a_limiter_window_with(THROTTLING_SPAN);
+    let window = minute();
     // One user: the first 20 are looked up, then 429 with Retry-After.
     let mut first = Vec::new();
     let started = Instant::now();
@@ -175,6 +177,12 @@ fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
     assert!(
         rotating[1] + lookups[1] > 0,
         "the token budget never tripped"
+    );
+    assert_eq!(
+        minute(),
+        window,
+        "the limiter's window rolled over within {THROTTLING_SPAN:?}: the budgets restarted, \
+         so the token's 429 below cannot be checked"
     );
     let token_throttled = server.status(&guess(&mut rng));
     token_throttled.expect(429, Some("too_many_failed_attempts"));

@@ -699,7 +699,9 @@ fn redemptions_and_refusals() {
         .expect("a redeemed event");
     assert_eq!(event["lsn"].as_u64(), Some(lsn), "{event}");
 
-    // Failed-attempt limiter: 20 unknown codes a minute per user.
+    // Failed-attempt limiter: 20 unknown codes a minute per user, counted
+    // in calendar minutes, so all of this must fall in one.
+    common::wait_for_a_limiter_window_with(Duration::from_secs(10));
     for i in 0..20 {
         server
             .redeem(&format!("NOPE-{i:05}"), "mallory")

@@ -736,6 +736,25 @@ pub fn wait_until(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// HTTP/2's client preface, for tests that speak raw frames.
+/// The failed-attempt limiter counts in calendar minutes, and a new minute
+/// gives every identity its budget back. A test that throttles and then
+/// checks the `429` must run inside one window: when less than `needed` is
+/// left of this minute, this waits for the next one to begin.
+pub fn wait_for_a_limiter_window_with(needed: Duration) {
+    let into = since_epoch().as_millis() % 60_000;
+    let left = Duration::from_millis((60_000 - into) as u64);
+    if left < needed {
+        std::thread::sleep(left + Duration::from_millis(200));
+    }
+}
+
+/// Time since the epoch, on the clock the server reads too.
+pub fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+}
+
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// One raw HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
