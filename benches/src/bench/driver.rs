@@ -6,12 +6,15 @@
 //! schedule of `rate` operations a second, and an operation's latency is
 //! measured from its slot, not from when it was actually sent: a server
 //! that stalls is charged for the requests that queued up behind the
-//! stall (the coordinated-omission correction wrk2 makes).
+//! stall (the coordinated-omission correction wrk2 makes). The slots are
+//! released by a pacing thread (`pacer.rs`), not tokio's millisecond
+//! timer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::pacer::{Pacer, Running};
 use crate::plan::{Plan, Rng};
 use crate::stats::{Live, Recorder, Summary, Tracking, micros};
 use crate::targets::Connection;
@@ -86,6 +89,8 @@ pub async fn run<C: Connection>(conns: Vec<C>, ctx: Arc<Ctx>, cfg: &RunConfig) -
     let cpu0 = cpu_time();
     let interval = cfg.rate.map(|r| Duration::from_secs_f64(n as f64 / r));
     let slot = cfg.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let pacer: Option<Running> =
+        slot.map(|slot| Pacer::start(t0, slot, n).expect("starting the pacing thread"));
     let mut tasks = Vec::with_capacity(n);
     for (k, conn) in conns.into_iter().enumerate() {
         let ctx = ctx.clone();
@@ -100,7 +105,7 @@ pub async fn run<C: Connection>(conns: Vec<C>, ctx: Arc<Ctx>, cfg: &RunConfig) -
                 measure_from,
                 end,
                 stop,
-                interval,
+                paced: interval.zip(pacer.as_ref().map(|p| p.pacer.clone())),
                 first,
             },
         )));
@@ -113,6 +118,7 @@ pub async fn run<C: Connection>(conns: Vec<C>, ctx: Arc<Ctx>, cfg: &RunConfig) -
         recorders.push(rec);
         reconnects += r;
     }
+    drop(pacer);
     let wall = t0.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
     progress.abort();
@@ -130,8 +136,9 @@ struct Schedule {
     measure_from: Instant,
     end: Option<Instant>,
     stop: Stop,
-    /// Time between this connection's slots (open loop).
-    interval: Option<Duration>,
+    /// Open loop: the time between this connection's slots, and the
+    /// thread that releases them.
+    paced: Option<(Duration, Arc<Pacer>)>,
     /// This connection's first slot.
     first: Instant,
 }
@@ -146,15 +153,15 @@ async fn worker<C: Connection>(
     let mut rec = Recorder::new(s.t0, s.measure_from);
     let mut next_slot = s.first;
     loop {
-        let scheduled = match s.interval {
+        let scheduled = match &s.paced {
             None => Instant::now(),
-            Some(interval) => {
+            Some((interval, pacer)) => {
                 let due = next_slot;
-                next_slot += interval;
+                next_slot += *interval;
                 if s.end.is_some_and(|end| due >= end) {
                     break;
                 }
-                tokio::time::sleep_until(due.into()).await;
+                pacer.wait(k, due).await;
                 due
             }
         };
@@ -176,7 +183,7 @@ async fn worker<C: Connection>(
             ctx.exhausted.store(true, Ordering::Relaxed);
             break;
         };
-        if s.interval.is_some() && rec.measured(scheduled) {
+        if s.paced.is_some() && rec.measured(scheduled) {
             rec.send_lag
                 .saturating_record(micros(Instant::now().saturating_duration_since(scheduled)));
         }

@@ -20,6 +20,7 @@ mod bulk;
 mod client;
 mod compare;
 mod driver;
+mod pacer;
 mod plan;
 mod report;
 mod stats;

@@ -126,7 +126,7 @@ pub fn table(meta: &Meta, r: &RunResult, audit: &Audit) -> String {
     if meta.rate.is_some() {
         let _ = writeln!(
             out,
-            "  latency is measured from each operation's scheduled time, which includes starts delayed by a busy connection or timer slack: p99 {} / max {}",
+            "  latency is measured from each operation's scheduled time, which includes starts delayed by a busy connection or a late pacing thread (send lag): p99 {} / max {}",
             ms(quantile_ms(&s.send_lag, 0.99)),
             ms(quantile_ms(&s.send_lag, 1.0))
         );
@@ -630,7 +630,7 @@ pub fn html(meta: &Meta, r: &RunResult, audit: &Audit) -> String {
         .collect();
     let lag = if meta.rate.is_some() {
         format!(
-            "<p>Open loop: latency is measured from each operation's scheduled send time (coordinated omission corrected). Operations started after their slot (the connection was still busy, or timer slack) by p99 {:.3} ms, max {:.3} ms; that delay is part of the latency.</p>",
+            "<p>Open loop: latency is measured from each operation's scheduled send time (coordinated omission corrected). Operations started after their slot (the connection was still busy, or the pacing thread was late) by p99 {:.3} ms, max {:.3} ms; that delay is part of the latency.</p>",
             quantile_ms(&s.send_lag, 0.99),
             quantile_ms(&s.send_lag, 1.0)
         )
