@@ -37,6 +37,10 @@ use crate::driver::{Ctx, RunConfig, Stop};
 use crate::plan::{Plan, Rng, Scenario};
 use crate::targets::{Spec, Target};
 
+/// The open loop's slowest and fastest schedules, operations a second.
+const RATE_MIN: f64 = 0.001;
+const RATE_MAX: f64 = 10_000_000.0;
+
 #[derive(Parser)]
 #[command(
     name = "redeem-bench",
@@ -312,8 +316,12 @@ fn run(scenario: Scenario, mut args: RunArgs) -> anyhow::Result<bool> {
             bail!("{name} must be between 0 and 1");
         }
     }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        bail!("--rate must be a positive number of operations a second");
+    // Bounded so that a slot's length is a representable duration.
+    if args
+        .rate
+        .is_some_and(|r| !(RATE_MIN..=RATE_MAX).contains(&r))
+    {
+        bail!("--rate must be between {RATE_MIN} and {RATE_MAX} operations a second");
     }
     let spec = Spec::parse(&args.target, &args.url)?;
     runtime(args.threads as usize)?.block_on(run_target(&spec, scenario, &args))

@@ -29,6 +29,9 @@ use tokio::sync::Notify;
 /// The shortest sleep between two releases.
 const QUANTUM_NANOS: u64 = 250_000;
 
+/// The longest the thread sleeps before it looks at the stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// Slot `i` of the global schedule is due at `t0 + i * slot` and belongs
 /// to connection `i % connections`.
 pub struct Pacer {
@@ -114,8 +117,11 @@ impl Pacer {
             // At high rates, one wake-up releases the slots of a quantum
             // together: a wake-up per slot costs the client more CPU than
             // the lag it saves.
+            // At a low rate, wake at least every `STOP_CHECK` so the end of
+            // the run is not held up by a distant slot.
             let wake_at = (next * slot).max(now + QUANTUM_NANOS);
-            std::thread::sleep(Duration::from_nanos(wake_at.saturating_sub(now)));
+            let nap = Duration::from_nanos(wake_at.saturating_sub(now)).min(STOP_CHECK);
+            std::thread::sleep(nap);
         }
     }
 }
@@ -190,5 +196,19 @@ mod tests {
             .expect("every slot was released within 10 s");
         assert_eq!(early, 0, "slots released before they were due");
         drop(running);
+    }
+
+    /// A slot far in the future does not keep the thread from stopping.
+    #[test]
+    fn a_slow_schedule_stops_when_dropped() {
+        let running = Pacer::start(Instant::now(), Duration::from_secs(3600), 2).unwrap();
+        let (done, stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(running);
+            done.send(()).unwrap();
+        });
+        stopped
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the pacing thread stopped within 10 s of the drop");
     }
 }
