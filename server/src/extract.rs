@@ -268,3 +268,34 @@ pub fn authorize(app: &App, parts: &Parts, roles: &[Role]) -> Result<Principal, 
     }
     Ok(principal)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts_with(content_type: Option<&str>) -> Parts {
+        let mut builder = http::Request::builder();
+        if let Some(ct) = content_type {
+            builder = builder.header(CONTENT_TYPE, ct);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_media_type_is_lowercased_and_stripped_of_parameters() {
+        for (header, expected) in [
+            (Some("application/json"), Some("application/json")),
+            (Some("Application/JSON"), Some("application/json")),
+            (
+                Some(" application/json ; charset=UTF-8"),
+                Some("application/json"),
+            ),
+            (Some("TEXT/CSV;charset=utf-8"), Some("text/csv")),
+            (Some(""), Some("")),
+            (None, None),
+        ] {
+            let parts = parts_with(header);
+            assert_eq!(content_type(&parts).as_deref(), expected, "{header:?}");
+        }
+    }
+}
