@@ -119,7 +119,10 @@ impl Redemption {
     pub fn new(user: &str, order: Option<&str>, at: Timestamp) -> Redemption {
         let order_bytes = order.map_or(&[][..], str::as_bytes);
         let mut tag = (user.len() as u64) << 1 | u64::from(order.is_some());
-        let mut text = Vec::with_capacity(2 + user.len() + order_bytes.len());
+        // Exactly the bytes written, so `into_boxed_slice` below keeps the
+        // allocation instead of copying it into a smaller one.
+        let length = Redemption::tag_bytes(tag) + user.len() + order_bytes.len();
+        let mut text = Vec::with_capacity(length);
         loop {
             let byte = (tag & 0x7F) as u8;
             tag >>= 7;
@@ -131,10 +134,16 @@ impl Redemption {
         }
         text.extend_from_slice(user.as_bytes());
         text.extend_from_slice(order_bytes);
+        debug_assert_eq!(text.len(), text.capacity());
         Redemption {
             at,
             text: text.into_boxed_slice(),
         }
+    }
+
+    /// Bytes of `tag` in LEB128: seven bits a byte, at least one.
+    fn tag_bytes(tag: u64) -> usize {
+        ((u64::BITS - tag.leading_zeros()).div_ceil(7) as usize).max(1)
     }
 
     /// (user length, order given, where the user starts).
@@ -839,11 +848,40 @@ mod tests {
     #[test]
     fn a_redemption_reads_back_its_user_and_order() {
         let long = "u".repeat(300);
-        for user in ["u", "customer-00000001", "é\u{0}x", long.as_str()] {
+        let longer = "v".repeat(9_000);
+        let edges: Vec<String> = [0, 62, 63, 64, 8_191, 8_192]
+            .into_iter()
+            .map(|n| "w".repeat(n))
+            .collect();
+        let mut users = vec!["u", "customer-00000001", "é\u{0}x", &long, &longer];
+        users.extend(edges.iter().map(String::as_str));
+        for user in users {
             for order in [None, Some(""), Some("ORD-2026-0000000001"), Some("ü")] {
                 let r = Redemption::new(user, order, Timestamp(7));
                 assert_eq!((r.user(), r.order(), r.at), (user, order, Timestamp(7)));
+                let tag = (user.len() as u64) << 1 | u64::from(order.is_some());
+                assert_eq!(
+                    r.text.len(),
+                    Redemption::tag_bytes(tag) + user.len() + order.map_or(0, str::len),
+                    "{} bytes of user, order {order:?}",
+                    user.len()
+                );
             }
+        }
+    }
+
+    #[test]
+    fn a_tag_takes_seven_bits_a_byte() {
+        for (tag, bytes) in [
+            (0, 1),
+            (1, 1),
+            (127, 1),
+            (128, 2),
+            ((1 << 14) - 1, 2),
+            (1 << 14, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(Redemption::tag_bytes(tag), bytes, "{tag}");
         }
     }
 
