@@ -47,8 +47,8 @@ fn run() -> anyhow::Result<()> {
         None => 0.0,
     };
     anyhow::ensure!(
-        rate.is_finite() && rate >= 0.0,
-        "SYNCS_PER_SECOND must be a number, 0 or more"
+        rate == 0.0 || (rate.is_finite() && rate >= 1.0 / seconds),
+        "SYNCS_PER_SECOND must be 0 (back to back) or at least one sync in the run"
     );
     let dir = args
         .get(2)
@@ -63,12 +63,17 @@ fn run() -> anyhow::Result<()> {
         .open(&path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let result = probe(&file, seconds, rate);
-    std::fs::remove_file(&path)?;
+    let removed = std::fs::remove_file(&path);
     let (mut latencies, elapsed) = result?;
+    removed.map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
 
     latencies.sort_unstable();
     let n = latencies.len();
-    let q = |p: f64| latencies[((p * n as f64) as usize).min(n - 1)].as_secs_f64() * 1e3;
+    // Nearest rank: the smallest value with at least `p` of them at or below it.
+    let q = |p: f64| {
+        let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+        latencies[rank - 1].as_secs_f64() * 1e3
+    };
     println!(
         "{n} syncs in {:.1} s ({:.0}/s): p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
         elapsed.as_secs_f64(),
@@ -104,6 +109,9 @@ fn probe(
     while Instant::now() < end {
         if let Some(interval) = interval {
             next += interval;
+            if next >= end {
+                break;
+            }
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }

@@ -138,6 +138,16 @@ fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
     let redeem = |rng: &mut Rng, user: &str| server.redeem(&guess(rng), user);
     common::wait_for_a_limiter_window_with(THROTTLING_SPAN);
     let window = minute();
+    // Checked after each answer that depends on the window, before its
+    // assertions, so a rollover is named as such.
+    let same_window = || {
+        assert_eq!(
+            minute(),
+            window,
+            "the limiter's window rolled over within {THROTTLING_SPAN:?}: the budgets \
+             restarted, so the throttling below cannot be checked"
+        )
+    };
     // One user: the first 20 are looked up, then 429 with Retry-After.
     let mut first = Vec::new();
     let started = Instant::now();
@@ -149,6 +159,7 @@ fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
         r.expect(404, Some("unknown_code"));
     }
     let throttled = redeem(&mut rng, "mallory");
+    same_window();
     throttled.expect(429, Some("too_many_failed_attempts"));
     assert_eq!(throttled.json()["error"]["limit"], "user");
     let retry: u64 = throttled
@@ -158,6 +169,7 @@ fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     let mut one_user_rng = rng.clone();
     let one_user = measure(|_| redeem(&mut one_user_rng, "mallory"));
+    same_window();
     assert_eq!(one_user[0], 0, "guesses got through after the 429");
 
     // A fresh user name per guess, and lookups without a user: the
@@ -178,13 +190,8 @@ fn guessing_is_throttled_per_identity_and_the_odds_are_reported() {
         rotating[1] + lookups[1] > 0,
         "the token budget never tripped"
     );
-    assert_eq!(
-        minute(),
-        window,
-        "the limiter's window rolled over within {THROTTLING_SPAN:?}: the budgets restarted, \
-         so the token's 429 below cannot be checked"
-    );
     let token_throttled = server.status(&guess(&mut rng));
+    same_window();
     token_throttled.expect(429, Some("too_many_failed_attempts"));
     assert_eq!(token_throttled.json()["error"]["limit"], "token");
     // Another checkout token is not held back by this one's guessing.

@@ -87,7 +87,6 @@ pub async fn run<C: Connection>(conns: Vec<C>, ctx: Arc<Ctx>, cfg: &RunConfig) -
         Stop::Count(_) => None,
     };
     let cpu0 = cpu_time();
-    let interval = cfg.rate.map(|r| Duration::from_secs_f64(n as f64 / r));
     let slot = cfg.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let pacer: Option<Running> =
         slot.map(|slot| Pacer::start(t0, slot, n).expect("starting the pacing thread"));
@@ -95,7 +94,6 @@ pub async fn run<C: Connection>(conns: Vec<C>, ctx: Arc<Ctx>, cfg: &RunConfig) -
     for (k, conn) in conns.into_iter().enumerate() {
         let ctx = ctx.clone();
         let stop = cfg.stop;
-        let first = slot.map_or(t0, |s| t0 + s * k as u32);
         tasks.push(tokio::spawn(worker(
             k,
             conn,
@@ -105,8 +103,7 @@ pub async fn run<C: Connection>(conns: Vec<C>, ctx: Arc<Ctx>, cfg: &RunConfig) -
                 measure_from,
                 end,
                 stop,
-                paced: interval.zip(pacer.as_ref().map(|p| p.pacer.clone())),
-                first,
+                paced: pacer.as_ref().map(|p| p.pacer.clone()),
             },
         )));
     }
@@ -136,11 +133,9 @@ struct Schedule {
     measure_from: Instant,
     end: Option<Instant>,
     stop: Stop,
-    /// Open loop: the time between this connection's slots, and the
-    /// thread that releases them.
-    paced: Option<(Duration, Arc<Pacer>)>,
-    /// This connection's first slot.
-    first: Instant,
+    /// Open loop: the thread that releases the slots and knows when each
+    /// is due. This connection owns slots `k`, `k + n`, `k + 2n`, ...
+    paced: Option<Arc<Pacer>>,
 }
 
 async fn worker<C: Connection>(
@@ -151,17 +146,18 @@ async fn worker<C: Connection>(
 ) -> (Recorder, u64) {
     let mut rng = Rng::seeded(k as u64);
     let mut rec = Recorder::new(s.t0, s.measure_from);
-    let mut next_slot = s.first;
+    let mut next_slot = k as u64;
     loop {
         let scheduled = match &s.paced {
             None => Instant::now(),
-            Some((interval, pacer)) => {
-                let due = next_slot;
-                next_slot += *interval;
+            Some(pacer) => {
+                let slot = next_slot;
+                next_slot += pacer.connections();
+                let due = pacer.due(slot);
                 if s.end.is_some_and(|end| due >= end) {
                     break;
                 }
-                pacer.wait(k, due).await;
+                pacer.wait(slot).await;
                 due
             }
         };

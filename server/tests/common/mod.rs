@@ -735,12 +735,13 @@ pub fn wait_until(bound: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// HTTP/2's client preface, for tests that speak raw frames.
 /// The failed-attempt limiter counts in calendar minutes, and a new minute
 /// gives every identity its budget back. A test that throttles and then
-/// checks the `429` must run inside one window: when less than `needed` is
-/// left of this minute, this waits for the next one to begin.
+/// checks the `429` must run inside one window: when less than `needed`
+/// (under a minute) is left of this minute, this waits for the next one to
+/// begin.
 pub fn wait_for_a_limiter_window_with(needed: Duration) {
+    assert!(needed < Duration::from_secs(60), "a window is one minute");
     let into = since_epoch().as_millis() % 60_000;
     let left = Duration::from_millis((60_000 - into) as u64);
     if left < needed {
@@ -748,13 +749,16 @@ pub fn wait_for_a_limiter_window_with(needed: Duration) {
     }
 }
 
-/// Time since the epoch, on the clock the server reads too.
+/// Time since the epoch on the system clock. The server reads the same
+/// clock once at start and advances it by the monotonic clock, so the two
+/// agree unless the system clock is stepped while a test runs.
 pub fn since_epoch() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970")
 }
 
+/// HTTP/2's client preface, for tests that speak raw frames.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// One raw HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
