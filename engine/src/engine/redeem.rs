@@ -101,8 +101,6 @@ impl<J: Journal> Engine<J> {
                 record: &record,
             },
             claimed,
-            reservation,
-            now,
         ) {
             self.after_depletion(campaign, now);
         }
@@ -158,13 +156,7 @@ impl<J: Journal> Engine<J> {
         }
         // No low-stock check: replay never appends; the live run's own
         // `LowStock` record, if it wrote one, follows in the log.
-        let _ = self.effect_redeemed(
-            held,
-            Logged { lsn, record },
-            claimed,
-            reservation,
-            record.at(),
-        );
+        let _ = self.effect_redeemed(held, Logged { lsn, record }, claimed);
         Ok(())
     }
 
@@ -178,12 +170,17 @@ impl<J: Journal> Engine<J> {
         held: Held<'_>,
         logged: Logged<'_>,
         claimed: Option<Claim>,
-        reservation: Option<ReservationId>,
-        at: Timestamp,
     ) -> bool {
         let campaign = held.campaign;
         let from = held.state();
-        let Record::Redeemed { user, order, .. } = *logged.record else {
+        let Record::Redeemed {
+            at,
+            user,
+            order,
+            reservation,
+            ..
+        } = *logged.record
+        else {
             unreachable!("a redemption's effect applies its own record");
         };
         // Built before the page lock is taken.

@@ -304,8 +304,6 @@ impl<J: Journal> Engine<J> {
                 record: &record,
             },
             None,
-            Some(id),
-            now,
         ) {
             self.after_depletion(campaign, now);
         }
