@@ -28,19 +28,40 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
-/// `2026-11-22T01:02:03.456Z`; milliseconds only when not zero.
-pub fn format(t: Timestamp) -> String {
+/// `t`'s UTC calendar fields: year, month, day, hour, minute, second,
+/// millisecond.
+fn fields(t: Timestamp) -> (i64, u32, u32, i64, i64, i64, u64) {
     let millis = t.0 % 1000;
     let secs = (t.0 / 1000) as i64;
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    (
+        year,
+        month,
+        day,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        millis,
+    )
+}
+
+/// [`format`]'s text through `format!`'s padding: for years past 9999,
+/// whose digits do not fit the fixed layout.
+fn padded(t: Timestamp) -> String {
+    let (year, month, day, h, m, s, millis) = fields(t);
+    if millis == 0 {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    } else {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+    }
+}
+
+/// `2026-11-22T01:02:03.456Z`; milliseconds only when not zero.
+pub fn format(t: Timestamp) -> String {
+    let (year, month, day, h, m, s, millis) = fields(t);
     if !(0..=9999).contains(&year) {
-        return if millis == 0 {
-            format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-        } else {
-            format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
-        };
+        return padded(t);
     }
     // Digits written in place: this runs for every answer and event, and
     // `format!`'s padding machinery cost several times the arithmetic.
@@ -237,18 +258,7 @@ mod tests {
     /// way this module wrote timestamps before, from 1970 to past 9999.
     #[test]
     fn in_place_digits_match_format() {
-        let reference = |t: Timestamp| {
-            let millis = t.0 % 1000;
-            let secs = (t.0 / 1000) as i64;
-            let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-            let rem = secs.rem_euclid(86_400);
-            let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-            if millis == 0 {
-                format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-            } else {
-                format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
-            }
-        };
+        let reference = padded;
         let year_10000 = 253_402_300_800_000u64;
         // 100,000 pseudo-random instants up to twice year 10000's start,
         // each also on its whole second, plus the edges.
