@@ -353,7 +353,8 @@ pub struct PgOps {
     user: String,
 }
 
-/// One connection.
+/// What a PostgreSQL error means for the harness: a lost connection or a
+/// server error.
 fn failure(e: tokio_postgres::Error) -> Failure {
     if e.is_closed() {
         return Failure::Lost("connection_closed");

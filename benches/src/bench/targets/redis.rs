@@ -394,7 +394,8 @@ pub struct RedisOps {
     rng: Rng,
 }
 
-/// One connection.
+/// What a Redis error means for the harness: a lost connection or a
+/// server error.
 fn failure(e: redis::RedisError) -> Failure {
     if e.is_io_error() || e.is_connection_dropped() {
         return Failure::Lost("connection_lost");
