@@ -10,7 +10,7 @@ use crate::history::{History, Point};
 use crate::meta::MetaMap;
 use crate::record::{CampaignNo, CampaignPatch, CampaignSpec, Lsn, ReservationId, Slot};
 use crate::state::{CodeState, PublicState, StateMap};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, RwLock, ShardedMap};
+use crate::sync::{Arc, AtomicBool, AtomicU64, HashedMap, Mutex, Ordering, RwLock, ShardedMap};
 
 /// Metadata of a touched code. Never-touched codes have none, so a campaign
 /// costs its bitmap (half a byte a code) until codes are used. 48 bytes:
@@ -354,7 +354,7 @@ pub struct Campaign {
     /// Per-user claims, for `per_user_limit`.
     pub(crate) users: ShardedMap<Arc<str>, UserEntry>,
     /// Per-recipient codes, for `per_recipient_limit` and repeat assignments.
-    pub(crate) recipients: ShardedMap<Box<str>, RecipientEntry>,
+    pub(crate) recipients: HashedMap<Box<str>, RecipientEntry>,
     /// Where the next assignment starts looking for an available code.
     pub(crate) assign_cursor: AtomicU64,
     /// Assignments to test recipients, a statistic.
@@ -520,7 +520,7 @@ impl Campaign {
             generated_meta: MetaMap::default(),
             imported_meta: MetaMap::default(),
             users: ShardedMap::default(),
-            recipients: ShardedMap::default(),
+            recipients: HashedMap::default(),
             assign_cursor: AtomicU64::new(0),
             test_assignments: AtomicU64::new(0),
             redemptions: RateWindow::new(),
@@ -832,10 +832,8 @@ impl Campaign {
     /// Every recipient and its codes, for audits and tests.
     pub fn recipients_snapshot(&self) -> HashMap<String, Vec<Slot>> {
         let mut out = HashMap::new();
-        self.recipients.for_each_shard(|map| {
-            for (name, entry) in map.iter() {
-                out.insert(name.to_string(), entry.slots.clone());
-            }
+        self.recipients.for_each(|name, entry| {
+            out.insert(name.to_string(), entry.slots.clone());
         });
         out
     }

@@ -216,8 +216,163 @@ impl<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher> ShardedMap<K, V, S> 
     }
 }
 
+/// A [`ShardedMap`] that keeps each key's hash beside it, for maps that
+/// grow to millions of string keys (recipients): growing a shard moves
+/// entries by their stored hash, so it neither hashes a key again nor
+/// reads it from memory. The keyed hash is computed once per operation and
+/// picks both the shard and the bucket.
+pub(crate) struct HashedMap<K, V> {
+    shards: Box<[HashedShard<K, V>]>,
+    hasher: MapHasher,
+}
+
+type HashedShard<K, V> = crossbeam_utils::CachePadded<Mutex<hashbrown::HashTable<(u64, K, V)>>>;
+
+impl<K, V> Default for HashedMap<K, V> {
+    fn default() -> Self {
+        HashedMap {
+            shards: (0..MAP_SHARDS)
+                .map(|_| crossbeam_utils::CachePadded::new(Mutex::new(hashbrown::HashTable::new())))
+                .collect(),
+            hasher: MapHasher::default(),
+        }
+    }
+}
+
+/// One key's shard of a [`HashedMap`], locked; its methods act on that key.
+pub(crate) struct KeyShard<'a, 'k, K, V, Q: ?Sized> {
+    table: MutexGuard<'a, hashbrown::HashTable<(u64, K, V)>>,
+    hash: u64,
+    key: &'k Q,
+}
+
+impl<K, V> HashedMap<K, V> {
+    /// Locks the shard that holds `key`.
+    pub(crate) fn shard<'k, Q>(&self, key: &'k Q) -> KeyShard<'_, 'k, K, V, Q>
+    where
+        Q: std::hash::Hash + ?Sized,
+    {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(key);
+        let index = ((hash >> SHARD_SHIFT) as usize) & (MAP_SHARDS - 1);
+        KeyShard {
+            table: self.shards[index].lock(),
+            hash,
+            key,
+        }
+    }
+
+    /// Visits every entry, one shard at a time under its lock.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        for shard in self.shards.iter() {
+            for (_, key, value) in shard.lock().iter() {
+                f(key, value);
+            }
+        }
+    }
+}
+
+impl<K, V, Q> KeyShard<'_, '_, K, V, Q>
+where
+    K: std::borrow::Borrow<Q>,
+    Q: Eq + ?Sized,
+{
+    pub(crate) fn get(&self) -> Option<&V> {
+        let (hash, key) = (self.hash, self.key);
+        self.table
+            .find(hash, |(h, k, _)| *h == hash && k.borrow() == key)
+            .map(|(_, _, v)| v)
+    }
+
+    pub(crate) fn get_mut(&mut self) -> Option<&mut V> {
+        let (hash, key) = (self.hash, self.key);
+        self.table
+            .find_mut(hash, |(h, k, _)| *h == hash && k.borrow() == key)
+            .map(|(_, _, v)| v)
+    }
+
+    /// The key's value, inserting `(make_key(), make_value())` first if it
+    /// has none.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        make_key: impl FnOnce(&Q) -> K,
+        make_value: impl FnOnce() -> V,
+    ) -> &mut V {
+        let (hash, key) = (self.hash, self.key);
+        let entry = self.table.entry(
+            hash,
+            |(h, k, _)| *h == hash && k.borrow() == key,
+            |(h, _, _)| *h,
+        );
+        &mut entry
+            .or_insert_with(|| (hash, make_key(key), make_value()))
+            .into_mut()
+            .2
+    }
+
+    /// Removes the key's entry, if it has one.
+    pub(crate) fn remove(&mut self) {
+        let (hash, key) = (self.hash, self.key);
+        if let Ok(entry) = self
+            .table
+            .find_entry(hash, |(h, k, _)| *h == hash && k.borrow() == key)
+        {
+            entry.remove();
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for HashedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashedMap").finish_non_exhaustive()
+    }
+}
+
 impl<K, V, S> std::fmt::Debug for ShardedMap<K, V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardedMap").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hashed_map_finds_inserts_and_removes_each_key_through_growth() {
+        let map = HashedMap::<Box<str>, u64>::default();
+        // Enough keys that every shard grows several times.
+        let names: Vec<String> = (0..20_000).map(|i| format!("recipient-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(map.shard(name.as_str()).get(), None);
+            *map.shard(name.as_str())
+                .get_or_insert_with(|n| n.into(), || 0) += i as u64 + 1;
+        }
+        // A second insert of a present key keeps its value.
+        *map.shard("recipient-7")
+            .get_or_insert_with(|n| n.into(), || 100) += 1;
+        assert_eq!(map.shard("recipient-7").get(), Some(&9));
+        for (i, name) in names.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            let mut shard = map.shard(name.as_str());
+            *shard.get_mut().expect("inserted") += 1_000_000;
+            if i % 2 == 0 {
+                shard.remove();
+                assert_eq!(shard.get(), None);
+            }
+        }
+        map.shard("never inserted").remove();
+        let mut seen = std::collections::HashMap::new();
+        map.for_each(|name, value| {
+            assert!(seen.insert(name.to_string(), *value).is_none());
+        });
+        for (i, name) in names.iter().enumerate() {
+            let expected = match (i % 3 == 0, i % 2 == 0, i == 7) {
+                (true, true, _) => None,
+                (true, false, _) => Some(i as u64 + 1 + 1_000_000),
+                (false, _, true) => Some(9),
+                (false, _, false) => Some(i as u64 + 1),
+            };
+            assert_eq!(seen.get(name).copied(), expected, "{name}");
+        }
     }
 }

@@ -83,7 +83,7 @@ impl<J: Journal> Engine<J> {
                 campaign
                     .recipients
                     .shard(recipient)
-                    .get(recipient)
+                    .get()
                     .map_or(0, |e| e.slots.len())
             });
             if *held < limit {
@@ -141,7 +141,7 @@ impl<J: Journal> Engine<J> {
         // recipient racing with itself gets one code. Lock order: recipient
         // shard, then a code; no path takes them the other way round.
         let mut shard = campaign.recipients.shard(recipient);
-        if let Some(entry) = shard.get(recipient)
+        if let Some(entry) = shard.get()
             && entry.slots.len() >= campaign.terms.per_recipient_limit as usize
         {
             let slot = entry.slots[0];
@@ -154,9 +154,8 @@ impl<J: Journal> Engine<J> {
             shard = campaign.recipients.shard(recipient);
         }
         let (slot, lsn) = self.assign_fresh(campaign, recipient, false, now, tag, pledge)?;
-        let entry = shard
-            .entry(recipient.into())
-            .or_insert_with(|| RecipientEntry { slots: Vec::new() });
+        let entry =
+            shard.get_or_insert_with(|name| name.into(), || RecipientEntry { slots: Vec::new() });
         entry.slots.push(slot);
         drop(shard);
         Ok(self.assigned(campaign, slot, recipient, true, Some(lsn)))
@@ -289,8 +288,7 @@ impl<J: Journal> Engine<J> {
         if !test {
             let mut shard = campaign.recipients.shard(recipient);
             let entry = shard
-                .entry(recipient.into())
-                .or_insert_with(|| RecipientEntry { slots: Vec::new() });
+                .get_or_insert_with(|name| name.into(), || RecipientEntry { slots: Vec::new() });
             if entry.slots.len() >= campaign.terms.per_recipient_limit as usize {
                 return Err(replay_err(
                     lsn,

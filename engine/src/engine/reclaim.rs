@@ -45,7 +45,7 @@ impl<J: Journal> Engine<J> {
         // to the same recipient waits and then sees the lower count. Lock
         // order as in `assign`: recipient shard, then each code.
         let mut shard = campaign.recipients.shard(recipient);
-        let Some(entry) = shard.get_mut(recipient) else {
+        let Some(entry) = shard.get_mut() else {
             return Err(Refusal::UnknownRecipient);
         };
         let mut out = Reclaimed {
@@ -88,7 +88,7 @@ impl<J: Journal> Engine<J> {
             out.released.push(campaign.code_of(slot));
         }
         if entry.slots.is_empty() {
-            shard.remove(recipient);
+            shard.remove();
         }
         Ok(out)
     }
@@ -150,14 +150,14 @@ impl<J: Journal> Engine<J> {
 /// Removes `slot` from the recipient's codes; false if it was not there.
 fn forget_slot(campaign: &Campaign, recipient: &str, slot: Slot) -> bool {
     let mut shard = campaign.recipients.shard(recipient);
-    let Some(entry) = shard.get_mut(recipient) else {
+    let Some(entry) = shard.get_mut() else {
         return false;
     };
     let before = entry.slots.len();
     entry.slots.retain(|s| *s != slot);
     let found = entry.slots.len() != before;
     if entry.slots.is_empty() {
-        shard.remove(recipient);
+        shard.remove();
     }
     found
 }
