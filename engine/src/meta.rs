@@ -24,10 +24,14 @@ const _: () = assert!(PAGE_CODES.is_power_of_two() && PAGE_CODES <= 64);
 
 /// The touched codes of one page: bit `i` of `present` is set when code
 /// `i` of the page has metadata, which is then
-/// `cells[popcount(present below bit i)]`.
+/// `cells[popcount(present below bit i)]`. A ring buffer rather than a
+/// vector: a new cell moves the shorter side of the page over, so codes
+/// touched in ascending or descending order insert without moving any
+/// (a vector moved every cell after the new one: the whole page when codes
+/// were redeemed from the top of a campaign down).
 struct Page<T> {
     present: u64,
-    cells: Vec<T>,
+    cells: std::collections::VecDeque<T>,
 }
 
 impl<T> Page<T> {
@@ -134,7 +138,7 @@ impl<T> MetaMap<T> {
         let page = install(&directory.pages[page], || {
             Mutex::new(Page {
                 present: 0,
-                cells: Vec::new(),
+                cells: std::collections::VecDeque::new(),
             })
         });
         (page, bit)
