@@ -69,8 +69,8 @@ async fn connect(addr: SocketAddr) -> H2 {
     let seen = streams_max.clone();
     let connection = tokio::spawn(std::future::poll_fn(move |cx| {
         let polled = std::pin::Pin::new(&mut connection).poll(cx);
-        // Relaxed: read by the test only after a response proved the
-        // server's settings were processed.
+        // Relaxed: a value polled by the test until it is set; nothing
+        // else is published through it.
         seen.store(connection.max_concurrent_send_streams(), Ordering::Relaxed);
         polled
     }));
@@ -82,6 +82,16 @@ async fn connect(addr: SocketAddr) -> H2 {
     // The server's SETTINGS come before its first response.
     let status = h2.get("/healthz").await;
     assert_eq!(status, 200);
+    // The connection task stores the limit after the poll that delivered
+    // the response, and this task may run first: wait for the store.
+    let start = Instant::now();
+    while h2.streams_max.load(Ordering::Relaxed) == usize::MAX {
+        assert!(
+            start.elapsed() < Duration::from_secs(PHASE_SECONDS),
+            "the server's stream limit never reached the client"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     h2
 }
 
