@@ -14,6 +14,8 @@
 //! exports, snapshots) from seeing a cell while it is written, and the
 //! page's packing consistent while neighbours are inserted.
 
+use std::collections::VecDeque;
+
 use crate::state::{CHUNKS_MAX, chunk_codes, chunk_of};
 use crate::sync::{AtomicPtr, Mutex, Ordering};
 
@@ -31,7 +33,7 @@ const _: () = assert!(PAGE_CODES.is_power_of_two() && PAGE_CODES <= 64);
 /// were redeemed from the top of a campaign down).
 struct Page<T> {
     present: u64,
-    cells: std::collections::VecDeque<T>,
+    cells: VecDeque<T>,
 }
 
 impl<T> Page<T> {
@@ -138,7 +140,7 @@ impl<T> MetaMap<T> {
         let page = install(&directory.pages[page], || {
             Mutex::new(Page {
                 present: 0,
-                cells: std::collections::VecDeque::new(),
+                cells: VecDeque::new(),
             })
         });
         (page, bit)

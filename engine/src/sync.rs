@@ -177,6 +177,11 @@ const _: () = assert!(MAP_SHARDS.is_power_of_two());
 /// the protocol under test.
 const SHARD_SHIFT: u32 = if cfg!(loom) { 0 } else { 32 };
 
+/// The shard a key's hash falls in.
+fn shard_index(hash: u64) -> usize {
+    ((hash >> SHARD_SHIFT) as usize) & (MAP_SHARDS - 1)
+}
+
 impl<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher + Default + Clone> Default
     for ShardedMap<K, V, S>
 {
@@ -201,8 +206,7 @@ impl<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher> ShardedMap<K, V, S> 
     where
         Q: std::hash::Hash + ?Sized,
     {
-        let index = ((self.hasher.hash_one(key) >> SHARD_SHIFT) as usize) & (MAP_SHARDS - 1);
-        self.shards[index].lock()
+        self.shards[shard_index(self.hasher.hash_one(key))].lock()
     }
 
     /// Visits every shard in turn, each under its lock.
@@ -254,9 +258,8 @@ impl<K, V> HashedMap<K, V> {
     {
         use std::hash::BuildHasher;
         let hash = self.hasher.hash_one(key);
-        let index = ((hash >> SHARD_SHIFT) as usize) & (MAP_SHARDS - 1);
         KeyShard {
-            table: self.shards[index].lock(),
+            table: self.shards[shard_index(hash)].lock(),
             hash,
             key,
         }
@@ -272,6 +275,16 @@ impl<K, V> HashedMap<K, V> {
     }
 }
 
+/// Whether a [`HashedMap`] entry is `key`'s: the stored hash first, so
+/// the key itself is compared only on a full hash match.
+fn is_key<K, V, Q>(hash: u64, key: &Q) -> impl Fn(&(u64, K, V)) -> bool + '_
+where
+    K: std::borrow::Borrow<Q>,
+    Q: Eq + ?Sized,
+{
+    move |(h, k, _)| *h == hash && k.borrow() == key
+}
+
 impl<K, V, Q> KeyShard<'_, '_, K, V, Q>
 where
     K: std::borrow::Borrow<Q>,
@@ -279,15 +292,13 @@ where
 {
     pub(crate) fn get(&self) -> Option<&V> {
         let (hash, key) = (self.hash, self.key);
-        self.table
-            .find(hash, |(h, k, _)| *h == hash && k.borrow() == key)
-            .map(|(_, _, v)| v)
+        self.table.find(hash, is_key(hash, key)).map(|(_, _, v)| v)
     }
 
     pub(crate) fn get_mut(&mut self) -> Option<&mut V> {
         let (hash, key) = (self.hash, self.key);
         self.table
-            .find_mut(hash, |(h, k, _)| *h == hash && k.borrow() == key)
+            .find_mut(hash, is_key(hash, key))
             .map(|(_, _, v)| v)
     }
 
@@ -299,11 +310,7 @@ where
         make_value: impl FnOnce() -> V,
     ) -> &mut V {
         let (hash, key) = (self.hash, self.key);
-        let entry = self.table.entry(
-            hash,
-            |(h, k, _)| *h == hash && k.borrow() == key,
-            |(h, _, _)| *h,
-        );
+        let entry = self.table.entry(hash, is_key(hash, key), |(h, _, _)| *h);
         &mut entry
             .or_insert_with(|| (hash, make_key(key), make_value()))
             .into_mut()
@@ -313,10 +320,7 @@ where
     /// Removes the key's entry, if it has one.
     pub(crate) fn remove(&mut self) {
         let (hash, key) = (self.hash, self.key);
-        if let Ok(entry) = self
-            .table
-            .find_entry(hash, |(h, k, _)| *h == hash && k.borrow() == key)
-        {
+        if let Ok(entry) = self.table.find_entry(hash, is_key(hash, key)) {
             entry.remove();
         }
     }
