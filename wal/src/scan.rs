@@ -14,6 +14,7 @@ use crate::format::{
     crc_seed, parse_frame,
 };
 use crate::storage::{PAGE_BYTES, map_read_only};
+use crate::sync::map_indices;
 use crate::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SNAPSHOT_BYTES_MAX};
 
 /// What is in a data directory, by file name.
@@ -106,12 +107,109 @@ enum Tail {
     },
 }
 
+/// One segment walked on its own, from its own header, before the chain
+/// across segments is checked: the walks of all segments can then run at
+/// once, and the checks in LSN order afterwards find the same first failure
+/// a walk of the whole log in order would.
+struct Walked {
+    header: SegmentHeader,
+    map: Mmap,
+    /// The segment's declared size, if it does not fit the file.
+    bad_size: Option<CorruptionReason>,
+    /// Offset just past the last valid frame (the seal, if sealed).
+    end: usize,
+    sealed: bool,
+    /// The LSN after the last valid record, and that record's CRC: the
+    /// header's own values when there is none.
+    next_lsn: Lsn,
+    last_crc: u32,
+    /// Why the walk stopped at `end`, unless at a seal.
+    failure: Option<CorruptionReason>,
+}
+
+/// Why a segment could not be walked at all.
+enum Unwalked {
+    Io(IoFailure),
+    Header(CorruptionReason),
+}
+
+/// Maps one segment and checks each frame from its header's first LSN and
+/// chain value: checksum, LSN sequence and chain, up to a seal or the first
+/// failure.
+fn walk(path: &Path, newest: bool) -> Result<Walked, Unwalked> {
+    let map =
+        map_read_only(path).map_err(|e| Unwalked::Io(IoFailure::new("map segment", path, e)))?;
+    let header = SegmentHeader::decode(&map).map_err(Unwalked::Header)?;
+    let file_bytes = map.len() as u64;
+    let size_ok = (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes)
+        && header.segment_bytes.is_multiple_of(PAGE_BYTES as u64)
+        && (file_bytes == header.segment_bytes || (newest && file_bytes < header.segment_bytes));
+    let mut walked = Walked {
+        header,
+        map,
+        bad_size: None,
+        end: SEGMENT_HEADER_BYTES,
+        sealed: false,
+        next_lsn: header.first_lsn,
+        last_crc: header.prev_crc,
+        failure: None,
+    };
+    if !size_ok {
+        walked.bad_size = Some(CorruptionReason::SegmentBytes {
+            expected: file_bytes,
+            found: header.segment_bytes,
+        });
+        return Ok(walked);
+    }
+    let capacity = header.segment_bytes as usize;
+    let seed = crc_seed(header.epoch);
+    walked.failure = loop {
+        let frame = match parse_frame(&walked.map, capacity, walked.end, &seed) {
+            Ok(frame) => frame,
+            Err(problem) => break Some(CorruptionReason::from(problem)),
+        };
+        if frame.header.lsn != walked.next_lsn {
+            break Some(CorruptionReason::LsnOutOfSequence {
+                expected: walked.next_lsn,
+                found: frame.header.lsn,
+            });
+        }
+        if frame.header.prev_crc != walked.last_crc {
+            break Some(CorruptionReason::ChainBroken {
+                expected: walked.last_crc,
+                found: frame.header.prev_crc,
+            });
+        }
+        walked.end = frame.end;
+        match frame.header.kind {
+            FrameKind::Record => {
+                walked.last_crc = frame.header.crc;
+                walked.next_lsn += 1;
+            }
+            FrameKind::Seal => {
+                walked.sealed = true;
+                break None;
+            }
+        }
+    };
+    Ok(walked)
+}
+
 /// Validates every segment in `listing`. `Ok(None)` means there are none.
+///
+/// Segments are walked at once on several threads ([`walk`]), then checked
+/// in order: the header chain (epoch, number, first LSN, chain value), the
+/// size, then the walk's own result. A segment's first failure is thus
+/// reported exactly as a walk of the whole log in order would report it.
 pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
     let Some(((first_name_lsn, _), _)) = listing.segments.split_first() else {
         return Ok(None);
     };
-    let mut segments = Vec::with_capacity(listing.segments.len());
+    let count = listing.segments.len();
+    let walks = map_indices(count, |index| {
+        walk(&listing.segments[index].1, index + 1 == count)
+    });
+    let mut segments = Vec::with_capacity(count);
     let mut log: Option<(u64, crc32fast::Hasher)> = None;
     let mut expected_number = 0;
     let mut expected_lsn = *first_name_lsn;
@@ -119,9 +217,8 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
     let mut prev_crc = 0;
     let mut torn = None;
     let mut dirty_end = 0;
-    let count = listing.segments.len();
 
-    for (index, (name_lsn, path)) in listing.segments.iter().enumerate() {
+    for (index, ((name_lsn, path), walked)) in listing.segments.iter().zip(walks).enumerate() {
         let newest = index + 1 == count;
         let corrupt = |offset: usize, lsn: Lsn, reason: CorruptionReason| {
             ScanError::Corrupt(Corruption {
@@ -131,9 +228,12 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
                 reason,
             })
         };
-        let map = map_read_only(path)
-            .map_err(|e| ScanError::Io(IoFailure::new("map segment", path, e)))?;
-        let header = SegmentHeader::decode(&map).map_err(|r| corrupt(0, expected_lsn, r))?;
+        let walked = match walked {
+            Ok(walked) => walked,
+            Err(Unwalked::Io(failure)) => return Err(ScanError::Io(failure)),
+            Err(Unwalked::Header(reason)) => return Err(corrupt(0, expected_lsn, reason)),
+        };
+        let header = walked.header;
         let (epoch, seed) = match &log {
             Some((epoch, seed)) => (*epoch, seed.clone()),
             None => {
@@ -178,59 +278,20 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
         if let Some((_, reason)) = checks.into_iter().find(|(failed, _)| *failed) {
             return Err(corrupt(0, expected_lsn, reason));
         }
-        let file_bytes = map.len() as u64;
-        let size_ok = (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&header.segment_bytes)
-            && header.segment_bytes.is_multiple_of(PAGE_BYTES as u64)
-            && (file_bytes == header.segment_bytes
-                || (newest && file_bytes < header.segment_bytes));
-        if !size_ok {
-            return Err(corrupt(
-                0,
-                expected_lsn,
-                CorruptionReason::SegmentBytes {
-                    expected: file_bytes,
-                    found: header.segment_bytes,
-                },
-            ));
+        if let Some(reason) = walked.bad_size {
+            return Err(corrupt(0, expected_lsn, reason));
         }
-        let capacity = header.segment_bytes as usize;
-
-        let mut offset = SEGMENT_HEADER_BYTES;
-        let mut sealed = false;
-        let failure = loop {
-            let frame = match parse_frame(&map, capacity, offset, &seed) {
-                Ok(frame) => frame,
-                Err(problem) => break Some(CorruptionReason::from(problem)),
-            };
-            if frame.header.lsn != expected_lsn {
-                break Some(CorruptionReason::LsnOutOfSequence {
-                    expected: expected_lsn,
-                    found: frame.header.lsn,
-                });
-            }
-            if frame.header.prev_crc != prev_crc {
-                break Some(CorruptionReason::ChainBroken {
-                    expected: prev_crc,
-                    found: frame.header.prev_crc,
-                });
-            }
-            offset = frame.end;
-            match frame.header.kind {
-                FrameKind::Record => {
-                    prev_crc = frame.header.crc;
-                    expected_lsn += 1;
-                }
-                FrameKind::Seal => {
-                    sealed = true;
-                    break None;
-                }
-            }
-        };
-        if let Some(reason) = failure {
+        // The header continues the chain, so the walk started where the
+        // chain stood: its end is where the log stands now.
+        let offset = walked.end;
+        expected_lsn = walked.next_lsn;
+        prev_crc = walked.last_crc;
+        if let Some(reason) = walked.failure {
             if !newest {
                 return Err(corrupt(offset, expected_lsn, reason));
             }
-            match classify_tail(&map, capacity, offset, expected_lsn, &seed) {
+            let capacity = header.segment_bytes as usize;
+            match classify_tail(&walked.map, capacity, offset, expected_lsn, &seed) {
                 Tail::Clean => {}
                 Tail::Torn { dirty_end: end } => {
                     dirty_end = end;
@@ -259,9 +320,9 @@ pub(crate) fn scan(listing: &Listing) -> Result<Option<Scan>, ScanError> {
         segments.push(ScannedSegment {
             path: path.clone(),
             header,
-            map,
+            map: walked.map,
             end: offset,
-            sealed,
+            sealed: walked.sealed,
         });
         expected_number += 1;
     }

@@ -178,3 +178,87 @@ pub(crate) unsafe fn load_commit_word(ptr: *mut u8) -> u64 {
     // bytes are visible once the word is.
     atomic.load(std::sync::atomic::Ordering::Acquire)
 }
+
+/// `f(0) .. f(count - 1)`, in that order, computed on as many threads as
+/// the machine has cores, at most four (the caller's among them, and the
+/// others named `wal-scan`): each takes the next index not yet taken, so
+/// one slow item does not hold up the rest. Used by the recovery
+/// scan, whose items (segments) are independent and whose combining step
+/// runs afterwards on the caller's thread.
+///
+/// A thread the OS refuses leaves its share to the others. Under loom it
+/// runs on the caller's thread alone: the scan does I/O and is not modelled.
+pub(crate) fn map_indices<R, F>(count: usize, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(usize) -> R + Sync,
+{
+    #[cfg(loom)]
+    {
+        (0..count).map(f).collect()
+    }
+    #[cfg(not(loom))]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cores.min(4).min(count);
+        if threads <= 1 {
+            return (0..count).map(f).collect();
+        }
+        // Relaxed: the counter only hands out distinct indices; the results
+        // reach the caller through the scope's joins.
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= count {
+                    return done;
+                }
+                done.push((index, f(index)));
+            }
+        };
+        let mut slots: Vec<Option<R>> = (0..count).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads)
+                .filter_map(|_| {
+                    let builder = std::thread::Builder::new().name("wal-scan".to_owned());
+                    builder.spawn_scoped(scope, work).ok()
+                })
+                .collect();
+            let mut all = work();
+            for helper in helpers {
+                match helper.join() {
+                    Ok(done) => all.extend(done),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            for (index, result) in all {
+                slots[index] = Some(result);
+            }
+        });
+        slots
+            .into_iter()
+            .map(|slot| slot.expect("every index was taken by one thread"))
+            .collect()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::map_indices;
+
+    #[test]
+    fn map_indices_returns_every_result_in_index_order() {
+        assert!(map_indices(0, |i| i).is_empty());
+        assert_eq!(map_indices(1, |i| i * 3), vec![0]);
+        // Uneven work, so the threads finish out of order.
+        let squares = map_indices(200, |i| {
+            if i % 7 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            i * i
+        });
+        assert_eq!(squares, (0..200).map(|i| i * i).collect::<Vec<_>>());
+    }
+}

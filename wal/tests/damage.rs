@@ -366,9 +366,14 @@ fn check_corruption(
 /// Appends equal-sized records (LSN = index + 1) until the log spans three
 /// segments, each waited durable; returns the segment paths.
 fn build_multi_segment_log(dir: &Path) -> Vec<std::path::PathBuf> {
+    build_log_of_segments(dir, 3)
+}
+
+/// As [`build_multi_segment_log`], with `count` segments.
+fn build_log_of_segments(dir: &Path, count: usize) -> Vec<std::path::PathBuf> {
     let (wal, _) = Wal::open(dir, small_options()).unwrap();
     let mut lsn = 0;
-    while segment_paths(dir).len() < 3 {
+    while segment_paths(dir).len() < count {
         lsn = wal.append(1, &payload(lsn + 1, 200)).unwrap();
         wal.wait_durable(lsn).unwrap();
     }
@@ -408,6 +413,81 @@ fn damage_anywhere_in_an_older_segment_is_refused() {
             ),
             other => panic!("{victim:?}: expected corruption, got {other:?}"),
         }
+    }
+}
+
+/// The first LSN of a segment, from its file name.
+fn first_lsn_of(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Flips a payload byte of the first record of `segment`.
+fn flip_first_record(segment: &Path) {
+    let mut bytes = fs::read(segment).unwrap();
+    bytes[(SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 3) as usize] ^= 0x40;
+    fs::write(segment, bytes).unwrap();
+}
+
+/// Segments are walked on several threads at once; whichever walk ends
+/// first, the damage reported is the oldest, as a walk in order finds it.
+#[test]
+fn with_damage_in_several_segments_the_oldest_is_reported() {
+    for (older, newer) in [(0, 3), (1, 2), (0, 1), (2, 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = build_log_of_segments(dir.path(), 5);
+        flip_first_record(&segments[newer]);
+        flip_first_record(&segments[older]);
+        let context = format!("damage in segments {older} and {newer}");
+        let is_checksum =
+            |r: &CorruptionReason| matches!(r, CorruptionReason::RecordChecksum { .. });
+        let lsn = first_lsn_of(&segments[older]);
+        match Wal::open(dir.path(), small_options()) {
+            Err(OpenError::Corrupt(found)) => check_corruption(
+                &found,
+                &segments[older],
+                SEGMENT_HEADER_BYTES,
+                lsn,
+                is_checksum,
+                &context,
+            ),
+            other => panic!("{context}: expected corruption, got {other:?}"),
+        }
+        match verify(dir.path()) {
+            Err(VerifyError::Corrupt(found)) => check_corruption(
+                &found,
+                &segments[older],
+                SEGMENT_HEADER_BYTES,
+                lsn,
+                is_checksum,
+                &context,
+            ),
+            other => panic!("{context}: expected corruption, got {other:?}"),
+        }
+    }
+    // A segment's header is checked before its records: with the segment
+    // before it gone, its number is reported, not its damaged record, nor
+    // a newer segment's.
+    let dir = tempfile::tempdir().unwrap();
+    let segments = build_log_of_segments(dir.path(), 4);
+    flip_first_record(&segments[2]);
+    flip_first_record(&segments[3]);
+    fs::remove_file(&segments[1]).unwrap();
+    match Wal::open(dir.path(), small_options()) {
+        Err(OpenError::Corrupt(found)) => check_corruption(
+            &found,
+            &segments[2],
+            0,
+            first_lsn_of(&segments[1]),
+            |r| matches!(r, CorruptionReason::SegmentNumber { .. }),
+            "a missing segment before a damaged one",
+        ),
+        other => panic!("expected corruption, got {other:?}"),
     }
 }
 
