@@ -2,6 +2,7 @@
 //! codes that have been touched.
 
 use std::collections::HashMap;
+use std::ptr::NonNull;
 
 use crate::Timestamp;
 use crate::codec::Codec;
@@ -13,7 +14,7 @@ use crate::state::{CodeState, PublicState, StateMap};
 use crate::sync::{Arc, AtomicBool, AtomicU64, HashedMap, Mutex, Ordering, RwLock, ShardedMap};
 
 /// Metadata of a touched code. Never-touched codes have none, so a campaign
-/// costs its bitmap (half a byte a code) until codes are used. 48 bytes:
+/// costs its bitmap (half a byte a code) until codes are used. 32 bytes:
 /// what only some codes have (an assignment, a hold) is one pointer each.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct CodeMeta {
@@ -33,7 +34,7 @@ pub(crate) struct CodeMeta {
 }
 
 #[cfg(all(not(loom), target_pointer_width = "64"))]
-const _: () = assert!(std::mem::size_of::<CodeMeta>() == 48);
+const _: () = assert!(std::mem::size_of::<CodeMeta>() == 32);
 
 impl CodeMeta {
     /// When the code was assigned, if it is.
@@ -93,51 +94,90 @@ impl std::ops::Deref for Recipient {
 }
 
 /// How a code was redeemed: when, by whom, under which order reference.
-/// The user and the order share one allocation, `[tag][user][order]`,
-/// where `tag` is `user length * 2 + (order given)` as an unsigned LEB128
-/// (one byte for a user of up to 63 bytes).
-#[derive(Clone)]
+/// One allocation behind a thin pointer, so that it costs `CodeMeta` 8
+/// bytes: `[at][user length][order tag][user][order]`, where `at` is the
+/// time's 8 bytes little-endian, and the user's length and the order tag
+/// (the order's length plus one, or 0 when none was given) are unsigned
+/// LEB128 (one byte each up to 127).
 pub(crate) struct Redemption {
-    /// When, reported to a later attempt as `redeemed_at`.
-    pub at: Timestamp,
-    /// The tag, the user's bytes and the order's.
-    text: Box<[u8]>,
+    /// The start of a boxed byte slice made by [`Redemption::new`], never
+    /// written again and freed in `Drop`; its length is read back from its
+    /// own header ([`Redemption::bytes`]).
+    start: NonNull<u8>,
 }
 
-/// The decoded fields, not the tag and bytes they are stored as.
+// SAFETY: a `Redemption` owns its bytes and never writes them after
+// `new`, as a `Box<[u8]>` would: sending or sharing it is as safe.
+unsafe impl Send for Redemption {}
+// SAFETY: as above.
+unsafe impl Sync for Redemption {}
+
+/// Bytes of the time at the start of a [`Redemption`].
+const AT_BYTES: usize = 8;
+
+/// The decoded fields, not the bytes they are stored as.
 impl std::fmt::Debug for Redemption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redemption")
-            .field("at", &self.at)
+            .field("at", &self.at())
             .field("user", &self.user())
             .field("order", &self.order())
             .finish()
     }
 }
 
+impl Clone for Redemption {
+    fn clone(&self) -> Redemption {
+        Redemption::own(self.bytes().into())
+    }
+}
+
+impl Drop for Redemption {
+    fn drop(&mut self) {
+        let length = self.bytes().len();
+        let slice = std::ptr::slice_from_raw_parts_mut(self.start.as_ptr(), length);
+        // SAFETY: `start` and `length` are those of the boxed slice that
+        // `own` leaked (the header gives back its length), and this is
+        // the one drop of its one owner.
+        drop(unsafe { Box::from_raw(slice) });
+    }
+}
+
 impl Redemption {
     pub fn new(user: &str, order: Option<&str>, at: Timestamp) -> Redemption {
         let order_bytes = order.map_or(&[][..], str::as_bytes);
-        let mut tag = (user.len() as u64) << 1 | u64::from(order.is_some());
+        let user_tag = user.len() as u64;
+        let order_tag = order.map_or(0, |order| order.len() as u64 + 1);
         // Exactly the bytes written, so `into_boxed_slice` below keeps the
         // allocation instead of copying it into a smaller one.
-        let length = Redemption::tag_bytes(tag) + user.len() + order_bytes.len();
-        let mut text = Vec::with_capacity(length);
-        loop {
-            let byte = (tag & 0x7F) as u8;
-            tag >>= 7;
-            if tag == 0 {
-                text.push(byte);
-                break;
+        let length = AT_BYTES
+            + Redemption::tag_bytes(user_tag)
+            + Redemption::tag_bytes(order_tag)
+            + user.len()
+            + order_bytes.len();
+        let mut bytes = Vec::with_capacity(length);
+        bytes.extend_from_slice(&at.0.to_le_bytes());
+        for mut tag in [user_tag, order_tag] {
+            loop {
+                let byte = (tag & 0x7F) as u8;
+                tag >>= 7;
+                if tag == 0 {
+                    bytes.push(byte);
+                    break;
+                }
+                bytes.push(byte | 0x80);
             }
-            text.push(byte | 0x80);
         }
-        text.extend_from_slice(user.as_bytes());
-        text.extend_from_slice(order_bytes);
-        debug_assert_eq!(text.len(), text.capacity());
+        bytes.extend_from_slice(user.as_bytes());
+        bytes.extend_from_slice(order_bytes);
+        debug_assert_eq!(bytes.len(), bytes.capacity());
+        Redemption::own(bytes.into_boxed_slice())
+    }
+
+    /// Takes ownership of bytes laid out as `new` writes them.
+    fn own(bytes: Box<[u8]>) -> Redemption {
         Redemption {
-            at,
-            text: text.into_boxed_slice(),
+            start: NonNull::from(Box::leak(bytes)).cast::<u8>(),
         }
     }
 
@@ -146,31 +186,63 @@ impl Redemption {
         ((u64::BITS - tag.leading_zeros()).div_ceil(7) as usize).max(1)
     }
 
-    /// (user length, order given, where the user starts).
-    fn tag(&self) -> (usize, bool, usize) {
-        let mut tag = 0u64;
-        let mut position = 0;
-        loop {
-            let byte = self.text[position];
-            tag |= u64::from(byte & 0x7F) << (7 * position);
+    /// All the stored bytes, their length read back from the header.
+    fn bytes(&self) -> &[u8] {
+        self.parts().0
+    }
+
+    /// (all the stored bytes, where the user starts, the user's length,
+    /// whether an order was given: it runs from the user's end to the end).
+    fn parts(&self) -> (&[u8], usize, usize, bool) {
+        let mut position = AT_BYTES;
+        let mut next = || {
+            // SAFETY: `new` wrote the whole header, so every byte up to
+            // the end of the second tag is inside the allocation, and the
+            // tags' last bytes (high bit clear) end the reads there.
+            let byte = unsafe { *self.start.as_ptr().add(position) };
             position += 1;
-            if byte & 0x80 == 0 {
-                break;
-            }
-        }
-        ((tag >> 1) as usize, tag & 1 == 1, position)
+            byte
+        };
+        let user = leb128(&mut next);
+        let order_tag = leb128(&mut next);
+        let length = position + user + order_tag.saturating_sub(1);
+        // SAFETY: the allocation holds the header, the user and the order,
+        // `length` bytes in all, initialised by `new` and never written
+        // again; the slice lives no longer than `self`, which owns them.
+        let bytes = unsafe { std::slice::from_raw_parts(self.start.as_ptr(), length) };
+        (bytes, position, user, order_tag > 0)
+    }
+
+    /// When, reported to a later attempt as `redeemed_at`.
+    pub fn at(&self) -> Timestamp {
+        let at = self.bytes()[..AT_BYTES].try_into().expect("8 bytes");
+        Timestamp(u64::from_le_bytes(at))
     }
 
     /// The redeemer.
     pub fn user(&self) -> &str {
-        let (len, _, start) = self.tag();
-        std::str::from_utf8(&self.text[start..start + len]).expect("stored from a str")
+        let (bytes, start, length, _) = self.parts();
+        std::str::from_utf8(&bytes[start..start + length]).expect("stored from a str")
     }
 
     /// The caller's order reference, shown by the code's status.
     pub fn order(&self) -> Option<&str> {
-        let (len, given, start) = self.tag();
-        given.then(|| std::str::from_utf8(&self.text[start + len..]).expect("stored from a str"))
+        let (bytes, start, length, given) = self.parts();
+        given.then(|| std::str::from_utf8(&bytes[start + length..]).expect("stored from a str"))
+    }
+}
+
+/// An unsigned LEB128 number read from `next`'s bytes: seven bits a byte,
+/// low bits first, the last byte's high bit clear.
+fn leb128(mut next: impl FnMut() -> u8) -> usize {
+    let (mut value, mut shift) = (0usize, 0u32);
+    loop {
+        let byte = next();
+        value |= usize::from(byte & 0x7F).checked_shl(shift).unwrap_or(0);
+        shift += 7;
+        if byte & 0x80 == 0 {
+            return value;
+        }
     }
 }
 
@@ -855,14 +927,23 @@ mod tests {
         users.extend(edges.iter().map(String::as_str));
         for user in users {
             for order in [None, Some(""), Some("ORD-2026-0000000001"), Some("ü")] {
-                let r = Redemption::new(user, order, Timestamp(7));
-                assert_eq!((r.user(), r.order(), r.at), (user, order, Timestamp(7)));
-                let tag = (user.len() as u64) << 1 | u64::from(order.is_some());
+                let at = Timestamp(0x0102_0304_0506_0708);
+                let r = Redemption::new(user, order, at);
+                assert_eq!((r.user(), r.order(), r.at()), (user, order, at));
+                let order_tag = order.map_or(0, |order| order.len() as u64 + 1);
+                let expected = 8
+                    + Redemption::tag_bytes(user.len() as u64)
+                    + Redemption::tag_bytes(order_tag)
+                    + user.len()
+                    + order.map_or(0, str::len);
+                let context = format!("{} bytes of user, order {order:?}", user.len());
+                assert_eq!(r.bytes().len(), expected, "{context}");
+                let copy = r.clone();
+                drop(r);
                 assert_eq!(
-                    r.text.len(),
-                    Redemption::tag_bytes(tag) + user.len() + order.map_or(0, str::len),
-                    "{} bytes of user, order {order:?}",
-                    user.len()
+                    (copy.user(), copy.order(), copy.at()),
+                    (user, order, at),
+                    "{context}"
                 );
             }
         }

@@ -201,7 +201,7 @@ impl<J: Journal> Engine<J> {
             assigned_at: meta.assigned_at(),
             reserved_until: meta.hold.as_ref().map(|h| h.until),
             redeemed_by: meta.redemption.as_ref().map(|r| r.user().into()),
-            redeemed_at: meta.redemption.as_ref().map(|r| r.at),
+            redeemed_at: meta.redemption.as_ref().map(|r| r.at()),
             order: meta
                 .redemption
                 .as_ref()

@@ -23,7 +23,7 @@ impl<J: Journal> Engine<J> {
     ) -> Result<(), Refusal> {
         match state.public() {
             PublicState::Redeemed => Err(Refusal::AlreadyRedeemed {
-                redeemed_at: meta.redemption.as_ref().map_or(Timestamp(0), |r| r.at),
+                redeemed_at: meta.redemption.as_ref().map_or(Timestamp(0), |r| r.at()),
                 lsn: meta.lsn,
             }),
             PublicState::Voided => Err(Refusal::CodeVoided { lsn: meta.lsn }),
@@ -299,7 +299,7 @@ impl<J: Journal> Engine<J> {
         match state.public() {
             PublicState::Redeemed => {
                 let meta = campaign.meta_of(slot);
-                let at = meta.redemption.map_or(Timestamp(0), |r| r.at);
+                let at = meta.redemption.map_or(Timestamp(0), |r| r.at());
                 return Err(Refusal::AlreadyRedeemed {
                     redeemed_at: at,
                     lsn: meta.lsn,

@@ -249,7 +249,7 @@ impl<J: Journal> Engine<J> {
                         meta.hold.map(|h| (h.id, h.user, h.until)),
                         meta.redemption.map(|r| (
                             r.user().to_owned(),
-                            r.at,
+                            r.at(),
                             r.order().map(str::to_owned)
                         )),
                     );
@@ -406,7 +406,7 @@ fn snapshot_code_state(
                 .as_ref()
                 .expect("a redeemed code has its redemption");
             emit(&Record::Redeemed {
-                at: r.at,
+                at: r.at(),
                 campaign: number,
                 slot,
                 user: r.user(),
