@@ -447,26 +447,23 @@ fn with_damage_in_several_segments_the_oldest_is_reported() {
         let is_checksum =
             |r: &CorruptionReason| matches!(r, CorruptionReason::RecordChecksum { .. });
         let lsn = first_lsn_of(&segments[older]);
-        match Wal::open(dir.path(), small_options()) {
-            Err(OpenError::Corrupt(found)) => check_corruption(
-                &found,
+        // Opening and verifying must both name the older damage.
+        let check = |found: &Corruption| {
+            check_corruption(
+                found,
                 &segments[older],
                 SEGMENT_HEADER_BYTES,
                 lsn,
                 is_checksum,
                 &context,
-            ),
+            )
+        };
+        match Wal::open(dir.path(), small_options()) {
+            Err(OpenError::Corrupt(found)) => check(&found),
             other => panic!("{context}: expected corruption, got {other:?}"),
         }
         match verify(dir.path()) {
-            Err(VerifyError::Corrupt(found)) => check_corruption(
-                &found,
-                &segments[older],
-                SEGMENT_HEADER_BYTES,
-                lsn,
-                is_checksum,
-                &context,
-            ),
+            Err(VerifyError::Corrupt(found)) => check(&found),
             other => panic!("{context}: expected corruption, got {other:?}"),
         }
     }
