@@ -157,17 +157,8 @@ impl Redemption {
             + order_bytes.len();
         let mut bytes = Vec::with_capacity(length);
         bytes.extend_from_slice(&at.0.to_le_bytes());
-        for mut tag in [user_tag, order_tag] {
-            loop {
-                let byte = (tag & 0x7F) as u8;
-                tag >>= 7;
-                if tag == 0 {
-                    bytes.push(byte);
-                    break;
-                }
-                bytes.push(byte | 0x80);
-            }
-        }
+        push_leb128(&mut bytes, user_tag);
+        push_leb128(&mut bytes, order_tag);
         bytes.extend_from_slice(user.as_bytes());
         bytes.extend_from_slice(order_bytes);
         debug_assert_eq!(bytes.len(), bytes.capacity());
@@ -215,7 +206,9 @@ impl Redemption {
 
     /// When, reported to a later attempt as `redeemed_at`.
     pub fn at(&self) -> Timestamp {
-        let at = self.bytes()[..AT_BYTES].try_into().expect("8 bytes");
+        // SAFETY: `new` wrote the time's 8 bytes first; reading them needs
+        // no walk of the tags after them (a refusal reads only this).
+        let at = unsafe { self.start.as_ptr().cast::<[u8; AT_BYTES]>().read() };
         Timestamp(u64::from_le_bytes(at))
     }
 
@@ -229,6 +222,19 @@ impl Redemption {
     pub fn order(&self) -> Option<&str> {
         let (bytes, start, length, given) = self.parts();
         given.then(|| std::str::from_utf8(&bytes[start + length..]).expect("stored from a str"))
+    }
+}
+
+/// Appends `value` as an unsigned LEB128 number, the inverse of [`leb128`].
+fn push_leb128(bytes: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7F) as u8;
+        value >>= 7;
+        if value == 0 {
+            bytes.push(byte);
+            return;
+        }
+        bytes.push(byte | 0x80);
     }
 }
 
